@@ -1,0 +1,129 @@
+"""The input contract: columns and types of events, catalog and impressions, and canonical event types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "add_to_wishlist", "purchase")
+"""Canonical behaviours, in funnel order."""
+
+DEFAULT_EVENT_ALIASES: dict[str, str] = {
+    "pv": "view",
+    "page_view": "view",
+    "pageview": "view",
+    "impression": "view",
+    "detail_view": "view",
+    "clk": "click",
+    "tap": "click",
+    "cart": "add_to_cart",
+    "add-to-cart": "add_to_cart",
+    "addtocart": "add_to_cart",
+    "fav": "add_to_wishlist",
+    "favorite": "add_to_wishlist",
+    "favourite": "add_to_wishlist",
+    "collect": "add_to_wishlist",
+    "wishlist": "add_to_wishlist",
+    "add-to-wishlist": "add_to_wishlist",
+    "buy": "purchase",
+    "order": "purchase",
+    "transaction": "purchase",
+}
+"""Raw event names mapped to canonical ones (matched case-insensitively after trimming)."""
+
+ColumnKind = Literal["id", "event_type", "timestamp", "text", "int", "float", "flag", "id_list"]
+
+KIND_DESCRIPTION: dict[str, str] = {
+    "id": "integer or string ids",
+    "event_type": "string event names",
+    "timestamp": "datetime, or epoch seconds/milliseconds, or ISO-8601 strings",
+    "text": "strings",
+    "int": "integers",
+    "float": "numbers",
+    "flag": "0/1 integers or booleans",
+    "id_list": "a list of ids (or a string of ids separated by '|', ',' or spaces)",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the contract: its name, what kind of values it holds, and whether it must be present."""
+
+    name: str
+    kind: ColumnKind
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """The columns of one input table; `key` names the columns that identify a row (catalog tables)."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    any_of: tuple[str, ...] = field(default=())
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+EVENTS = TableSpec(
+    "events",
+    (
+        Column("user_id", "id"),
+        Column("item_id", "id", required=False),
+        Column("content_id", "id", required=False),
+        Column("event_type", "event_type"),
+        Column("timestamp", "timestamp"),
+        Column("session_id", "id", required=False),
+        Column("device", "text", required=False),
+    ),
+    any_of=("item_id", "content_id"),
+)
+
+IMPRESSIONS = TableSpec(
+    "impressions",
+    (
+        Column("request_id", "id"),
+        Column("user_id", "id"),
+        Column("content_id", "id"),
+        Column("slot", "int"),
+        Column("timestamp", "timestamp"),
+        Column("clicked", "flag"),
+        Column("device", "text", required=False),
+    ),
+)
+
+ITEMS = TableSpec(
+    "items",
+    (
+        Column("item_id", "id"),
+        Column("category", "id", required=False),
+        Column("brand", "id", required=False),
+        Column("price", "float", required=False),
+        Column("title", "text", required=False),
+    ),
+    key=("item_id",),
+)
+
+CONTENT = TableSpec(
+    "content",
+    (
+        Column("content_id", "id"),
+        Column("module_type", "text"),
+        Column("title", "text", required=False),
+        Column("item_ids", "id_list", required=False),
+    ),
+    key=("content_id",),
+)
+
+TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (EVENTS, IMPRESSIONS, ITEMS, CONTENT)}
+
+TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
+EVENT_TYPE_DTYPE = pl.Enum(list(EVENT_TYPES))
