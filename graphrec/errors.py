@@ -18,6 +18,7 @@ class SchemaError(GraphrecError):
 class RejectedInputError(GraphrecError):
     """An input file has a larger share of bad rows than the configured threshold allows."""
 
-    def __init__(self, message: str, report: dict) -> None:
+    def __init__(self, message: str, report: dict, quarantine: object = None) -> None:
         super().__init__(message)
         self.report = report
+        self.quarantine = quarantine

@@ -25,7 +25,32 @@ MODULE_TYPES = ("carousel", "banner", "teaser", "editorial")
 DEVICES = ("mobile_web", "desktop", "app")
 # Share of sessions per hour of day (UTC): quiet nights, a lunch bump and an evening peak.
 HOURLY_RHYTHM = np.array(
-    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.0, 1.8, 2.4, 2.6, 2.8, 3.0, 3.6, 3.2, 2.8, 2.8, 3.0, 3.4, 4.2, 5.0, 5.4, 4.8, 3.4, 2.0]
+    [
+        1,
+        0.6,
+        0.4,
+        0.3,
+        0.3,
+        0.5,
+        1.0,
+        1.8,
+        2.4,
+        2.6,
+        2.8,
+        3.0,
+        3.6,
+        3.2,
+        2.8,
+        2.8,
+        3.0,
+        3.4,
+        4.2,
+        5.0,
+        5.4,
+        4.8,
+        3.4,
+        2.0,
+    ]
 )
 
 
@@ -148,7 +173,11 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         n_users, cfg.consideration_set
     )
     user_affinity = np.zeros((n_users, n_cat))
-    np.add.at(user_affinity, (np.repeat(np.arange(n_users), cfg.interests_per_user), interests.ravel()), interest_weight.ravel())
+    np.add.at(
+        user_affinity,
+        (np.repeat(np.arange(n_users), cfg.interests_per_user), interests.ravel()),
+        interest_weight.ravel(),
+    )
 
     # Content modules: each features 1-3 categories and up to 12 of their most popular items.
     module_type = rng.choice(len(MODULE_TYPES), size=n_content, p=[0.4, 0.25, 0.2, 0.15])
@@ -183,8 +212,10 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         keys = module_log_weight + rng.gumbel(size=(min(200_000, len(request_session) - lo), n_content))
         shown[lo : lo + len(keys)] = np.argsort(-keys, axis=1)[:, : cfg.slots]
     request_user = session_user[request_session]
-    affinity = np.einsum("rc,rsc->rs", user_affinity[request_user], module_mix[shown]) if len(shown) < 50_000 else (
-        _affinity_chunked(user_affinity, module_mix, request_user, shown)
+    affinity = (
+        np.einsum("rc,rsc->rs", user_affinity[request_user], module_mix[shown])
+        if len(shown) < 50_000
+        else (_affinity_chunked(user_affinity, module_mix, request_user, shown))
     )
     relevance = _sigmoid(cfg.relevance_bias + cfg.relevance_weight * affinity + module_quality[shown])
     examined = rng.random(shown.shape) < exam_prob[None, :]
@@ -205,7 +236,9 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     flat_module_items = np.concatenate(module_items)
     follow = 1 + rng.poisson(1.0, len(click_module))
     follow_module = np.repeat(click_module, follow)
-    follow_item = flat_module_items[module_offset[follow_module] + (rng.random(len(follow_module)) * module_len[follow_module]).astype(np.int64)]
+    follow_item = flat_module_items[
+        module_offset[follow_module] + (rng.random(len(follow_module)) * module_len[follow_module]).astype(np.int64)
+    ]
     view_session = np.concatenate([view_session, np.repeat(click_session, follow)])
     view_item = np.concatenate([view_item, follow_item])
     considered = np.concatenate([revisit, np.zeros(len(follow_item), dtype=bool)])
@@ -231,17 +264,47 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     req_exam_r, req_exam_s = np.nonzero(examined)
     parts = {
         "view": (view_user, view_item, None, view_time, view_session),
-        "click": (view_user[item_click], view_item[item_click], None, times(item_click, 5), view_session[item_click]),
-        "add_to_cart": (view_user[item_cart], view_item[item_cart], None, times(item_cart, 40), view_session[item_cart]),
-        "add_to_wishlist": (view_user[item_wish], view_item[item_wish], None, times(item_wish, 30), view_session[item_wish]),
-        "purchase": (view_user[item_buy], view_item[item_buy], None, times(item_buy, 300), view_session[item_buy]),
+        "click": (
+            view_user[item_click],
+            view_item[item_click],
+            None,
+            times(item_click, 5),
+            view_session[item_click],
+        ),
+        "add_to_cart": (
+            view_user[item_cart],
+            view_item[item_cart],
+            None,
+            times(item_cart, 40),
+            view_session[item_cart],
+        ),
+        "add_to_wishlist": (
+            view_user[item_wish],
+            view_item[item_wish],
+            None,
+            times(item_wish, 30),
+            view_session[item_wish],
+        ),
+        "purchase": (
+            view_user[item_buy],
+            view_item[item_buy],
+            None,
+            times(item_buy, 300),
+            view_session[item_buy],
+        ),
         "content_view": (
-            request_user[req_exam_r], None, shown[req_exam_r, req_exam_s],
-            session_start[request_session[req_exam_r]] + 1 + req_exam_s, request_session[req_exam_r],
+            request_user[req_exam_r],
+            None,
+            shown[req_exam_r, req_exam_s],
+            session_start[request_session[req_exam_r]] + 1 + req_exam_s,
+            request_session[req_exam_r],
         ),
         "content_click": (
-            request_user[click_r], None, click_module,
-            session_start[click_session] + 3 + 2 * click_s, click_session,
+            request_user[click_r],
+            None,
+            click_module,
+            session_start[click_session] + 3 + 2 * click_s,
+            click_session,
         ),
     }
     events, session_of_event = _assemble_events(parts)
@@ -263,10 +326,13 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         (pl.lit("s") + events["session"].cast(pl.String)).alias("session_id"),
     ).sort("timestamp", "session", maintain_order=True)
     events = events.select(
-        "user_id", "item_id", "content_id",
+        "user_id",
+        "item_id",
+        "content_id",
         pl.col("event_type").cast(EVENT_TYPE_DTYPE),
         pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC").cast(TIMESTAMP_DTYPE),
-        "session_id", "device",
+        "session_id",
+        "device",
     )
 
     kept_r = np.flatnonzero(request_keep)
@@ -290,7 +356,11 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC").cast(TIMESTAMP_DTYPE),
     )
     truth = impressions.select(
-        "request_id", "content_id", "slot", "examine_prob", "relevance_prob",
+        "request_id",
+        "content_id",
+        "slot",
+        "examine_prob",
+        "relevance_prob",
         (pl.col("examine_prob") * pl.col("relevance_prob")).alias("click_prob"),
     )
     impressions = impressions.select("request_id", "user_id", "content_id", "slot", "timestamp", "clicked", "device")
@@ -302,7 +372,10 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
             "category": [category_names[c] for c in item_category],
             "brand": [f"brand-{b:04d}" for b in item_brand],
             "price": item_price,
-            "title": [f"brand-{b:04d} {category_names[c]} item {i}" for i, (b, c) in enumerate(zip(item_brand, item_category, strict=True))],
+            "title": [
+                f"brand-{b:04d} {category_names[c]} item {i}"
+                for i, (b, c) in enumerate(zip(item_brand, item_category, strict=True))
+            ],
         }
     )
     content = pl.DataFrame(
@@ -370,7 +443,10 @@ def _corrupt(events: pl.DataFrame, fraction: float, rng: np.random.Generator) ->
     bad = bad.with_columns(
         pl.when(kind == 0).then(None).otherwise(pl.col("user_id")).alias("user_id"),
         pl.when(kind == 1).then(pl.lit("page_scroll")).otherwise(pl.col("event_type")).alias("event_type"),
-        pl.when(kind == 2).then(pl.col("timestamp") + pl.duration(days=3650)).otherwise(pl.col("timestamp")).alias("timestamp"),
+        pl.when(kind == 2)
+        .then(pl.col("timestamp") + pl.duration(days=3650))
+        .otherwise(pl.col("timestamp"))
+        .alias("timestamp"),
     )
     return pl.concat([raw, bad]).sort("timestamp", maintain_order=True)
 
@@ -392,7 +468,13 @@ def write_shop(shop: Shop, out_dir: str | Path) -> Path:
                 "config": asdict(shop.config),
                 "stats": shop.stats,
                 "code_version": code_version(),
-                "files": ["events.parquet", "items.parquet", "content.parquet", "impressions.parquet", "impressions_truth.parquet"],
+                "files": [
+                    "events.parquet",
+                    "items.parquet",
+                    "content.parquet",
+                    "impressions.parquet",
+                    "impressions_truth.parquet",
+                ],
             },
         )
     return out_dir

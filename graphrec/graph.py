@@ -27,7 +27,13 @@ from graphrec.errors import InputError
 from graphrec.schema import EVENT_TYPE_DTYPE, EVENT_TYPES
 
 EdgeType = tuple[str, str, str]
-NODE_ID_COLUMN = {"user": "user_id", "item": "item_id", "content": "content_id", "category": "category", "brand": "brand"}
+NODE_ID_COLUMN = {
+    "user": "user_id",
+    "item": "item_id",
+    "content": "content_id",
+    "category": "category",
+    "brand": "brand",
+}
 EDGE_ATTRS = ("count", "last_timestamp", "weight")
 SNAPSHOT_FORMAT = 1
 
@@ -88,7 +94,12 @@ def _id_map(values: list[pl.Series], name: str) -> pl.DataFrame:
 
 
 def _aggregate_edges(
-    events: pl.LazyFrame, target: str, user_map: pl.DataFrame, target_map: pl.DataFrame, cutoff_us: int, decay: float
+    events: pl.LazyFrame,
+    target: str,
+    user_map: pl.DataFrame,
+    target_map: pl.DataFrame,
+    cutoff_us: int,
+    decay: float,
 ) -> pl.DataFrame:
     """Group events on (behaviour, user, target): count, last time and decayed weight, sorted by that key.
 
@@ -212,7 +223,11 @@ def build_snapshot(
         "kind": "graph_snapshot",
         "created_at": utc_now_iso(),
         "cutoff": cutoff.isoformat(),
-        "events": {"input_rows": total, "used_before_cutoff": before, "excluded_at_or_after_cutoff": total - before},
+        "events": {
+            "input_rows": total,
+            "used_before_cutoff": before,
+            "excluded_at_or_after_cutoff": total - before,
+        },
         "num_nodes": num_nodes,
         "num_edges": {"__".join(k): int(v["edge_index"].shape[1]) for k, v in edges.items()},
         "input_fingerprint": fingerprint or {},
@@ -231,7 +246,10 @@ def _item_catalog(item_map: pl.DataFrame, items: pl.DataFrame):
     table = item_map.join(catalog, on="item_id", how="left").sort("index")
     edges: dict[EdgeType, dict[str, torch.Tensor]] = {}
     feature_maps: dict[str, pl.DataFrame] = {}
-    for column, node_type, relation in (("category", "category", "in_category"), ("brand", "brand", "of_brand")):
+    for column, node_type, relation in (
+        ("category", "category", "in_category"),
+        ("brand", "brand", "of_brand"),
+    ):
         if column not in table.columns or table[column].null_count() == table.height:
             continue
         feature_map = _id_map([table[column]], column)

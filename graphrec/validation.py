@@ -7,6 +7,7 @@ holds for every table and is recorded in the report.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
 from graphrec.errors import InputError, RejectedInputError, SchemaError
 from graphrec.io import scan_table
 from graphrec.schema import (
@@ -25,10 +27,13 @@ from graphrec.schema import (
     IMPRESSIONS,
     ITEMS,
     KIND_DESCRIPTION,
+    TABLES,
     TIMESTAMP_DTYPE,
     Column,
     TableSpec,
 )
+
+log = logging.getLogger(__name__)
 
 DUPLICATE = "duplicate"
 _DATETIME_FORMATS = (
@@ -278,9 +283,9 @@ def _normalise(df: pl.DataFrame, columns: list[Column], config: ValidationConfig
             normalised[column.name] = _normalise_id(raw, config.id_type)
         elif column.kind == "event_type":
             text = raw.cast(pl.String).str.strip_chars().str.to_lowercase()
-            normalised[column.name] = text.replace_strict(
-                config.aliases(), default=None, return_dtype=pl.String
-            ).cast(EVENT_TYPE_DTYPE)
+            normalised[column.name] = text.replace_strict(config.aliases(), default=None, return_dtype=pl.String).cast(
+                EVENT_TYPE_DTYPE
+            )
         elif column.kind == "timestamp":
             normalised[column.name] = _normalise_timestamp(raw, config, notes)
         elif column.kind == "int":
@@ -378,7 +383,9 @@ def validate_table(
             good = good.with_columns(pl.lit(None, dtype=pl.String).alias(column.name))
     good = good.select(spec.names)
     quarantine = work.filter(pl.col("reason").is_not_null()).select(
-        "row_number", "reason", *[pl.col(f"raw__{n}").cast(pl.String).alias(n) for n in value_columns]
+        "row_number",
+        "reason",
+        *[_as_text(pl.col(f"raw__{c.name}"), df[c.name].dtype).alias(c.name) for c in columns],
     )
     reasons = dict(quarantine.group_by("reason").len().sort("reason").iter_rows())
     deduplicated = reasons.get(DUPLICATE, 0)
@@ -401,8 +408,89 @@ def validate_table(
             f"{name}: rejected, {share:.1%} of rows are bad (threshold {config.max_bad_fraction:.1%}). "
             f"{report.summary()}",
             report.as_dict(),
+            quarantine,
         )
     return ValidatedTable(good, quarantine, report)
+
+
+def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Raw values as strings for the quarantine file (lists joined with '|')."""
+    if isinstance(dtype, pl.List):
+        return expr.list.eval(pl.element().cast(pl.String)).list.join("|")
+    return expr.cast(pl.String)
+
+
+def validate_dataset(
+    tables: dict[str, str | Path | pl.LazyFrame | pl.DataFrame],
+    out_dir: str | Path,
+    config: ValidationConfig | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    source_names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Validate contract tables (events, items, content, impressions) into `out_dir`, atomically.
+
+    Writes `<table>.parquet`, `quarantine/<table>.parquet` and `report.json`. When a table is rejected, the
+    previous `out_dir` is left untouched and the report and quarantined rows go to `<out_dir>.rejected/`.
+    Returns the report.
+    """
+    config = config or ValidationConfig()
+    out_dir = Path(out_dir)
+    source_names = source_names or {}
+    validated: dict[str, ValidatedTable] = {}
+    for name, source in tables.items():
+        spec = TABLES[name]
+        label = source_names.get(name) or (str(source) if isinstance(source, str | Path) else f"<{name}>")
+        log.info("validating %s from %s", name, label)
+        try:
+            validated[name] = validate_table(source, spec, config, label)
+        except RejectedInputError as exc:
+            rejected_dir = out_dir.parent / f"{out_dir.name}.rejected"
+            with atomic_directory(rejected_dir) as staging:
+                if exc.quarantine is not None:
+                    (staging / "quarantine").mkdir()
+                    exc.quarantine.write_parquet(staging / "quarantine" / f"{name}.parquet")
+                write_json_atomic(staging / "report.json", {"status": "rejected", "table": name, "report": exc.report})
+            raise RejectedInputError(f"{exc} Quarantined rows and report: {rejected_dir}", exc.report) from None
+        log.info("%s", validated[name].report.summary())
+    report: dict[str, Any] = {
+        "kind": "validated_dataset",
+        "status": "ok",
+        "created_at": utc_now_iso(),
+        "tables": {name: v.report.as_dict() for name, v in validated.items()},
+        "cross_checks": _cross_checks(validated),
+        "input_fingerprint": fingerprint or {},
+        "config": asdict(config),
+        "code_version": code_version(),
+    }
+    with atomic_directory(out_dir) as staging:
+        (staging / "quarantine").mkdir()
+        for name, table in validated.items():
+            table.frame.write_parquet(staging / f"{name}.parquet")
+            table.quarantine.write_parquet(staging / "quarantine" / f"{name}.parquet")
+        write_json_atomic(staging / "report.json", report)
+    return report
+
+
+def _cross_checks(validated: dict[str, ValidatedTable]) -> dict[str, int]:
+    """Counts of references a catalog does not cover (reported, not quarantined: catalogs lag behind logs)."""
+    checks: dict[str, int] = {}
+    events = validated.get("events")
+    items = validated.get("items")
+    content = validated.get("content")
+    if events is not None and items is not None:
+        known = items.frame["item_id"]
+        ids = events.frame["item_id"].drop_nulls().unique()
+        checks["event_items_not_in_catalog"] = int((~ids.cast(known.dtype, strict=False).is_in(known)).sum())
+    if events is not None and content is not None:
+        known = content.frame["content_id"]
+        ids = events.frame["content_id"].drop_nulls().unique()
+        checks["event_content_not_in_catalog"] = int((~ids.cast(known.dtype, strict=False).is_in(known)).sum())
+    impressions = validated.get("impressions")
+    if impressions is not None and content is not None:
+        known = content.frame["content_id"]
+        ids = impressions.frame["content_id"].unique()
+        checks["impression_content_not_in_catalog"] = int((~ids.cast(known.dtype, strict=False).is_in(known)).sum())
+    return checks
 
 
 def validate_events(source, config: ValidationConfig | None = None, source_name: str | None = None) -> ValidatedTable:
