@@ -260,3 +260,38 @@ ADAPTERS = {
     "gowalla": read_gowalla,
     "mind": read_mind,
 }
+
+
+CONTRACT_TABLES = ("events", "items", "content", "impressions")
+_CONTRACT_SUFFIXES = (".parquet", ".csv", ".tsv")
+
+
+def read_contract_dir(root: str | Path) -> dict[str, Path]:
+    """Find contract tables in a directory: `events.*` (required), `items.*`, `content.*`, `impressions.*`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory; expected events.parquet (or .csv) and optional catalog files")
+    found: dict[str, Path] = {}
+    for table in CONTRACT_TABLES:
+        for suffix in _CONTRACT_SUFFIXES:
+            candidate = root / f"{table}{suffix}"
+            if candidate.exists():
+                found[table] = candidate
+                break
+    if "events" not in found:
+        raise InputError(f"{root}: no events.parquet / events.csv / events.tsv found")
+    return found
+
+
+def open_dataset(format: str, path: str | Path) -> tuple[dict[str, Path | pl.LazyFrame], dict[str, Path], dict]:
+    """Open an input of a named format: `contract` (a directory of contract tables) or one of ADAPTERS.
+
+    Returns the tables to validate, the source files to fingerprint, and adapter notes.
+    """
+    if format == "contract":
+        found = read_contract_dir(path)
+        return dict(found), dict(found), {}
+    if format not in ADAPTERS:
+        raise InputError(f"unknown input format {format!r}; use 'contract' or one of {sorted(ADAPTERS)}")
+    dataset = ADAPTERS[format](path)
+    return dict(dataset.tables()), dataset.sources, dataset.notes

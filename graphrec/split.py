@@ -126,8 +126,8 @@ def write_split(
     config: GraphConfig | None = None,
     targets: tuple[tuple[str, str], ...] = (("purchase", "item"), ("click", "content")),
     fingerprint: dict[str, Any] | None = None,
-) -> Path:
-    """Write `val/` and `test/` snapshots and their target tables (`<event>_<node>_targets.parquet`) atomically."""
+) -> dict[str, Any]:
+    """Write `val/` and `test/` snapshots and their target tables (`<event>_<node>_targets.parquet`) atomically; return the summary."""
     out_dir = Path(out_dir)
     summary: dict[str, Any] = {"split": split.as_dict(), "targets": {}}
     with atomic_directory(out_dir) as staging:
@@ -149,4 +149,4 @@ def write_split(
                     f"new_{target_node}s": int(table[f"{target_node}_index"].null_count()),
                 }
         write_json_atomic(staging / "split.json", summary)
-    return out_dir
+    return summary

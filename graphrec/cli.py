@@ -1,0 +1,164 @@
+"""The `graphrec` console command: one subcommand per job, each a thin wrapper over a library function.
+
+Options come from typed signatures and YAML (`--config conf/default.yaml`) through jsonargparse; any option can
+be overridden on the command line (`--input.shop.seed 3`). Input errors print one clear line, no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+
+from graphrec.errors import GraphrecError
+
+
+def generate(out: str = "artifacts/shop", shop: ShopConfig | None = None, events: int | None = None) -> None:
+    """Generate a shop (events, catalog, content modules, impressions and click ground truth) as Parquet.
+
+    Args:
+        out: output directory.
+        shop: the shop's configuration (sizes, behaviour, seed).
+        events: target event count; picks users, items and modules for it, overriding the sizes in `shop`.
+    """
+    from graphrec.generate import ShopConfig, generate_shop, write_shop
+
+    config = shop or ShopConfig()
+    if events is not None:
+        config = ShopConfig.scaled_to(events, **{k: v for k, v in asdict(config).items() if k not in _SIZE_FIELDS})
+    generated = generate_shop(config)
+    write_shop(generated, out)
+    logging.getLogger("graphrec").info("wrote %s events, %s impressions to %s", f"{generated.stats['events']:,}",
+                                       f"{generated.stats['impressions']:,}", out)
+
+
+_SIZE_FIELDS = {"target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands"}
+
+
+def validate(
+    input: str,
+    out: str = "artifacts/validated",
+    format: str = "contract",
+    validation: ValidationConfig | None = None,
+) -> None:
+    """Validate input tables into typed Parquet, a quarantine of bad rows and a reconciled report.
+
+    Args:
+        input: a directory of contract tables (events, items, content, impressions as .parquet/.csv) or the
+            file / directory an adapter reads.
+        out: output directory for the validated dataset.
+        format: `contract`, or an adapter: taobao-userbehavior, ecomm, taobao-mb, gowalla, mind.
+        validation: validation settings (event aliases, timestamp handling, bad-row threshold).
+    """
+    from graphrec.adapters import open_dataset
+    from graphrec.artifacts import fingerprint_inputs
+    from graphrec.validation import validate_dataset
+
+    tables, sources, _ = open_dataset(format, input)
+    validate_dataset(tables, out, validation, fingerprint_inputs(dict(sources)))
+
+
+def build_graph(input: str, out: str = "artifacts/snapshot", cutoff: str | None = None,
+                graph: GraphConfig | None = None) -> None:
+    """Build a graph snapshot from a validated dataset, with only events strictly before the cutoff.
+
+    Args:
+        input: a validated dataset directory (from `graphrec validate`).
+        out: output directory of the snapshot.
+        cutoff: ISO-8601 time (UTC when no offset is given); defaults to one second after the last event.
+        graph: snapshot settings (decay half-life, catalog nodes, component statistics).
+    """
+    import polars as pl
+
+    from graphrec.artifacts import fingerprint_inputs
+    from graphrec.graph import build_snapshot, save_snapshot
+
+    events, items, content, paths = _read_validated(input)
+    when = cutoff or (events.select(pl.col("timestamp").max()).collect().item() + timedelta(seconds=1))
+    snapshot = build_snapshot(events, when, items, content, graph, fingerprint_inputs(paths))
+    save_snapshot(snapshot, out)
+    logging.getLogger("graphrec").info("snapshot at %s: %s -> %s", snapshot.manifest["cutoff"],
+                                       snapshot.manifest["num_edges"], out)
+
+
+def split(input: str, out: str = "artifacts/split", val_days: int = 7, test_days: int = 7,
+          graph: GraphConfig | None = None) -> None:
+    """Write validation and test snapshots and their evaluation targets from a validated dataset.
+
+    Args:
+        input: a validated dataset directory.
+        out: output directory.
+        val_days: whole days in the validation window.
+        test_days: whole days in the test window (the last days of the log).
+        graph: snapshot settings.
+    """
+    from graphrec.artifacts import fingerprint_inputs
+    from graphrec.split import split_by_days, write_split
+
+    events, items, content, paths = _read_validated(input)
+    windows = split_by_days(events, val_days, test_days)
+    write_split(events, windows, out, items, content, graph, fingerprint=fingerprint_inputs(paths))
+
+
+def run(
+    workdir: str = "artifacts/default",
+    input: InputConfig | None = None,
+    validation: ValidationConfig | None = None,
+    graph: GraphConfig | None = None,
+    split: SplitConfig | None = None,
+) -> None:
+    """Run the main job end to end: input -> validate -> graph snapshot -> temporal split.
+
+    Args:
+        workdir: directory for every artifact of the run and its run_report.json.
+        input: where events come from (the generated shop by default).
+        validation: validation settings.
+        graph: snapshot settings.
+        split: temporal split settings.
+    """
+    from training.pipeline import run_pipeline
+
+    run_pipeline(workdir, input, validation, graph, split)
+
+
+def _read_validated(path: str):
+    import polars as pl
+
+    from graphrec.errors import InputError
+
+    root = Path(path)
+    events_path = root / "events.parquet"
+    if not events_path.exists():
+        raise InputError(f"{root}: not a validated dataset (no events.parquet); run `graphrec validate` first")
+    items = pl.read_parquet(root / "items.parquet") if (root / "items.parquet").exists() else None
+    content = pl.read_parquet(root / "content.parquet") if (root / "content.parquet").exists() else None
+    paths = {name: root / f"{name}.parquet" for name in ("events", "items", "content")
+             if (root / f"{name}.parquet").exists()}
+    return pl.scan_parquet(events_path), items, content, paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `graphrec` command."""
+    from jsonargparse import auto_cli
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    commands = {"generate": generate, "validate": validate, "build-graph": build_graph, "split": split, "run": run}
+    try:
+        auto_cli(commands, args=argv, as_positional=False)
+    except GraphrecError as exc:
+        print(f"graphrec: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# jsonargparse resolves the annotations above at parse time; these imports make the names resolvable.
+from graphrec.generate import ShopConfig  # noqa: E402
+from graphrec.graph import GraphConfig  # noqa: E402
+from graphrec.validation import ValidationConfig  # noqa: E402
+from training.pipeline import InputConfig, SplitConfig  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

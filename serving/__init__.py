@@ -1,0 +1,1 @@
+"""The homepage ranking HTTP service."""

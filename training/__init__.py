@@ -1,0 +1,1 @@
+"""Scheduled jobs and Lightning systems built on the graphrec library."""
