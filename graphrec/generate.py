@@ -258,8 +258,12 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     item_wish = item_click & ~item_cart & (rng.random(len(view_item)) < cfg.p_wishlist)
     item_buy = item_cart & (rng.random(len(view_item)) < np.clip(cfg.p_purchase * (1 + considered), 0, 0.9))
 
-    def times(mask: np.ndarray, delay: float) -> np.ndarray:
-        return view_time[mask] + 1 + rng.exponential(delay, mask.sum()).astype(np.int64)
+    # Each step follows the one before it: view < click < cart / wishlist < purchase.
+    n_views = len(view_item)
+    click_time = view_time + 1 + rng.exponential(5.0, n_views).astype(np.int64)
+    cart_time = click_time + 1 + rng.exponential(40.0, n_views).astype(np.int64)
+    wish_time = click_time + 1 + rng.exponential(30.0, n_views).astype(np.int64)
+    buy_time = cart_time + 1 + rng.exponential(300.0, n_views).astype(np.int64)
 
     req_exam_r, req_exam_s = np.nonzero(examined)
     parts = {
@@ -268,28 +272,28 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
             view_user[item_click],
             view_item[item_click],
             None,
-            times(item_click, 5),
+            click_time[item_click],
             view_session[item_click],
         ),
         "add_to_cart": (
             view_user[item_cart],
             view_item[item_cart],
             None,
-            times(item_cart, 40),
+            cart_time[item_cart],
             view_session[item_cart],
         ),
         "add_to_wishlist": (
             view_user[item_wish],
             view_item[item_wish],
             None,
-            times(item_wish, 30),
+            wish_time[item_wish],
             view_session[item_wish],
         ),
         "purchase": (
             view_user[item_buy],
             view_item[item_buy],
             None,
-            times(item_buy, 300),
+            buy_time[item_buy],
             view_session[item_buy],
         ),
         "content_view": (

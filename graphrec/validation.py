@@ -224,20 +224,27 @@ def _normalise_timestamp(series: pl.Series, config: ValidationConfig, notes: dic
     if dtype == pl.Date:
         return series.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     if _is_stringlike(dtype):
+        # Each string is read as an epoch number when it is one and as a date-time otherwise.
         text = series.cast(pl.String).str.strip_chars()
-        numeric = text.str.contains(r"^-?\d+(\.\d+)?$")
-        if bool((numeric | text.is_null()).all()) and bool(numeric.any()):
-            series = text.cast(pl.Float64).alias(name)
-            dtype = series.dtype
-        else:
-            formats = ([config.timestamp_format] if config.timestamp_format else []) + list(_DATETIME_FORMATS)
-            parsed = pl.select(
-                pl.coalesce(
-                    [text.str.to_datetime(format=f, strict=False, time_zone="UTC", time_unit="us") for f in formats]
-                )
-            ).to_series()
+        numeric = text.str.contains(r"^-?\d+(\.\d+)?$").fill_null(False)
+        formats = ([config.timestamp_format] if config.timestamp_format else []) + list(_DATETIME_FORMATS)
+        parsed = pl.select(
+            pl.coalesce(
+                [text.str.to_datetime(format=f, strict=False, time_zone="UTC", time_unit="us") for f in formats]
+            )
+        ).to_series()
+        epochs = pl.select(pl.when(numeric).then(text)).to_series().cast(pl.Float64).alias(name)
+        if bool(numeric.any()):
+            from_epoch = _epoch_to_datetime(epochs, config, notes)
+            parsed = pl.select(pl.when(numeric).then(from_epoch).otherwise(parsed)).to_series()
+        if not bool(numeric.all()):
             notes["timestamp_parsing"] = "strings"
-            return parsed.alias(name).cast(TIMESTAMP_DTYPE)
+        return parsed.alias(name).cast(TIMESTAMP_DTYPE)
+    return _epoch_to_datetime(series, config, notes)
+
+
+def _epoch_to_datetime(series: pl.Series, config: ValidationConfig, notes: dict[str, Any]) -> pl.Series:
+    name = series.name
     unit = _epoch_unit(series, config.timestamp_unit)
     notes["timestamp_unit"] = unit
     micros = series.cast(pl.Float64) * _EPOCH_UNIT_SCALE[unit]
@@ -472,24 +479,18 @@ def validate_dataset(
 
 
 def _cross_checks(validated: dict[str, ValidatedTable]) -> dict[str, int]:
-    """Counts of references a catalog does not cover (reported, not quarantined: catalogs lag behind logs)."""
+    """Counts of ids a catalog does not cover (reported, not quarantined: catalogs lag behind logs)."""
     checks: dict[str, int] = {}
-    events = validated.get("events")
-    items = validated.get("items")
-    content = validated.get("content")
-    if events is not None and items is not None:
-        known = items.frame["item_id"]
-        ids = events.frame["item_id"].drop_nulls().unique()
-        checks["event_items_not_in_catalog"] = int((~ids.cast(known.dtype, strict=False).is_in(known)).sum())
-    if events is not None and content is not None:
-        known = content.frame["content_id"]
-        ids = events.frame["content_id"].drop_nulls().unique()
-        checks["event_content_not_in_catalog"] = int((~ids.cast(known.dtype, strict=False).is_in(known)).sum())
-    impressions = validated.get("impressions")
-    if impressions is not None and content is not None:
-        known = content.frame["content_id"]
-        ids = impressions.frame["content_id"].unique()
-        checks["impression_content_not_in_catalog"] = int((~ids.cast(known.dtype, strict=False).is_in(known)).sum())
+    pairs = (
+        ("events", "item_id", "items", "event_items_not_in_catalog"),
+        ("events", "content_id", "content", "event_content_not_in_catalog"),
+        ("impressions", "content_id", "content", "impression_content_not_in_catalog"),
+    )
+    for table, column, catalog, name in pairs:
+        if table in validated and catalog in validated:
+            ids = validated[table].frame[column].drop_nulls().unique()
+            known = validated[catalog].frame[column]
+            checks[name] = int((~ids.cast(known.dtype, strict=False).is_in(known.implode())).sum())
     return checks
 
 

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from graphrec.generate import ShopConfig, generate_shop
+
+SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a real dataset beside the project; skips the test with a message where it is absent."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real dataset {name!r} not found at {path} (set GRAPHREC_SHARED_DATA to its folder)")
+    return path
+
+
+SMALL_SHOP = ShopConfig(target_events=20_000, n_users=600, n_items=900, n_content=20, n_categories=12, n_brands=40,
+                        days=14)
+
+
+@pytest.fixture(scope="session")
+def small_shop():
+    return generate_shop(SMALL_SHOP)
