@@ -4,7 +4,7 @@ Usage: python benchmarks/graph_build.py [--sizes 1000000 10000000] [--workdir be
 
 For each size, a generated shop is written and validated once (not timed), then each implementation runs in its
 own fresh process, timed from reading the validated Parquet to the snapshot on disk; the process reports its peak
-resident memory (ru_maxrss). The reference builds the same edges (per behaviour and target: count, last
+resident memory (VmHWM). The reference builds the same edges (per behaviour and target: count, last
 timestamp, decayed weight; reverse edges; catalog nodes and containment edges) the way PyG's `load_csv` example
 does: pandas frames, `{id: index}` dicts and list comprehensions, then `torch.save`. Validation throughput is
 reported on its own row. Results: benchmarks/results/graph_build.{md,json}.
@@ -72,8 +72,14 @@ def child_reference(events: Path, items: Path, content: Path, out: Path, cutoff:
             src = [user_mapping[u] for u in group["user_id"]]
             dst = [mapping[t] for t in group[column]]
             age = (cut - group["timestamp"]).dt.total_seconds().to_numpy()
-            frame = pd.DataFrame({"src": src, "dst": dst, "ts": group["timestamp"].to_numpy(),
-                                  "w": np.exp(-math.log(2) * age / half_life_s)})
+            frame = pd.DataFrame(
+                {
+                    "src": src,
+                    "dst": dst,
+                    "ts": group["timestamp"].to_numpy(),
+                    "w": np.exp(-math.log(2) * age / half_life_s),
+                }
+            )
             agg = frame.groupby(["src", "dst"], sort=True).agg(count=("w", "size"), last=("ts", "max"), w=("w", "sum"))
             agg = agg.reset_index()
             edge_index = torch.tensor(np.stack([agg["src"].to_numpy(), agg["dst"].to_numpy()]))
@@ -92,8 +98,11 @@ def child_reference(events: Path, items: Path, content: Path, out: Path, cutoff:
         dst = [mapping[v] for v in catalog[column]]
         data["item", relation, column].edge_index = torch.tensor([src, dst])
         data[column, f"rev_{relation}", "item"].edge_index = torch.tensor([dst, src])
-    pairs = [(content_mapping[c], item_mapping[i]) for c, lst in zip(modules["content_id"], modules["item_ids"], strict=True)
-             for i in lst]
+    pairs = [
+        (content_mapping[c], item_mapping[i])
+        for c, lst in zip(modules["content_id"], modules["item_ids"], strict=True)
+        for i in lst
+    ]
     data["content", "features", "item"].edge_index = torch.tensor(pairs).t()
     data["item", "rev_features", "content"].edge_index = torch.tensor(pairs).t().flip(0)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,9 +171,15 @@ def machine() -> dict:
     except OSError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(memory, 1),
-            "python": platform.python_version(), "polars": pl.__version__, "torch": torch.__version__,
-            "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory, 1),
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def main() -> None:
@@ -184,37 +199,55 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         shop_dir, cutoff, events, validation = prepare(size, args.workdir)
-        paths = [str(shop_dir / "events.validated.parquet"), str(shop_dir / "items.parquet"),
-                 str(shop_dir / "content.parquet")]
+        paths = [
+            str(shop_dir / "events.validated.parquet"),
+            str(shop_dir / "items.parquet"),
+            str(shop_dir / "content.parquet"),
+        ]
         print(f"[{size:,}] graphrec ...", flush=True)
         ours = run_child("graphrec", *paths, str(args.workdir / f"snap-{size}"), cutoff)
         print(f"[{size:,}] graphrec {ours['seconds']:.2f}s; reference ...", flush=True)
         ref = run_child("reference", *paths, str(args.workdir / f"ref-{size}"), cutoff)
         print(f"[{size:,}] reference {ref['seconds']:.2f}s", flush=True)
         user_edges_ours = {k: v for k, v in ours["num_edges"].items() if k.startswith("user__")}
-        rows.append({
-            "target_events": size,
-            "events": events,
-            "graphrec": {"seconds": round(ours["seconds"], 3), "events_per_s": round(events / ours["seconds"]),
-                         "peak_rss_gib": round(ours["peak_rss_gib"], 3)},
-            "reference": {"seconds": round(ref["seconds"], 3), "events_per_s": round(events / ref["seconds"]),
-                          "peak_rss_gib": round(ref["peak_rss_gib"], 3)},
-            "speedup": round(ref["seconds"] / ours["seconds"], 2),
-            "same_edges": user_edges_ours == ref["num_edges"],
-            "validation": {"seconds": round(validation["seconds"], 3),
-                           "rows_per_s": round(events / validation["seconds"]),
-                           "peak_rss_gib": round(validation["peak_rss_gib"], 3)},
-        })
+        rows.append(
+            {
+                "target_events": size,
+                "events": events,
+                "graphrec": {
+                    "seconds": round(ours["seconds"], 3),
+                    "events_per_s": round(events / ours["seconds"]),
+                    "peak_rss_gib": round(ours["peak_rss_gib"], 3),
+                },
+                "reference": {
+                    "seconds": round(ref["seconds"], 3),
+                    "events_per_s": round(events / ref["seconds"]),
+                    "peak_rss_gib": round(ref["peak_rss_gib"], 3),
+                },
+                "speedup": round(ref["seconds"] / ours["seconds"], 2),
+                "same_edges": user_edges_ours == ref["num_edges"],
+                "validation": {
+                    "seconds": round(validation["seconds"], 3),
+                    "rows_per_s": round(events / validation["seconds"]),
+                    "peak_rss_gib": round(validation["peak_rss_gib"], 3),
+                },
+            }
+        )
     write_results(rows, args)
 
 
 def write_results(rows: list[dict], args) -> None:
     command = "python benchmarks/graph_build.py --sizes " + " ".join(str(s) for s in args.sizes)
     info = machine()
-    payload = {"benchmark": "graph_build", "command": command, "machine": info,
-               "data": "generated shop (graphrec.generate.ShopConfig.scaled_to(size), seed 7), validated events",
-               "goal": {"events_per_s_at_10M": 2_000_000, "peak_rss_gib": 3.0, "speedup": 10},
-               "results": rows, "date": time.strftime("%Y-%m-%d")}
+    payload = {
+        "benchmark": "graph_build",
+        "command": command,
+        "machine": info,
+        "data": "generated shop (graphrec.generate.ShopConfig.scaled_to(size), seed 7), validated events",
+        "goal": {"events_per_s_at_10M": 2_000_000, "peak_rss_gib": 3.0, "speedup": 10},
+        "results": rows,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "graph_build.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
@@ -237,19 +270,30 @@ def write_results(rows: list[dict], args) -> None:
     ]
     for r in rows:
         g, ref = r["graphrec"], r["reference"]
-        lines.append(f"| {r['events']:,} | {g['seconds']:.2f} | {g['events_per_s']:,} | {g['peak_rss_gib']:.2f} | "
-                     f"{ref['seconds']:.2f} | {ref['events_per_s']:,} | {ref['peak_rss_gib']:.2f} | "
-                     f"{r['speedup']:.1f}x | {'yes' if r['same_edges'] else 'NO'} |")
-    lines += ["", "Validation of the raw generated events (typing, checks, dedup, quarantine; separate step):", "",
-              "| events | seconds | rows/s | peak GiB |", "|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['events']:,} | {g['seconds']:.2f} | {g['events_per_s']:,} | {g['peak_rss_gib']:.2f} | "
+            f"{ref['seconds']:.2f} | {ref['events_per_s']:,} | {ref['peak_rss_gib']:.2f} | "
+            f"{r['speedup']:.1f}x | {'yes' if r['same_edges'] else 'NO'} |"
+        )
+    lines += [
+        "",
+        "Validation of the raw generated events (typing, checks, dedup, quarantine; separate step):",
+        "",
+        "| events | seconds | rows/s | peak GiB |",
+        "|---:|---:|---:|---:|",
+    ]
     for r in rows:
         v = r["validation"]
         lines.append(f"| {r['events']:,} | {v['seconds']:.2f} | {v['rows_per_s']:,} | {v['peak_rss_gib']:.2f} |")
     big = max(rows, key=lambda r: r["events"])
-    lines += ["", "Goals at the largest size: "
-              f"{big['graphrec']['events_per_s']:,} events/s (goal 2,000,000), "
-              f"peak {big['graphrec']['peak_rss_gib']:.2f} GiB (goal < 3), "
-              f"{big['speedup']:.1f}x the reference (goal 10x).", ""]
+    lines += [
+        "",
+        "Goals at the largest size: "
+        f"{big['graphrec']['events_per_s']:,} events/s (goal 2,000,000), "
+        f"peak {big['graphrec']['peak_rss_gib']:.2f} GiB (goal < 3), "
+        f"{big['speedup']:.1f}x the reference (goal 10x).",
+        "",
+    ]
     (RESULTS / "graph_build.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

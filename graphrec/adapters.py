@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from graphrec.errors import InputError
+from graphrec.generate import ShopConfig
 
 _LINE = "line"
 _NO_SEPARATOR = "\x1f"  # unit separator: never in these text files, so each line is read as one field
@@ -295,3 +296,19 @@ def open_dataset(format: str, path: str | Path) -> tuple[dict[str, Path | pl.Laz
         raise InputError(f"unknown input format {format!r}; use 'contract' or one of {sorted(ADAPTERS)}")
     dataset = ADAPTERS[format](path)
     return dict(dataset.tables()), dataset.sources, dataset.notes
+
+
+@dataclass
+class InputConfig:
+    """Where events come from.
+
+    Args:
+        format: `generated` (the built-in shop), `contract` (a directory of contract tables), or an adapter name:
+            taobao-userbehavior, ecomm, taobao-mb, gowalla, mind.
+        path: the input file or directory (ignored for `generated`).
+        shop: the generated shop's configuration.
+    """
+
+    format: str = "generated"
+    path: str | None = None
+    shop: ShopConfig = field(default_factory=ShopConfig)

@@ -12,7 +12,17 @@ from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
-from graphrec.errors import GraphrecError
+import polars as pl
+
+from graphrec.adapters import InputConfig, open_dataset
+from graphrec.artifacts import fingerprint_inputs
+from graphrec.errors import GraphrecError, InputError
+from graphrec.generate import ShopConfig, generate_shop, write_shop
+from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
+from graphrec.split import SplitConfig, split_by_days, write_split
+from graphrec.validation import ValidationConfig, validate_dataset
+
+log = logging.getLogger("graphrec")
 
 
 def generate(out: str = "artifacts/shop", shop: ShopConfig | None = None, events: int | None = None) -> None:
@@ -23,15 +33,17 @@ def generate(out: str = "artifacts/shop", shop: ShopConfig | None = None, events
         shop: the shop's configuration (sizes, behaviour, seed).
         events: target event count; picks users, items and modules for it, overriding the sizes in `shop`.
     """
-    from graphrec.generate import ShopConfig, generate_shop, write_shop
-
     config = shop or ShopConfig()
     if events is not None:
         config = ShopConfig.scaled_to(events, **{k: v for k, v in asdict(config).items() if k not in _SIZE_FIELDS})
     generated = generate_shop(config)
     write_shop(generated, out)
-    logging.getLogger("graphrec").info("wrote %s events, %s impressions to %s", f"{generated.stats['events']:,}",
-                                       f"{generated.stats['impressions']:,}", out)
+    log.info(
+        "wrote %s events, %s impressions to %s",
+        f"{generated.stats['events']:,}",
+        f"{generated.stats['impressions']:,}",
+        out,
+    )
 
 
 _SIZE_FIELDS = {"target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands"}
@@ -52,16 +64,13 @@ def validate(
         format: `contract`, or an adapter: taobao-userbehavior, ecomm, taobao-mb, gowalla, mind.
         validation: validation settings (event aliases, timestamp handling, bad-row threshold).
     """
-    from graphrec.adapters import open_dataset
-    from graphrec.artifacts import fingerprint_inputs
-    from graphrec.validation import validate_dataset
-
     tables, sources, _ = open_dataset(format, input)
     validate_dataset(tables, out, validation, fingerprint_inputs(dict(sources)))
 
 
-def build_graph(input: str, out: str = "artifacts/snapshot", cutoff: str | None = None,
-                graph: GraphConfig | None = None) -> None:
+def build_graph(
+    input: str, out: str = "artifacts/snapshot", cutoff: str | None = None, graph: GraphConfig | None = None
+) -> None:
     """Build a graph snapshot from a validated dataset, with only events strictly before the cutoff.
 
     Args:
@@ -70,21 +79,16 @@ def build_graph(input: str, out: str = "artifacts/snapshot", cutoff: str | None 
         cutoff: ISO-8601 time (UTC when no offset is given); defaults to one second after the last event.
         graph: snapshot settings (decay half-life, catalog nodes, component statistics).
     """
-    import polars as pl
-
-    from graphrec.artifacts import fingerprint_inputs
-    from graphrec.graph import build_snapshot, save_snapshot
-
     events, items, content, paths = _read_validated(input)
     when = cutoff or (events.select(pl.col("timestamp").max()).collect().item() + timedelta(seconds=1))
     snapshot = build_snapshot(events, when, items, content, graph, fingerprint_inputs(paths))
     save_snapshot(snapshot, out)
-    logging.getLogger("graphrec").info("snapshot at %s: %s -> %s", snapshot.manifest["cutoff"],
-                                       snapshot.manifest["num_edges"], out)
+    log.info("snapshot at %s: %s -> %s", snapshot.manifest["cutoff"], snapshot.manifest["num_edges"], out)
 
 
-def split(input: str, out: str = "artifacts/split", val_days: int = 7, test_days: int = 7,
-          graph: GraphConfig | None = None) -> None:
+def split(
+    input: str, out: str = "artifacts/split", val_days: int = 7, test_days: int = 7, graph: GraphConfig | None = None
+) -> None:
     """Write validation and test snapshots and their evaluation targets from a validated dataset.
 
     Args:
@@ -94,9 +98,6 @@ def split(input: str, out: str = "artifacts/split", val_days: int = 7, test_days
         test_days: whole days in the test window (the last days of the log).
         graph: snapshot settings.
     """
-    from graphrec.artifacts import fingerprint_inputs
-    from graphrec.split import split_by_days, write_split
-
     events, items, content, paths = _read_validated(input)
     windows = split_by_days(events, val_days, test_days)
     write_split(events, windows, out, items, content, graph, fingerprint=fingerprint_inputs(paths))
@@ -118,24 +119,21 @@ def run(
         graph: snapshot settings.
         split: temporal split settings.
     """
-    from training.pipeline import run_pipeline
+    from training.pipeline import run_pipeline  # the job lives with the scheduled jobs, imported on use
 
     run_pipeline(workdir, input, validation, graph, split)
 
 
 def _read_validated(path: str):
-    import polars as pl
-
-    from graphrec.errors import InputError
-
     root = Path(path)
     events_path = root / "events.parquet"
     if not events_path.exists():
         raise InputError(f"{root}: not a validated dataset (no events.parquet); run `graphrec validate` first")
     items = pl.read_parquet(root / "items.parquet") if (root / "items.parquet").exists() else None
     content = pl.read_parquet(root / "content.parquet") if (root / "content.parquet").exists() else None
-    paths = {name: root / f"{name}.parquet" for name in ("events", "items", "content")
-             if (root / f"{name}.parquet").exists()}
+    paths = {
+        name: root / f"{name}.parquet" for name in ("events", "items", "content") if (root / f"{name}.parquet").exists()
+    }
     return pl.scan_parquet(events_path), items, content, paths
 
 
@@ -143,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `graphrec` command."""
     from jsonargparse import auto_cli
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     commands = {"generate": generate, "validate": validate, "build-graph": build_graph, "split": split, "run": run}
     try:
         auto_cli(commands, args=argv, as_positional=False)
@@ -153,12 +150,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-# jsonargparse resolves the annotations above at parse time; these imports make the names resolvable.
-from graphrec.generate import ShopConfig  # noqa: E402
-from graphrec.graph import GraphConfig  # noqa: E402
-from graphrec.validation import ValidationConfig  # noqa: E402
-from training.pipeline import InputConfig, SplitConfig  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

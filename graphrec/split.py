@@ -23,8 +23,17 @@ from graphrec.schema import EVENT_TYPES
 
 
 @dataclass
+class SplitConfig:
+    """The temporal split: the last `test_days` whole days test, the `val_days` before them validate."""
+
+    enabled: bool = True
+    val_days: int = 7
+    test_days: int = 7
+
+
+@dataclass
 class TemporalSplit:
-    """Window boundaries (UTC): train is [start, train_end), validation [train_end, val_end), test [val_end, test_end)."""
+    """Window boundaries (UTC): train [start, train_end), validation [train_end, val_end), test [val_end, test_end)."""
 
     train_end: datetime
     val_end: datetime
@@ -127,7 +136,10 @@ def write_split(
     targets: tuple[tuple[str, str], ...] = (("purchase", "item"), ("click", "content")),
     fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write `val/` and `test/` snapshots and their target tables (`<event>_<node>_targets.parquet`) atomically; return the summary."""
+    """Write `val/` and `test/` snapshots and their targets (`<event>_<node>_targets.parquet`) atomically.
+
+    Returns the summary also written to `split.json`: the windows and, per target table, pair and user counts.
+    """
     out_dir = Path(out_dir)
     summary: dict[str, Any] = {"split": split.as_dict(), "targets": {}}
     with atomic_directory(out_dir) as staging:

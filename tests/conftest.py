@@ -18,8 +18,9 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-SMALL_SHOP = ShopConfig(target_events=20_000, n_users=600, n_items=900, n_content=20, n_categories=12, n_brands=40,
-                        days=14)
+SMALL_SHOP = ShopConfig(
+    target_events=20_000, n_users=600, n_items=900, n_content=20, n_categories=12, n_brands=40, days=14
+)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,12 @@ def test_mind_synthetic(tmp_path):
     dataset = read_mind(tmp_path)
     impressions = validate(dataset, "impressions").frame
     assert impressions.select("content_id", "slot", "clicked").rows() == [
-        ("N3", 0, 1), ("N4", 1, 0), ("N5", 2, 0), ("N4", 0, 1), ("N3", 1, 1)]
+        ("N3", 0, 1),
+        ("N4", 1, 0),
+        ("N5", 2, 0),
+        ("N4", 0, 1),
+        ("N3", 1, 1),
+    ]
     assert impressions["timestamp"][3].hour == 21
     events = validate(dataset, "events").frame
     assert events.height == 3 + 2  # three clicks plus U1's two history clicks
@@ -104,8 +109,12 @@ def test_ecomm_matches_source():
     dataset = read_ecomm(shared_dataset("ecomm"))
     raw = dataset.events.collect()
     assert raw.height == 85_213
-    assert Counter(raw["event_type"]) == {"click": 57_917, "add_to_wishlist": 5_529, "add_to_cart": 15_066,
-                                          "purchase": 6_701}
+    assert Counter(raw["event_type"]) == {
+        "click": 57_917,
+        "add_to_wishlist": 5_529,
+        "add_to_cart": 15_066,
+        "purchase": 6_701,
+    }
     result = validate(dataset, "events")
     events = result.frame
     assert events["user_id"].n_unique() == 1_476 and events["item_id"].n_unique() == 34_505

@@ -13,9 +13,19 @@ from graphrec.cli import main
 def test_run_end_to_end_from_yaml(tmp_path):
     config = {
         "workdir": str(tmp_path / "run"),
-        "input": {"format": "generated", "shop": {"target_events": 15_000, "n_users": 400, "n_items": 600,
-                                                 "n_content": 12, "n_categories": 10, "n_brands": 30, "days": 21,
-                                                 "corrupt_fraction": 0.002}},
+        "input": {
+            "format": "generated",
+            "shop": {
+                "target_events": 15_000,
+                "n_users": 400,
+                "n_items": 600,
+                "n_content": 12,
+                "n_categories": 10,
+                "n_brands": 30,
+                "days": 21,
+                "corrupt_fraction": 0.002,
+            },
+        },
         "split": {"val_days": 5, "test_days": 5},
     }
     path = tmp_path / "conf.yaml"
@@ -37,12 +47,38 @@ def test_generate_validate_build_graph_commands(tmp_path):
     manifest = json.loads((tmp_path / "shop" / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 5 and manifest["config"]["target_events"] == 8000
     assert main(["validate", "--input", str(tmp_path / "shop"), "--out", str(tmp_path / "valid")]) == 0
-    assert main(["build-graph", "--input", str(tmp_path / "valid"), "--out", str(tmp_path / "snap"),
-                 "--cutoff", "2026-01-20"]) == 0
+    assert (
+        main(
+            [
+                "build-graph",
+                "--input",
+                str(tmp_path / "valid"),
+                "--out",
+                str(tmp_path / "snap"),
+                "--cutoff",
+                "2026-01-20",
+            ]
+        )
+        == 0
+    )
     snap = json.loads((tmp_path / "snap" / "manifest.json").read_text())
     assert snap["cutoff"] == "2026-01-20T00:00:00+00:00"
-    assert main(["split", "--input", str(tmp_path / "valid"), "--out", str(tmp_path / "split"),
-                 "--val_days", "3", "--test_days", "3"]) == 0
+    assert (
+        main(
+            [
+                "split",
+                "--input",
+                str(tmp_path / "valid"),
+                "--out",
+                str(tmp_path / "split"),
+                "--val_days",
+                "3",
+                "--test_days",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert pl.read_parquet(tmp_path / "split" / "test" / "purchase_item_targets.parquet").height > 0
 
 
@@ -50,9 +86,18 @@ def test_bad_input_prints_one_clear_line_without_traceback(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "events.csv").write_text("user_id;item_id;event_type;timestamp\n1;2;view;1700000000\n")
     result = subprocess.run(
-        [sys.executable, "-m", "graphrec.cli", "validate", "--input", str(tmp_path / "in"), "--out",
-         str(tmp_path / "out")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "graphrec.cli",
+            "validate",
+            "--input",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "graphrec: error:" in result.stderr and "pass delimiter=';'" in result.stderr

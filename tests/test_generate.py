@@ -66,7 +66,8 @@ def test_popularity_is_heavy_tailed_and_daily_rhythm(small_shop):
 
 def test_users_browse_their_interests(small_shop):
     events = small_shop.events.filter(pl.col("item_id").is_not_null()).join(
-        small_shop.items.select("item_id", "category"), on="item_id")
+        small_shop.items.select("item_id", "category"), on="item_id"
+    )
     per_user = events.group_by("user_id").agg(pl.col("category").n_unique().alias("categories"), pl.len())
     active = per_user.filter(pl.col("len") >= 30)
     assert active["categories"].median() < SMALL_SHOP.n_categories / 2

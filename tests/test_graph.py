@@ -70,23 +70,32 @@ def test_reverse_edges_equal_flipped_forward_edges(snapshot):
 
 def test_edge_types_per_behaviour_and_target(snapshot):
     types = set(snapshot.data.edge_types)
-    for expected in [("user", "view", "item"), ("user", "purchase", "item"), ("user", "click", "content"),
-                     ("content", "features", "item"), ("item", "in_category", "category"),
-                     ("item", "of_brand", "brand"), ("item", "rev_view", "user")]:
+    for expected in [
+        ("user", "view", "item"),
+        ("user", "purchase", "item"),
+        ("user", "click", "content"),
+        ("content", "features", "item"),
+        ("item", "in_category", "category"),
+        ("item", "of_brand", "brand"),
+        ("item", "rev_view", "user"),
+    ]:
         assert expected in types
 
 
 def test_edges_match_events_by_hand(validated, snapshot):
-    before = validated.filter(pl.col("timestamp") < CUTOFF, pl.col("event_type") == "purchase",
-                              pl.col("item_id").is_not_null())
+    before = validated.filter(
+        pl.col("timestamp") < CUTOFF, pl.col("event_type") == "purchase", pl.col("item_id").is_not_null()
+    )
     expected = before.group_by("user_id", "item_id").agg(pl.len().alias("count"), pl.col("timestamp").max())
     data = snapshot.data["user", "purchase", "item"]
-    got = pl.DataFrame({
-        "user_id": snapshot.ids_of("user", data.edge_index[0]),
-        "item_id": snapshot.ids_of("item", data.edge_index[1]),
-        "count": data["count"].numpy(),
-        "last": data.last_timestamp.numpy(),
-    })
+    got = pl.DataFrame(
+        {
+            "user_id": snapshot.ids_of("user", data.edge_index[0]),
+            "item_id": snapshot.ids_of("item", data.edge_index[1]),
+            "count": data["count"].numpy(),
+            "last": data.last_timestamp.numpy(),
+        }
+    )
     merged = expected.join(got, on=["user_id", "item_id"], how="full", coalesce=True)
     assert merged.height == expected.height == got.height
     assert (merged["count"] == merged["count_right"]).all()
@@ -94,13 +103,18 @@ def test_edges_match_events_by_hand(validated, snapshot):
 
 
 def test_decayed_weight_by_hand():
-    events = pl.DataFrame({
-        "user_id": ["a", "a", "b"],
-        "item_id": [1, 1, 1],
-        "event_type": ["view", "view", "view"],
-        "timestamp": [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 8, tzinfo=UTC),
-                      datetime(2024, 1, 15, tzinfo=UTC)],
-    })
+    events = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "b"],
+            "item_id": [1, 1, 1],
+            "event_type": ["view", "view", "view"],
+            "timestamp": [
+                datetime(2024, 1, 1, tzinfo=UTC),
+                datetime(2024, 1, 8, tzinfo=UTC),
+                datetime(2024, 1, 15, tzinfo=UTC),
+            ],
+        }
+    )
     events = validate_events(events).frame
     snap = build_snapshot(events, datetime(2024, 1, 15, tzinfo=UTC), config=GraphConfig(half_life_days=7))
     data = snap.data["user", "view", "item"]
@@ -169,10 +183,16 @@ def test_load_rejects_non_snapshot(tmp_path):
 
 
 def test_string_and_integer_ids_mix_between_catalog_and_events():
-    events = validate_events(pl.DataFrame({
-        "user_id": [1, 2], "item_id": ["A", "B"], "event_type": ["view", "purchase"],
-        "timestamp": [1_700_000_000, 1_700_000_001],
-    })).frame
+    events = validate_events(
+        pl.DataFrame(
+            {
+                "user_id": [1, 2],
+                "item_id": ["A", "B"],
+                "event_type": ["view", "purchase"],
+                "timestamp": [1_700_000_000, 1_700_000_001],
+            }
+        )
+    ).frame
     items = pl.DataFrame({"item_id": ["A", "B", "C"], "category": ["x", "x", "y"]})
     snap = build_snapshot(events, "2024-01-01T00:00:00+00:00", items)
     assert snap.node_ids["item"]["item_id"].to_list() == ["A", "B", "C"]

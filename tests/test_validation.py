@@ -49,8 +49,9 @@ def test_events_need_item_or_content_column(tmp_path):
 
 
 def test_mistyped_column_names_expected_type(tmp_path):
-    frame = pl.DataFrame({"user_id": [1.0, 2.0], "item_id": [1, 2], "event_type": ["view"] * 2,
-                          "timestamp": [1_700_000_000] * 2})
+    frame = pl.DataFrame(
+        {"user_id": [1.0, 2.0], "item_id": [1, 2], "event_type": ["view"] * 2, "timestamp": [1_700_000_000] * 2}
+    )
     path = tmp_path / "events.parquet"
     frame.write_parquet(path)
     with pytest.raises(SchemaError, match=r"events.parquet: column 'user_id' has type Float64; expected integer or"):
@@ -100,7 +101,9 @@ def test_row_problems_are_quarantined_with_reasons_and_reconciled(tmp_path):
 
 
 def test_rejects_file_over_bad_share_threshold(tmp_path):
-    rows = "".join(f"{i},{i},view,1700000000\n" for i in range(90)) + "".join(f",{i},view,1700000000\n" for i in range(10))
+    rows = "".join(f"{i},{i},view,1700000000\n" for i in range(90)) + "".join(
+        f",{i},view,1700000000\n" for i in range(10)
+    )
     path = write_csv(tmp_path, "user_id,item_id,event_type,timestamp\n" + rows)
     with pytest.raises(RejectedInputError) as info:
         validate_events(path, ValidationConfig(max_bad_fraction=0.05))
@@ -110,8 +113,9 @@ def test_rejects_file_over_bad_share_threshold(tmp_path):
 
 
 def test_duplicates_do_not_count_as_bad():
-    frame = pl.DataFrame({"user_id": [1] * 10, "item_id": [1] * 10, "event_type": ["view"] * 10,
-                          "timestamp": [1_700_000_000] * 10})
+    frame = pl.DataFrame(
+        {"user_id": [1] * 10, "item_id": [1] * 10, "event_type": ["view"] * 10, "timestamp": [1_700_000_000] * 10}
+    )
     result = validate_events(frame, ValidationConfig(max_bad_fraction=0.0))
     assert result.report.used == 1 and result.report.deduplicated == 9
 
@@ -158,16 +162,23 @@ def test_timezone_aware_datetimes_convert_to_utc():
 
 def test_epoch_seconds_misread_as_too_old_are_quarantined():
     # Mostly milliseconds, one value in seconds: the seconds value lands in 1970 and is quarantined, not the file.
-    frame = pl.DataFrame({"user_id": [1, 2, 3], "item_id": [1, 2, 3], "event_type": ["view"] * 3,
-                          "timestamp": [1_700_000_000_000, 1_700_000_001_000, 1_700_000_002]})
+    frame = pl.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "item_id": [1, 2, 3],
+            "event_type": ["view"] * 3,
+            "timestamp": [1_700_000_000_000, 1_700_000_001_000, 1_700_000_002],
+        }
+    )
     result = validate_events(frame, LENIENT)
     assert result.report.notes["timestamp_unit"] == "ms"
     assert result.quarantine["reason"].to_list() == ["timestamp_before_min"]
 
 
 def test_event_aliases_from_config():
-    frame = pl.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "event_type": ["Checkout", "PV"],
-                          "timestamp": [1_700_000_000] * 2})
+    frame = pl.DataFrame(
+        {"user_id": [1, 2], "item_id": [1, 2], "event_type": ["Checkout", "PV"], "timestamp": [1_700_000_000] * 2}
+    )
     config = ValidationConfig(event_aliases={"checkout": "purchase"})
     assert validate_events(frame, config).frame["event_type"].cast(pl.String).to_list() == ["purchase", "view"]
 
@@ -178,20 +189,28 @@ def test_alias_to_unknown_canonical_type_is_an_error():
 
 
 def test_all_canonical_types_pass():
-    frame = pl.DataFrame({"user_id": list(range(5)), "item_id": list(range(5)), "event_type": list(EVENT_TYPES),
-                          "timestamp": [1_700_000_000] * 5})
+    frame = pl.DataFrame(
+        {
+            "user_id": list(range(5)),
+            "item_id": list(range(5)),
+            "event_type": list(EVENT_TYPES),
+            "timestamp": [1_700_000_000] * 5,
+        }
+    )
     assert validate_events(frame).report.used == 5
 
 
 def test_impressions_flags_and_slots():
-    frame = pl.DataFrame({
-        "request_id": ["r1", "r1", "r1", "r2"],
-        "user_id": ["u", "u", "u", "v"],
-        "content_id": ["a", "b", "c", "a"],
-        "slot": ["0", "1", "-1", "x"],
-        "timestamp": ["2024-01-01T00:00:00Z"] * 4,
-        "clicked": ["1", "0", "0", "2"],
-    })
+    frame = pl.DataFrame(
+        {
+            "request_id": ["r1", "r1", "r1", "r2"],
+            "user_id": ["u", "u", "u", "v"],
+            "content_id": ["a", "b", "c", "a"],
+            "slot": ["0", "1", "-1", "x"],
+            "timestamp": ["2024-01-01T00:00:00Z"] * 4,
+            "clicked": ["1", "0", "0", "2"],
+        }
+    )
     result = validate_impressions(frame, LENIENT)
     assert_reconciled(result, 4)
     assert result.frame["clicked"].to_list() == [1, 0]
@@ -199,8 +218,16 @@ def test_impressions_flags_and_slots():
 
 
 def test_invalid_click_flag_is_quarantined():
-    frame = pl.DataFrame({"request_id": [1, 1], "user_id": [1, 1], "content_id": [1, 2], "slot": [0, 1],
-                          "timestamp": [1_700_000_000] * 2, "clicked": [1, 5]})
+    frame = pl.DataFrame(
+        {
+            "request_id": [1, 1],
+            "user_id": [1, 1],
+            "content_id": [1, 2],
+            "slot": [0, 1],
+            "timestamp": [1_700_000_000] * 2,
+            "clicked": [1, 5],
+        }
+    )
     assert validate_impressions(frame, LENIENT).quarantine["reason"].to_list() == ["invalid_clicked"]
 
 
@@ -209,12 +236,20 @@ def test_items_conflicting_duplicates_are_quarantined():
     result = validate_items(frame, LENIENT)
     assert_reconciled(result, 4)
     assert dict(zip(result.quarantine["row_number"], result.quarantine["reason"], strict=True)) == {
-        2: "duplicate", 3: "conflicting_duplicate_item_id", 4: "invalid_price"}
+        2: "duplicate",
+        3: "conflicting_duplicate_item_id",
+        4: "invalid_price",
+    }
 
 
 def test_content_item_lists_parse_from_strings():
-    frame = pl.DataFrame({"content_id": ["a", "b", "c"], "module_type": ["carousel", "banner", "teaser"],
-                          "item_ids": ["1|2|3", "[4, 5]", ""]})
+    frame = pl.DataFrame(
+        {
+            "content_id": ["a", "b", "c"],
+            "module_type": ["carousel", "banner", "teaser"],
+            "item_ids": ["1|2|3", "[4, 5]", ""],
+        }
+    )
     result = validate_content(frame)
     assert result.frame["item_ids"].dtype == pl.List(pl.Int64)
     assert result.frame["item_ids"].to_list() == [[1, 2, 3], [4, 5], []]

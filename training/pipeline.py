@@ -8,46 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from graphrec.adapters import open_dataset
+from graphrec.adapters import InputConfig, open_dataset
 from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
-from graphrec.generate import ShopConfig, generate_shop, write_shop
+from graphrec.generate import generate_shop, write_shop
 from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
-from graphrec.split import split_by_days, write_split
+from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.validation import ValidationConfig, validate_dataset
 
 log = logging.getLogger("graphrec.pipeline")
-
-
-@dataclass
-class InputConfig:
-    """Where events come from.
-
-    Args:
-        format: `generated` (the built-in shop), `contract` (a directory of contract tables), or an adapter name:
-            taobao-userbehavior, ecomm, taobao-mb, gowalla, mind.
-        path: the input file or directory (ignored for `generated`).
-        shop: the generated shop's configuration.
-    """
-
-    format: str = "generated"
-    path: str | None = None
-    shop: ShopConfig = field(default_factory=ShopConfig)
-
-
-@dataclass
-class SplitConfig:
-    """The temporal split: the last `test_days` whole days test, the `val_days` before them validate."""
-
-    enabled: bool = True
-    val_days: int = 7
-    test_days: int = 7
 
 
 def _stage(number: int, total: int, name: str):
@@ -78,23 +53,33 @@ def run_pipeline(
         shop = generate_shop(input.shop)
         source_dir = write_shop(shop, workdir / "raw")
         tables, sources, notes = open_dataset("contract", source_dir)
-        log.info("generated %s events, %s impressions into %s", f"{shop.stats['events']:,}",
-                 f"{shop.stats['impressions']:,}", source_dir)
+        log.info(
+            "generated %s events, %s impressions into %s",
+            f"{shop.stats['events']:,}",
+            f"{shop.stats['impressions']:,}",
+            source_dir,
+        )
     else:
         if not input.path:
             raise ValueError(f"input.path is required for input.format={input.format!r}")
         tables, sources, notes = open_dataset(input.format, input.path)
     fingerprint = fingerprint_inputs({name: path for name, path in sources.items()})
-    report["stages"]["input"] = {"format": input.format, "sources": fingerprint, "notes": notes,
-                                 "seconds": round(time.perf_counter() - t, 2)}
+    report["stages"]["input"] = {
+        "format": input.format,
+        "sources": fingerprint,
+        "notes": notes,
+        "seconds": round(time.perf_counter() - t, 2),
+    }
 
     t = _stage(2, total, "validate")
     validated_dir = workdir / "validated"
     validation_report = validate_dataset(tables, validated_dir, validation, fingerprint)
     report["stages"]["validate"] = {
         "dir": str(validated_dir),
-        "tables": {name: {k: r[k] for k in ("input_rows", "used", "deduplicated", "quarantined", "reasons")}
-                   for name, r in validation_report["tables"].items()},
+        "tables": {
+            name: {k: r[k] for k in ("input_rows", "used", "deduplicated", "quarantined", "reasons")}
+            for name, r in validation_report["tables"].items()
+        },
         "cross_checks": validation_report["cross_checks"],
         "seconds": round(time.perf_counter() - t, 2),
     }
@@ -102,8 +87,9 @@ def run_pipeline(
     t = _stage(3, total, "graph snapshot")
     events = pl.scan_parquet(validated_dir / "events.parquet")
     items = pl.read_parquet(validated_dir / "items.parquet") if (validated_dir / "items.parquet").exists() else None
-    content = (pl.read_parquet(validated_dir / "content.parquet")
-               if (validated_dir / "content.parquet").exists() else None)
+    content = (
+        pl.read_parquet(validated_dir / "content.parquet") if (validated_dir / "content.parquet").exists() else None
+    )
     last = events.select(pl.col("timestamp").max()).collect().item()
     cutoff = last + timedelta(seconds=1)  # strictly-before semantics: the full snapshot includes the last event
     snapshot = build_snapshot(events, cutoff, items, content, graph, fingerprint)
@@ -115,18 +101,28 @@ def run_pipeline(
         "num_edges": snapshot.manifest["num_edges"],
         "seconds": round(time.perf_counter() - t, 2),
     }
-    log.info("snapshot: %s nodes, %s edges", f"{sum(snapshot.manifest['num_nodes'].values()):,}",
-             f"{sum(snapshot.manifest['num_edges'].values()):,}")
+    log.info(
+        "snapshot: %s nodes, %s edges",
+        f"{sum(snapshot.manifest['num_nodes'].values()):,}",
+        f"{sum(snapshot.manifest['num_edges'].values()):,}",
+    )
 
     if split.enabled:
         t = _stage(4, total, "temporal split")
         windows = split_by_days(events, split.val_days, split.test_days)
         summary = write_split(events, windows, workdir / "split", items, content, graph, fingerprint=fingerprint)
-        report["stages"]["split"] = {"dir": str(workdir / "split"), **summary,
-                                     "seconds": round(time.perf_counter() - t, 2)}
+        report["stages"]["split"] = {
+            "dir": str(workdir / "split"),
+            **summary,
+            "seconds": round(time.perf_counter() - t, 2),
+        }
 
-    report["config"] = {"input": asdict(input), "validation": asdict(validation), "graph": asdict(graph),
-                        "split": asdict(split)}
+    report["config"] = {
+        "input": asdict(input),
+        "validation": asdict(validation),
+        "graph": asdict(graph),
+        "split": asdict(split),
+    }
     report["code_version"] = code_version()
     report["seconds"] = round(time.perf_counter() - started, 2)
     report["finished_at"] = utc_now_iso()
