@@ -260,7 +260,8 @@ def write_results(rows: list[dict], args) -> None:
         f"Date: {payload['date']}",
         "",
         "Each implementation runs in a fresh process, timed from reading the validated Parquet to the snapshot on "
-        "disk (interpreter start and imports excluded); peak memory is the process's high-water RSS (VmHWM). The reference "
+        "disk (interpreter start and imports excluded); peak memory is the process's high-water RSS (VmHWM). "
+        "The reference "
         "is pandas + `{id: index}` dicts + list comprehensions + `torch.save`, as in PyG's `load_csv` example, "
         "building the same edges and attributes.",
         "",

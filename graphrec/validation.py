@@ -216,10 +216,8 @@ def _normalise_timestamp(series: pl.Series, config: ValidationConfig, notes: dic
     name = series.name
     dtype = series.dtype
     if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is None:
-            series = series.dt.replace_time_zone("UTC")
-        else:
-            series = series.dt.convert_time_zone("UTC")
+        naive = dtype.time_zone is None
+        series = series.dt.replace_time_zone("UTC") if naive else series.dt.convert_time_zone("UTC")
         return series.cast(TIMESTAMP_DTYPE)
     if dtype == pl.Date:
         return series.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")

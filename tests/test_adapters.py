@@ -86,7 +86,7 @@ def test_open_dataset_rejects_unknown_format(tmp_path):
 
 
 def test_contract_directory_needs_events(tmp_path):
-    with pytest.raises(InputError, match="no events.parquet"):
+    with pytest.raises(InputError, match=r"no events\.parquet"):
         open_dataset("contract", tmp_path)
 
 

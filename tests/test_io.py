@@ -7,7 +7,7 @@ from graphrec.io import scan_table
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(InputError, match="events.csv: file not found"):
+    with pytest.raises(InputError, match=r"events\.csv: file not found"):
         scan_table(tmp_path / "events.csv")
 
 
@@ -41,7 +41,7 @@ def test_explicit_delimiter_reads(tmp_path):
 def test_unsupported_suffix(tmp_path):
     path = tmp_path / "events.xlsx"
     path.write_bytes(b"x")
-    with pytest.raises(InputError, match="unsupported file type '.xlsx'"):
+    with pytest.raises(InputError, match=r"unsupported file type '\.xlsx'"):
         scan_table(path)
 
 
