@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from graphrec.metrics import Interactions, evaluate_ranking, ranking_metrics
+
+
+def test_perfect_ranking_scores_one():
+    truth = Interactions.from_pairs([0, 0, 1], [2, 3, 1], num_users=2, num_items=5)
+    dense = truth.dense(torch.arange(2)).float()
+    result = evaluate_ranking(lambda users: dense[users], truth, ks=(2,))
+    assert result["recall@2"] == 1.0 and result["ndcg@2"] == pytest.approx(1.0)
+    assert result["hr@2"] == 1.0 and result["map@2"] == pytest.approx(1.0)
+    assert result["users"] == 2
+
+
+def test_hand_computed_case():
+    # Ranked list for one user: [a, b, c]; relevant: b and d (d not retrieved).
+    hits = torch.tensor([[False, True, False]])
+    values = ranking_metrics(hits, torch.tensor([2]), k=3)
+    assert float(values["recall@3"]) == pytest.approx(0.5)
+    assert float(values["hr@3"]) == 1.0
+    idcg = 1 + 1 / math.log2(3)
+    assert float(values["ndcg@3"]) == pytest.approx((1 / math.log2(3)) / idcg)
+    assert float(values["map@3"]) == pytest.approx((1 / 2) / 2)
+
+
+def test_no_hit_scores_zero():
+    values = ranking_metrics(torch.zeros(1, 5, dtype=torch.bool), torch.tensor([3]), k=5)
+    assert all(float(v) == 0.0 for v in values.values())
+
+
+def test_excluded_items_are_never_recommended():
+    truth = Interactions.from_pairs([0], [1], num_users=1, num_items=4)
+    exclude = Interactions.from_pairs([0], [0], num_users=1, num_items=4)
+    scores = torch.tensor([[10.0, 5.0, 1.0, 0.0]])
+    assert evaluate_ranking(lambda u: scores[u], truth, exclude, ks=(1,))["hr@1"] == 1.0
+    assert evaluate_ranking(lambda u: scores[u], truth, None, ks=(1,))["hr@1"] == 0.0
+
+
+def test_users_without_truth_are_skipped_and_coverage():
+    truth = Interactions.from_pairs([1], [2], num_users=3, num_items=4)
+    scores = torch.arange(4.0).repeat(3, 1)
+    result = evaluate_ranking(lambda u: scores[u], truth, ks=(2,), item_popularity=torch.tensor([0, 1, 2, 3]))
+    assert result["users"] == 1 and result["hr@2"] == 1.0
+    assert result["coverage@2"] == 0.5
+    assert result["avg_pop@2"] == pytest.approx((1.0 + 2 / 3) / 2)
+
+
+def test_interactions_dense_and_dedup():
+    inter = Interactions.from_pairs([2, 0, 2, 2], [1, 3, 1, 0], num_users=3, num_items=4)
+    assert inter.counts().tolist() == [1, 0, 2]
+    assert inter.dense(torch.tensor([2, 0])).tolist() == [[True, True, False, False], [False, False, False, True]]
