@@ -1,0 +1,87 @@
+"""Recommendation tasks over a snapshot: per-behaviour training edges, held-out truth and what to mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+import torch
+
+from graphrec.graph import Snapshot
+from graphrec.metrics import Interactions
+from graphrec.schema import EVENT_TYPES
+
+FEATURES = {"item": ("category_index", "brand_index"), "content": ("module_type_index",)}
+
+
+@dataclass
+class RecTask:
+    """What a model learns from and is judged on: user -> target-node edges per behaviour, truth and mask.
+
+    `edges[b]` holds `(users, targets, weights)` of behaviour `b` in the training snapshot; `truth` holds the
+    held-out target pairs of known users; `exclude` the training pairs of the target behaviour (masked at
+    evaluation, as in the LightGCN / MuLe protocols).
+    """
+
+    num_users: int
+    num_items: int
+    behaviours: list[str]
+    target: str
+    edges: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    truth: Interactions
+    exclude: Interactions
+    item_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def popularity(self, behaviours: list[str] | None = None) -> torch.Tensor:
+        """Training interaction counts per item over the given behaviours (default: all)."""
+        counts = torch.zeros(self.num_items)
+        for behaviour in behaviours or self.behaviours:
+            _, items, _ = self.edges[behaviour]
+            counts += torch.bincount(items, minlength=self.num_items).float()
+        return counts
+
+    def user_activity(self) -> torch.Tensor:
+        """Training interaction counts per user over all behaviours."""
+        counts = torch.zeros(self.num_users)
+        for users, _, _ in self.edges.values():
+            counts += torch.bincount(users, minlength=self.num_users).float()
+        return counts
+
+
+def task_from_snapshot(
+    snapshot: Snapshot,
+    targets: pl.DataFrame | None = None,
+    target_event: str = "purchase",
+    target_node: str = "item",
+) -> RecTask:
+    """Build a task from a snapshot and a target table (from `evaluation_targets`; None: no truth).
+
+    Target pairs with a user or item unknown to the snapshot cannot be scored by a transductive model; they are
+    counted in `stats` (`truth_pairs_new_user`, `truth_pairs_new_item`), not silently lost.
+    """
+    data = snapshot.data
+    num_users, num_items = data["user"].num_nodes, data[target_node].num_nodes
+    behaviours = [b for b in EVENT_TYPES if ("user", b, target_node) in data.edge_types]
+    if target_event not in behaviours:
+        raise ValueError(f"the snapshot has no ('user', {target_event!r}, {target_node!r}) edges to learn from")
+    edges = {}
+    for behaviour in behaviours:
+        store = data["user", behaviour, target_node]
+        edges[behaviour] = (store.edge_index[0], store.edge_index[1], store["count"].float())
+    target_users, target_items, _ = edges[target_event]
+    exclude = Interactions.from_pairs(target_users, target_items, num_users, num_items)
+    stats: dict[str, int] = {}
+    if targets is not None:
+        index_column = f"{target_node}_index"
+        stats["truth_pairs"] = targets.height
+        stats["truth_pairs_new_user"] = int(targets["user_index"].null_count())
+        known = targets.filter(pl.col("user_index").is_not_null())
+        stats["truth_pairs_new_item"] = int(known[index_column].null_count())
+        known = known.filter(pl.col(index_column).is_not_null())
+        truth = Interactions.from_pairs(known["user_index"].to_numpy(), known[index_column].to_numpy(), num_users,
+                                        num_items)
+    else:
+        truth = Interactions.from_pairs([], [], num_users, num_items)
+    features = {name: data[target_node][name] for name in FEATURES[target_node] if name in data[target_node]}
+    return RecTask(num_users, num_items, behaviours, target_event, edges, truth, exclude, features, stats)
