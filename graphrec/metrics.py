@@ -24,11 +24,12 @@ class Interactions:
     num_items: int
 
     @classmethod
-    def from_pairs(cls, users: torch.Tensor | np.ndarray, items: torch.Tensor | np.ndarray, num_users: int,
-                   num_items: int) -> Interactions:
+    def from_pairs(
+        cls, users: torch.Tensor | np.ndarray, items: torch.Tensor | np.ndarray, num_users: int, num_items: int
+    ) -> Interactions:
         """Build from (user, item) pairs; duplicates are kept once."""
-        users = torch.as_tensor(np.asarray(users), dtype=torch.long)
-        items = torch.as_tensor(np.asarray(items), dtype=torch.long)
+        users = torch.tensor(np.asarray(users), dtype=torch.long)
+        items = torch.tensor(np.asarray(items), dtype=torch.long)
         if len(users):
             key = torch.unique(users * num_items + items)
             users, items = key // num_items, key % num_items
@@ -50,7 +51,9 @@ class Interactions:
         starts, ends = self.indptr[users], self.indptr[users + 1]
         lengths = ends - starts
         rows = torch.repeat_interleave(torch.arange(len(users)), lengths)
-        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
+            torch.cumsum(lengths, 0) - lengths, lengths
+        )
         cols = self.indices[torch.repeat_interleave(starts, lengths) + offsets]
         out[rows, cols] = True
         return out
@@ -128,5 +131,5 @@ def evaluate_ranking(
         result[f"coverage@{k}"] = float(recommended[k].float().mean())
         if percentile is not None:
             result[f"avg_pop@{k}"] = pop_sums[k] / n
-    result["users"] = int(len(users))
+    result["users"] = len(users)
     return result

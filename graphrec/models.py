@@ -50,8 +50,8 @@ def _normalised_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: i
     deg_i = torch.bincount(items, minlength=num_items).float()
     values = (deg_u[users].clamp(min=1) * deg_i[items].clamp(min=1)).rsqrt()
     shape = (num_users, num_items)
-    forward = torch.sparse_coo_tensor(torch.stack([users, items]), values, shape, check_invariants=True).coalesce()
-    backward = torch.sparse_coo_tensor(torch.stack([items, users]), values, shape[::-1], check_invariants=True)
+    forward = torch.sparse_coo_tensor(torch.stack([users, items]), values, shape, check_invariants=False).coalesce()
+    backward = torch.sparse_coo_tensor(torch.stack([items, users]), values, shape[::-1], check_invariants=False)
     with warnings.catch_warnings():  # CSR is "beta" in torch but is the fastest CPU spmm with autograd here
         warnings.simplefilter("ignore", UserWarning)
         return forward.to_sparse_csr(), backward.coalesce().to_sparse_csr(), deg_u, deg_i
@@ -82,7 +82,9 @@ class PairLookup:
         ends = torch.searchsorted(self.keys, (users.long() + 1) * self.num_items)
         lengths = ends - starts
         rows = torch.repeat_interleave(torch.arange(len(users)), lengths)
-        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
+            torch.cumsum(lengths, 0) - lengths, lengths
+        )
         index = torch.repeat_interleave(starts, lengths) + offsets
         out[rows, self.keys[index] % self.num_items] = self.values[index]
         return out
@@ -130,12 +132,20 @@ class MultiBehaviourGCN(nn.Module):
 
     def hyperparameters(self) -> dict:
         """Everything needed to rebuild this module (stored in checkpoints and artifacts)."""
-        return {"num_users": self.num_users, "num_items": self.num_items, "behaviours": self.behaviours,
-                "target": self.target, "config": asdict(self.config),
-                "feature_sizes": {n: e.num_embeddings - 1 for n, e in self.feature_embedding.items()}}
+        return {
+            "num_users": self.num_users,
+            "num_items": self.num_items,
+            "behaviours": self.behaviours,
+            "target": self.target,
+            "config": asdict(self.config),
+            "feature_sizes": {n: e.num_embeddings - 1 for n, e in self.feature_embedding.items()},
+        }
 
-    def set_graph(self, edges: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                  features: dict[str, torch.Tensor] | None = None) -> None:
+    def set_graph(
+        self,
+        edges: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        features: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         """Attach the training graph: `edges[b] = (users, items, counts)` per behaviour, and item features."""
         self._graph = {}
         for behaviour in self.behaviours:
@@ -185,8 +195,13 @@ class MultiBehaviourGCN(nn.Module):
             total = total + weight * (lookup(users, items) if items is not None else lookup.rows(users))
         return total
 
-    def embed_users(self, edges: dict[str, tuple[torch.Tensor, torch.Tensor]], num_users: int,
-                    item_layers: list[torch.Tensor], user_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_users(
+        self,
+        edges: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        num_users: int,
+        item_layers: list[torch.Tensor],
+        user_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Inductive user embeddings from interactions alone, without retraining.
 
         Args:

@@ -79,8 +79,9 @@ def task_from_snapshot(
         known = targets.filter(pl.col("user_index").is_not_null())
         stats["truth_pairs_new_item"] = int(known[index_column].null_count())
         known = known.filter(pl.col(index_column).is_not_null())
-        truth = Interactions.from_pairs(known["user_index"].to_numpy(), known[index_column].to_numpy(), num_users,
-                                        num_items)
+        truth = Interactions.from_pairs(
+            known["user_index"].to_numpy(), known[index_column].to_numpy(), num_users, num_items
+        )
     else:
         truth = Interactions.from_pairs([], [], num_users, num_items)
     features = {name: data[target_node][name] for name in FEATURES[target_node] if name in data[target_node]}

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from graphrec.graph import build_snapshot
+from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup
+from graphrec.tasks import task_from_snapshot
+from graphrec.validation import validate_events
+
+
+@pytest.fixture(scope="module")
+def task(small_shop):
+    events = validate_events(small_shop.events).frame
+    return task_from_snapshot(build_snapshot(events, "2026-01-12", small_shop.items, small_shop.content))
+
+
+def make_model(task, **overrides):
+    sizes = {name: int(values.max()) + 1 for name, values in task.item_features.items()}
+    model = MultiBehaviourGCN(
+        task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(**overrides), sizes
+    )
+    model.set_graph(task.edges, task.item_features)
+    return model
+
+
+def user_edges(task, users):
+    edges, local = {}, torch.full((task.num_users,), -1)
+    local[users] = torch.arange(len(users))
+    for behaviour, (u, i, _) in task.edges.items():
+        keep = local[u] >= 0
+        edges[behaviour] = (local[u[keep]], i[keep])
+    return edges
+
+
+def test_inductive_embedding_equals_training_embedding(task):
+    model = make_model(task, num_layers=3)
+    with torch.no_grad():
+        user_vectors, _, item_layers = model.propagate()
+        users = torch.arange(0, task.num_users, 7)
+        inductive = model.embed_users(user_edges(task, users), len(users), item_layers, users)
+    assert torch.allclose(inductive, user_vectors[users], atol=1e-6)
+
+
+def test_new_user_embedding_comes_from_its_items(task):
+    model = make_model(task)
+    with torch.no_grad():
+        _, _, item_layers = model.propagate()
+        edges = {"view": (torch.tensor([0, 0]), torch.tensor([1, 2]))}
+        vector = model.embed_users(edges, 1, item_layers)
+        empty = model.embed_users({}, 1, item_layers)
+    assert vector.abs().sum() > 0 and empty.abs().sum() == 0
+
+
+def test_single_behaviour_without_features_is_lightgcn(task):
+    model = make_model(task, behaviours=["purchase"], use_features=False, history=False)
+    assert model.behaviours == ["purchase"] and len(model.feature_embedding) == 0
+    assert model.history_behaviours == []
+    with torch.no_grad():
+        _, _, layers = model.propagate()
+    assert torch.equal(layers[0], model.item_embedding.weight)
+
+
+def test_features_give_items_without_interactions_a_vector(task):
+    model = make_model(task)
+    model.item_embedding.weight.data.zero_()
+    assert model.item_inputs().abs().sum(1).min() > 0
+
+
+def test_history_term_only_uses_auxiliary_behaviours(task):
+    model = make_model(task)
+    assert task.target not in model.history_behaviours
+    with torch.no_grad():
+        model.history_weight.fill_(1.0)
+    users, items, counts = task.edges["view"]
+    expected = torch.zeros(len(users))
+    for behaviour in model.history_behaviours:
+        lookup = PairLookup(*task.edges[behaviour][:2], torch.log1p(task.edges[behaviour][2]), task.num_items)
+        expected += lookup(users, items)
+    assert torch.allclose(model.history_scores(users, items), expected)
+    rows = model.history_scores(users[:5])
+    assert torch.allclose(rows[torch.arange(5), items[:5]], expected[:5])
+
+
+def test_pair_lookup_misses_are_zero():
+    lookup = PairLookup(torch.tensor([0, 2]), torch.tensor([1, 3]), torch.tensor([5.0, 7.0]), num_items=4)
+    assert lookup(torch.tensor([0, 2, 1]), torch.tensor([1, 3, 1])).tolist() == [5.0, 7.0, 0.0]
+    assert lookup.rows(torch.tensor([2])).tolist() == [[0.0, 0.0, 0.0, 7.0]]

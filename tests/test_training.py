@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import polars as pl
+import pytest
+import torch
+
+from graphrec.graph import load_snapshot
+from graphrec.models import ModelConfig
+from graphrec.split import split_by_days, write_split
+from graphrec.tasks import task_from_snapshot
+from graphrec.validation import validate_events
+from training.evaluate import EvalConfig, learned_variants, run_evaluation
+from training.system import BPRTriples, TrainConfig, train_embeddings
+
+FAST = TrainConfig(epochs=4, batch_size=1024, eval_every=2, patience=2)
+SMALL = ModelConfig(dim=16, num_layers=2)
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory, small_shop):
+    events = validate_events(small_shop.events).frame
+    out = tmp_path_factory.mktemp("split") / "split"
+    write_split(events, split_by_days(events, 3, 3), out, small_shop.items, small_shop.content)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tasks(split_dir):
+    result = {}
+    for name in ("val", "test"):
+        targets = pl.read_parquet(split_dir / name / "purchase_item_targets.parquet")
+        result[name] = task_from_snapshot(load_snapshot(split_dir / name / "snapshot"), targets)
+    return result
+
+
+def pairs(users, items, num_items):
+    return set((users * num_items + items).tolist())
+
+
+def test_no_held_out_positive_in_training_graph_or_samples(tasks):
+    task = tasks["val"]
+    truth_users = torch.repeat_interleave(torch.arange(task.num_users), task.truth.counts())
+    held_out = pairs(truth_users, task.truth.indices, task.num_items)
+    train_target = pairs(task.edges["purchase"][0], task.edges["purchase"][1], task.num_items)
+    # Held-out positives the user had not bought before are absent from the training purchase edges.
+    new_pairs = held_out - train_target
+    assert new_pairs
+    every = set()
+    for u, i, _ in task.edges.values():
+        every |= pairs(u, i, task.num_items)
+    for epoch in range(3):
+        for users, positives, negatives, is_target in BPRTriples(task, "purchase", FAST, epoch):
+            # Target positives are training purchases only, never a held-out purchase...
+            assert not (pairs(users[is_target], positives[is_target], task.num_items) & new_pairs)
+            # ...every positive is an edge of the training graph (events before the cutoff)...
+            assert pairs(users, positives, task.num_items) <= every
+            # ...and negatives never collide with a training positive of any behaviour.
+            assert not (pairs(users, negatives, task.num_items) & every)
+
+
+def test_sampling_is_seeded_per_epoch(tasks):
+    first = BPRTriples(tasks["val"], "purchase", FAST, epoch=1).batches[0]
+    again = BPRTriples(tasks["val"], "purchase", FAST, epoch=1).batches[0]
+    other = BPRTriples(tasks["val"], "purchase", FAST, epoch=2).batches[0]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[2], other[2])
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tasks):
+    task = tasks["val"]
+    full, _ = train_embeddings(task, None, SMALL, FAST, tmp_path / "full", progress=False)
+    train_embeddings(task, None, SMALL, replace(FAST, epochs=2), tmp_path / "resumed", progress=False)
+    resumed, summary = train_embeddings(task, None, SMALL, FAST, tmp_path / "resumed", progress=False)
+    assert summary["epochs_run"] == 4
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
+    model, summary = train_embeddings(
+        tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False
+    )
+    assert summary["best_checkpoint"].endswith("best.ckpt") and summary["best_score"] > 0
+    assert (tmp_path / "logs" / "metrics.csv").exists()
+
+
+def test_ablation_wiring():
+    variants = {name: (m, t) for name, m, t in learned_variants(ModelConfig(), TrainConfig(), EvalConfig(), "purchase")}
+    assert variants["mf_bpr"][0].num_layers == 0 and variants["mf_bpr"][0].behaviours == ["purchase"]
+    assert variants["lightgcn"][0].behaviours == ["purchase"] and not variants["lightgcn"][0].use_features
+    assert variants["graphrec"][0].behaviours == [] and variants["graphrec"][1].aux_ratio > 0
+    assert variants["graphrec_no_aux"][0].behaviours == ["purchase"] and variants["graphrec_no_aux"][1].aux_ratio == 0
+    assert not variants["graphrec_no_features"][0].use_features
+
+
+def test_evaluation_job_writes_metrics(tmp_path, split_dir):
+    report = run_evaluation(
+        split_dir, tmp_path / "eval", model=SMALL, train=FAST, eval_config=EvalConfig(ablations=False)
+    )
+    results = report["results"]
+    assert {"popularity", "history", "item_knn", "mf_bpr", "lightgcn", "graphrec", "graphrec_dot_only"} <= set(results)
+    for metrics in results.values():
+        assert 0 <= metrics["ndcg@20"] <= 1 and metrics["users"] == report["task_stats"]["test"]["users_evaluated"]
+    assert (tmp_path / "eval" / "metrics.md").read_text().count("| graphrec |") == 1
+    assert (tmp_path / "eval" / "curves.png").stat().st_size > 0

@@ -1,0 +1,255 @@
+"""The evaluation job: graphrec's embeddings against baselines on one leak-free split, in one run.
+
+Methods: popularity, history, item-kNN, matrix factorisation (BPR), single-behaviour LightGCN and graphrec's
+multi-behaviour model, plus its ablations (no auxiliary behaviours, no catalog features) and its pure
+dot-product scores (what the feature store carries). With a validation task, each trained method early-stops on
+validation NDCG and is then refitted on the test snapshot for its best epoch count; without one, it trains a
+fixed number of epochs. Output: `metrics.json`, `metrics.md` and `curves.png` in `out_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from graphrec.artifacts import code_version, utc_now_iso, write_json_atomic
+from graphrec.baselines import history_scorer, item_knn_scorer, popularity_scorer
+from graphrec.graph import load_snapshot
+from graphrec.metrics import Interactions, evaluate_ranking
+from graphrec.models import ModelConfig
+from graphrec.tasks import RecTask, task_from_snapshot
+from training.system import TrainConfig, train_embeddings
+
+log = logging.getLogger("graphrec.evaluate")
+
+
+@dataclass
+class EvalConfig:
+    """What to compare and how to slice.
+
+    Args:
+        ks: cut-offs.
+        methods: any of popularity, history, item_knn, mf_bpr, lightgcn, graphrec.
+        ablations: also train graphrec without auxiliary behaviours and without catalog features.
+        cold_user_max_events: users with at most this many training interactions form the cold-user slice.
+        knn_neighbours: neighbours kept per item by item-kNN.
+    """
+
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+    methods: list[str] = field(
+        default_factory=lambda: ["popularity", "history", "item_knn", "mf_bpr", "lightgcn", "graphrec"]
+    )
+    ablations: bool = True
+    cold_user_max_events: int = 5
+    knn_neighbours: int = 100
+
+
+def learned_variants(model: ModelConfig, train: TrainConfig, eval_config: EvalConfig, target: str):
+    """(name, model config, train config) of every trained method."""
+    single = {"behaviours": [target], "use_features": False, "history": False}
+    variants = []
+    if "mf_bpr" in eval_config.methods:
+        variants.append(("mf_bpr", replace(model, num_layers=0, **single), replace(train, aux_ratio=0.0)))
+    if "lightgcn" in eval_config.methods:
+        variants.append(("lightgcn", replace(model, **single), replace(train, aux_ratio=0.0)))
+    if "graphrec" in eval_config.methods:
+        variants.append(("graphrec", model, train))
+        if eval_config.ablations:
+            variants.append(
+                ("graphrec_no_aux", replace(model, behaviours=[target], history=False), replace(train, aux_ratio=0.0))
+            )
+            variants.append(("graphrec_no_features", replace(model, use_features=False), train))
+    return variants
+
+
+def _slices(task: RecTask, cold_max: int) -> dict[str, tuple[Interactions, torch.Tensor | None]]:
+    """Truth restricted to cold users and to new items (no training interaction through any behaviour)."""
+    activity = task.user_activity()
+    cold_users = torch.nonzero(activity <= cold_max).flatten()
+    item_seen = task.popularity() > 0
+    users = torch.repeat_interleave(torch.arange(task.num_users), task.truth.counts())
+    items = task.truth.indices
+    new = ~item_seen[items]
+    new_items = Interactions.from_pairs(users[new], items[new], task.num_users, task.num_items)
+    return {"cold_users": (task.truth, cold_users), "new_items": (new_items, None)}
+
+
+def _evaluate_scorer(score, task: RecTask, ks, slices) -> dict[str, Any]:
+    result = evaluate_ranking(score, task.truth, task.exclude, ks, task.popularity())
+    for name, (truth, users) in slices.items():
+        part = evaluate_ranking(score, truth, task.exclude, ks, users=users)
+        result[name] = {k: v for k, v in part.items() if k.startswith(("recall", "ndcg", "hr")) or k == "users"}
+    return result
+
+
+def compare_methods(
+    test_task: RecTask,
+    val_task: RecTask | None,
+    out_dir: str | Path,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run every method on the same task and return {method: metrics, ...} with timings."""
+    model = model or ModelConfig()
+    train = train or TrainConfig()
+    eval_config = eval_config or EvalConfig()
+    out_dir = Path(out_dir)
+    ks = tuple(eval_config.ks)
+    slices = _slices(test_task, eval_config.cold_user_max_events)
+    results: dict[str, Any] = {}
+    scorers = {
+        "popularity": popularity_scorer,
+        "history": history_scorer,
+        "item_knn": lambda t: item_knn_scorer(t, eval_config.knn_neighbours),
+    }
+    for name, make in scorers.items():
+        if name in eval_config.methods:
+            start = time.perf_counter()
+            results[name] = _evaluate_scorer(make(test_task), test_task, ks, slices)
+            results[name]["seconds"] = round(time.perf_counter() - start, 2)
+            log.info("%s: ndcg@%d %.4f", name, ks[-1], results[name][f"ndcg@{ks[-1]}"])
+    for name, model_config, train_config in learned_variants(model, train, eval_config, test_task.target):
+        start = time.perf_counter()
+        info: dict[str, Any] = {}
+        if val_task is not None:
+            _, summary = train_embeddings(
+                val_task, val_task, model_config, train_config, out_dir / name / "val", resume=False, progress=progress
+            )
+            epochs = summary["best_epoch"] + 1
+            info["val"] = summary
+            train_config = replace(train_config, epochs=epochs)
+        trained, summary = train_embeddings(
+            test_task, None, model_config, train_config, out_dir / name / "test", resume=False, progress=progress
+        )
+        info["epochs"] = train_config.epochs
+        info["behaviour_weights"] = dict(zip(trained.behaviours, trained.behaviour_weights().tolist(), strict=True))
+        with torch.no_grad():
+            user_vectors, item_vectors, _ = trained.propagate()
+
+        def dot(batch, u=user_vectors, i=item_vectors):
+            return u[batch] @ i.T
+
+        def with_history(batch, u=user_vectors, i=item_vectors, m=trained):
+            return u[batch] @ i.T + m.history_scores(batch)
+
+        results[name] = _evaluate_scorer(with_history if model_config.history else dot, test_task, ks, slices)
+        if model_config.history:
+            results[f"{name}_dot_only"] = _evaluate_scorer(dot, test_task, ks, slices)
+        results[name].update(info)
+        results[name]["seconds"] = round(time.perf_counter() - start, 2)
+        log.info("%s: ndcg@%d %.4f (%.0fs)", name, ks[-1], results[name][f"ndcg@{ks[-1]}"], results[name]["seconds"])
+    return results
+
+
+def run_evaluation(
+    split_dir: str | Path,
+    out_dir: str | Path = "artifacts/evaluation",
+    target_event: str = "purchase",
+    target_node: str = "item",
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+) -> dict[str, Any]:
+    """Evaluate on a split directory written by `write_split` (val/ and test/ snapshots and targets)."""
+    split_dir, out_dir = Path(split_dir), Path(out_dir)
+    tasks = {}
+    for name in ("val", "test"):
+        snapshot = load_snapshot(split_dir / name / "snapshot")
+        targets = pl.read_parquet(split_dir / name / f"{target_event}_{target_node}_targets.parquet")
+        tasks[name] = task_from_snapshot(snapshot, targets, target_event, target_node)
+    start = time.perf_counter()
+    results = compare_methods(tasks["test"], tasks["val"], out_dir / "runs", model, train, eval_config)
+    report = {
+        "kind": "evaluation",
+        "created_at": utc_now_iso(),
+        "split_dir": str(split_dir),
+        "target": f"{target_event} {target_node}",
+        "task_stats": {
+            name: task.stats | {"users_evaluated": int((task.truth.counts() > 0).sum())} for name, task in tasks.items()
+        },
+        "config": {
+            "model": asdict(model or ModelConfig()),
+            "train": asdict(train or TrainConfig()),
+            "eval": asdict(eval_config or EvalConfig()),
+        },
+        "code_version": code_version(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "results": results,
+    }
+    write_report(report, out_dir)
+    return report
+
+
+def markdown_table(results: dict[str, Any], ks: list[int]) -> str:
+    """A Markdown table of the main metrics (and slices) per method."""
+    columns = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hr", "map")]
+    columns += [f"coverage@{ks[-1]}", f"avg_pop@{ks[-1]}"]
+    header = "| method | " + " | ".join(columns) + f" | cold users ndcg@{ks[-1]} | new items recall@{ks[-1]} | s |"
+    lines = [header, "|---" * (len(columns) + 4) + "|"]
+    for name, r in results.items():
+        cells = [f"{r.get(c, float('nan')):.4f}" for c in columns]
+        cold = r.get("cold_users", {}).get(f"ndcg@{ks[-1]}", float("nan"))
+        new = r.get("new_items", {}).get(f"recall@{ks[-1]}", float("nan"))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {cold:.4f} | {new:.4f} | {r.get('seconds', '')} |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    """metrics.json, metrics.md and a plot of the training curves found under out_dir/runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "metrics.json", report)
+    ks = report["config"]["eval"]["ks"]
+    text = [
+        f"# Evaluation: {report['target']}",
+        "",
+        f"Split: `{report['split_dir']}`; evaluated users: {report['task_stats']['test']['users_evaluated']:,}",
+        "",
+        markdown_table(report["results"], ks),
+        "",
+    ]
+    (out_dir / "metrics.md").write_text("\n".join(text))
+    plot_curves(out_dir / "runs", out_dir / "curves.png")
+
+
+def plot_curves(runs_dir: Path, path: Path) -> None:
+    """Training loss and validation NDCG per epoch for every run with CSV logs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = sorted(runs_dir.glob("*/*/logs/metrics.csv"))
+    if not logs:
+        return
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for csv in logs:
+        frame = pl.read_csv(csv, infer_schema_length=None)
+        label = f"{csv.parents[2].name}/{csv.parents[1].name}"
+        if "train_loss" in frame.columns:
+            part = frame.filter(pl.col("train_loss").is_not_null())
+            loss_ax.plot(part["epoch"], part["train_loss"], label=label)
+        ndcg = [c for c in frame.columns if c.startswith("val_ndcg")]
+        if ndcg:
+            part = frame.filter(pl.col(ndcg[0]).is_not_null())
+            val_ax.plot(part["epoch"], part[ndcg[0]], marker="o", label=label)
+    loss_ax.set(title="training BPR loss", xlabel="epoch")
+    val_ax.set(title="validation NDCG", xlabel="epoch")
+    loss_ax.legend(fontsize=7)
+    val_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a metrics.json written by `run_evaluation`."""
+    return json.loads(Path(path).read_text())

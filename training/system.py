@@ -1,0 +1,260 @@
+"""Lightning training of embedding models: a thin system around `MultiBehaviourGCN` and a BPR data module.
+
+Full-graph sparse propagation on every step (pyg-lib's neighbour samplers are not needed at this scale and are
+not available on every machine). Negatives are drawn uniformly from the catalogue, rejecting the user's training
+positives of that behaviour; the sampler is built from the training task alone, so it never sees a validation or
+test pair. Each epoch draws new samples from a generator seeded by (seed, epoch), so a run resumed from a
+checkpoint continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from graphrec.metrics import evaluate_ranking
+from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup
+from graphrec.tasks import RecTask
+
+log = logging.getLogger("graphrec.training")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    Args:
+        epochs: maximum epochs.
+        batch_size: BPR triples per step.
+        lr: Adam learning rate.
+        l2: L2 penalty on the layer-0 vectors of each batch (LightGCN's regulariser).
+        aux_weight: loss weight of auxiliary-behaviour triples relative to target-behaviour ones.
+        aux_ratio: auxiliary triples per target triple in an epoch.
+        eval_every: validate every this many epochs.
+        patience: stop after this many validations without improvement of val ndcg@k.
+        k: cut-off of the monitored metric.
+        seed: seeds parameters and sampling.
+        accelerator / devices / strategy: passed to the Lightning Trainer (`strategy="ddp"` for several processes).
+    """
+
+    epochs: int = 60
+    batch_size: int = 4096
+    lr: float = 0.005
+    l2: float = 1e-4
+    aux_weight: float = 0.3
+    aux_ratio: float = 1.0
+    eval_every: int = 5
+    patience: int = 4
+    k: int = 20
+    seed: int = 0
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+
+
+class BPRTriples(Dataset):
+    """One epoch of (user, positive, negative, is_target) triples, pre-cut into batches (one item = one batch)."""
+
+    def __init__(self, task: RecTask, target: str, config: TrainConfig, epoch: int) -> None:
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        users, items, flags = [], [], []
+        target_users, target_items, _ = task.edges[target]
+        users.append(target_users)
+        items.append(target_items)
+        flags.append(torch.ones(len(target_users), dtype=torch.bool))
+        aux = [b for b in task.behaviours if b != target]
+        if aux and config.aux_ratio > 0:
+            aux_users = torch.cat([task.edges[b][0] for b in aux])
+            aux_items = torch.cat([task.edges[b][1] for b in aux])
+            count = min(len(aux_users), int(config.aux_ratio * len(target_users)))
+            pick = torch.randperm(len(aux_users), generator=generator)[:count]
+            users.append(aux_users[pick])
+            items.append(aux_items[pick])
+            flags.append(torch.zeros(count, dtype=torch.bool))
+        users, items, flags = torch.cat(users), torch.cat(items), torch.cat(flags)
+        known = _positives(task)
+        negatives = torch.randint(0, task.num_items, (len(users),), generator=generator)
+        clash = known(users, negatives) > 0
+        for _ in range(100):  # resample negatives that are training positives of the user
+            if not clash.any():
+                break
+            negatives[clash] = torch.randint(0, task.num_items, (int(clash.sum()),), generator=generator)
+            clash = known(users, negatives) > 0
+        # A user who touched almost the whole catalogue may keep a clash; such triples are left out and counted.
+        self.dropped = int(clash.sum())
+        users, items, negatives, flags = users[~clash], items[~clash], negatives[~clash], flags[~clash]
+        order = torch.randperm(len(users), generator=generator)
+        self.batches = [
+            tuple(t[order[i : i + config.batch_size]] for t in (users, items, negatives, flags))
+            for i in range(0, len(users), config.batch_size)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        return self.batches[index]
+
+
+def _positives(task: RecTask) -> PairLookup:
+    users = torch.cat([e[0] for e in task.edges.values()])
+    items = torch.cat([e[1] for e in task.edges.values()])
+    return PairLookup(users, items, torch.ones(len(users)), task.num_items)
+
+
+class BPRDataModule(L.LightningDataModule):
+    """Training triples resampled every epoch; a one-item validation loader that triggers full-catalogue eval."""
+
+    def __init__(self, task: RecTask, config: TrainConfig) -> None:
+        super().__init__()
+        self.task, self.config = task, config
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return DataLoader(BPRTriples(self.task, self.task.target, self.config, epoch), batch_size=None, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader([torch.zeros(1)], batch_size=None)
+
+
+class EmbeddingSystem(L.LightningModule):
+    """The Lightning wrapper: BPR loss over the model's scores, validation by full-catalogue ranking."""
+
+    def __init__(self, model_hparams: dict, train_config: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        hp = dict(model_hparams)
+        hp["config"] = ModelConfig(**hp["config"])
+        self.model = MultiBehaviourGCN(**hp)
+        self.train_config = TrainConfig(**train_config)
+        self.val_task: RecTask | None = None
+
+    def attach(self, task: RecTask, val_task: RecTask | None) -> None:
+        """Give the model its training graph and the task it is validated on."""
+        self.model.set_graph(task.edges, task.item_features)
+        self.val_task = val_task
+
+    def training_step(self, batch, batch_idx):
+        users, positives, negatives, is_target = batch
+        user_vectors, item_vectors, _ = self.model.propagate()
+        u = user_vectors[users]
+        margin = (u * (item_vectors[positives] - item_vectors[negatives])).sum(-1)
+        history = self.model.history_scores(users, positives) - self.model.history_scores(users, negatives)
+        margin = margin + torch.where(is_target, history, torch.zeros(()))
+        weight = torch.where(is_target, 1.0, self.train_config.aux_weight)
+        loss = (F.softplus(-margin) * weight).sum() / weight.sum()
+        base_items = self.model.item_inputs()
+        l2 = (
+            self.model.user_embedding.weight[users].square().sum()
+            + base_items[positives].square().sum()
+            + base_items[negatives].square().sum()
+        ) / len(users)
+        total = loss + self.train_config.l2 * l2
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(users))
+        return total
+
+    def validation_step(self, batch, batch_idx):
+        if self.val_task is None:
+            return
+        metrics = evaluate_model(self.model, self.val_task, ks=(self.train_config.k,))
+        for name, value in metrics.items():
+            if "@" in name:
+                self.log(f"val_{name}", value, prog_bar=name.startswith("ndcg"), batch_size=1)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.train_config.lr)
+
+
+def evaluate_model(
+    model: MultiBehaviourGCN, task: RecTask, ks=(10, 20), history: bool = True, users: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Rank the full catalogue with the model's dot product (plus its history term when `history`)."""
+    model.eval()
+    with torch.no_grad():
+        user_vectors, item_vectors, _ = model.propagate()
+
+        def score(batch: torch.Tensor) -> torch.Tensor:
+            scores = user_vectors[batch] @ item_vectors.T
+            return scores + model.history_scores(batch) if history else scores
+
+        result = evaluate_ranking(score, task.truth, task.exclude, ks, task.popularity(), users=users)
+    model.train()
+    return result
+
+
+def train_embeddings(
+    task: RecTask,
+    val_task: RecTask | None,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    out_dir: str | Path = "artifacts/train",
+    resume: bool = True,
+    progress: bool = True,
+) -> tuple[MultiBehaviourGCN, dict]:
+    """Train with Lightning into `out_dir` (checkpoints, CSV logs) and return the best model and a summary.
+
+    With a validation task, early stopping and the best checkpoint follow val ndcg@k; without one, the last
+    epoch is kept. With `resume`, a `last.ckpt` in `out_dir` is continued (e.g. after a kill).
+    """
+    model_config = model_config or ModelConfig()
+    train_config = train_config or TrainConfig()
+    out_dir = Path(out_dir)
+    L.seed_everything(train_config.seed, workers=True, verbose=False)
+    sizes = {name: int(values.max()) + 1 for name, values in task.item_features.items() if len(values)}
+    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, model_config, sizes)
+    system = EmbeddingSystem(model.hyperparameters(), asdict(train_config))
+    system.attach(task, val_task)
+    monitor = f"val_ndcg@{train_config.k}"
+    checkpoint = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints",
+        save_last=True,
+        monitor=monitor if val_task else None,
+        mode="max",
+        save_top_k=1,
+        filename="best",
+    )
+    callbacks = [checkpoint]
+    if val_task is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=train_config.patience))
+    trainer = L.Trainer(
+        max_epochs=train_config.epochs,
+        accelerator=train_config.accelerator,
+        devices=train_config.devices,
+        strategy=train_config.strategy,
+        callbacks=callbacks,
+        logger=CSVLogger(out_dir, name="logs", version=""),
+        check_val_every_n_epoch=train_config.eval_every,
+        num_sanity_val_steps=0,
+        reload_dataloaders_every_n_epochs=1,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        deterministic=True,
+        limit_val_batches=1.0 if val_task is not None else 0,
+        use_distributed_sampler=True,
+    )
+    last = out_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(
+        system, datamodule=BPRDataModule(task, train_config), ckpt_path=str(last) if resume and last.exists() else None
+    )
+    best = checkpoint.best_model_path if val_task is not None and checkpoint.best_model_path else None
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        system.load_state_dict(state)
+    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] if best else trainer.current_epoch - 1
+    summary = {
+        "epochs_run": trainer.current_epoch,
+        "best_checkpoint": best,
+        "best_epoch": int(best_epoch),
+        "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "monitor": monitor,
+        "log_dir": str(out_dir / "logs"),
+    }
+    return system.model, summary
