@@ -268,10 +268,13 @@ _CONTRACT_SUFFIXES = (".parquet", ".csv", ".tsv")
 
 
 def read_contract_dir(root: str | Path) -> dict[str, Path]:
-    """Find contract tables in a directory: `events.*` (required), `items.*`, `content.*`, `impressions.*`."""
+    """Find contract tables in a directory (`events.*` required; `items.*`, `content.*`, `impressions.*`), or
+    take a single file as the events table."""
     root = Path(root)
+    if root.is_file():
+        return {"events": root}
     if not root.is_dir():
-        raise InputError(f"{root}: not a directory; expected events.parquet (or .csv) and optional catalog files")
+        raise InputError(f"{root}: not found; expected an events file or a directory with events.parquet (or .csv)")
     found: dict[str, Path] = {}
     for table in CONTRACT_TABLES:
         for suffix in _CONTRACT_SUFFIXES:

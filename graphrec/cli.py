@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -19,8 +20,11 @@ from graphrec.artifacts import fingerprint_inputs
 from graphrec.errors import GraphrecError, InputError
 from graphrec.generate import ShopConfig, generate_shop, write_shop
 from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
+from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.validation import ValidationConfig, validate_dataset
+from training.evaluate import EvalConfig
+from training.system import TrainConfig
 
 log = logging.getLogger("graphrec")
 
@@ -124,6 +128,46 @@ def run(
     run_pipeline(workdir, input, validation, graph, split)
 
 
+def evaluate(
+    input: str,
+    out: str = "artifacts/evaluation",
+    format: str = "contract",
+    target_event: str = "purchase",
+    target_node: str = "item",
+    split: SplitConfig | None = None,
+    validation: ValidationConfig | None = None,
+    graph: GraphConfig | None = None,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    evaluation: EvalConfig | None = None,
+) -> None:
+    """Evaluate graphrec's embeddings against baselines on any events input, split by time.
+
+    Args:
+        input: events file or contract directory (or an adapter's input with --format), or a split directory
+            written by `graphrec split` / `graphrec run` (it has split.json).
+        out: output directory: metrics.json, metrics.md, curves.png (and validated/, split/ for raw input).
+        format: input format (contract or an adapter name).
+        target_event: the behaviour to predict (purchase for items, click for content).
+        target_node: item or content.
+        split: validation and test window sizes in days.
+        validation: validation settings.
+        graph: snapshot settings.
+        model: the embedding model's hyperparameters.
+        train: optimisation settings.
+        evaluation: methods, ablations, cut-offs and slices.
+    """
+    from training.evaluate import evaluate_events, run_evaluation
+
+    if (Path(input) / "split.json").exists():
+        report = run_evaluation(input, out, target_event, target_node, model, train, evaluation)
+    else:
+        report = evaluate_events(
+            input, out, format, target_event, target_node, split, validation, graph, model, train, evaluation
+        )
+    log.info("wrote %s/metrics.md (%d methods, %.0fs)", out, len(report["results"]), report["seconds"])
+
+
 def _read_validated(path: str):
     root = Path(path)
     events_path = root / "events.parquet"
@@ -141,8 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `graphrec` command."""
     from jsonargparse import auto_cli
 
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    commands = {"generate": generate, "validate": validate, "build-graph": build_graph, "split": split, "run": run}
+    commands = {
+        "generate": generate,
+        "validate": validate,
+        "build-graph": build_graph,
+        "split": split,
+        "run": run,
+        "evaluate": evaluate,
+    }
     try:
         auto_cli(commands, args=argv, as_positional=False)
     except GraphrecError as exc:

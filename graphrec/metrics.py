@@ -99,10 +99,7 @@ def evaluate_ranking(
     popularity percentile of recommended items, 1 = most popular) and `users`.
     """
     counts = truth.counts()
-    if users is None:
-        users = torch.nonzero(counts > 0).flatten()
-    else:
-        users = users[counts[users] > 0]
+    users = torch.nonzero(counts > 0).flatten() if users is None else users[counts[users] > 0]
     k_max = max(ks)
     sums: dict[str, float] = {}
     recommended = {k: torch.zeros(truth.num_items, dtype=torch.bool) for k in ks}

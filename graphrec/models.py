@@ -123,6 +123,9 @@ class MultiBehaviourGCN(nn.Module):
             nn.init.normal_(embedding.weight, std=self.config.init_std)
             with torch.no_grad():
                 embedding.weight[-1].zero_()
+        # Feature vectors enter through a learned gate that starts closed: shared category / brand vectors then
+        # only grow as far as they help, instead of pulling every item of a category to one point early on.
+        self.feature_gate = nn.Parameter(torch.zeros(()))
         self.behaviour_logits = nn.Parameter(torch.zeros(len(self.behaviours)))
         self.history_behaviours = [b for b in self.behaviours if b != target] if self.config.history else []
         self.history_weight = nn.Parameter(torch.zeros(len(self.history_behaviours)))
@@ -164,7 +167,7 @@ class MultiBehaviourGCN(nn.Module):
         """Layer-0 item vectors: id embedding plus feature embeddings. [num_items, dim]"""
         vectors = self.item_embedding.weight
         for name, embedding in self.feature_embedding.items():
-            vectors = vectors + embedding(self.features[name])
+            vectors = vectors + self.feature_gate * embedding(self.features[name])
         return vectors
 
     def behaviour_weights(self) -> torch.Tensor:

@@ -64,6 +64,7 @@ def test_single_behaviour_without_features_is_lightgcn(task):
 def test_features_give_items_without_interactions_a_vector(task):
     model = make_model(task)
     model.item_embedding.weight.data.zero_()
+    model.feature_gate.data.fill_(1.0)
     assert model.item_inputs().abs().sum(1).min() > 0
 
 
@@ -72,7 +73,7 @@ def test_history_term_only_uses_auxiliary_behaviours(task):
     assert task.target not in model.history_behaviours
     with torch.no_grad():
         model.history_weight.fill_(1.0)
-    users, items, counts = task.edges["view"]
+    users, items, _ = task.edges["view"]
     expected = torch.zeros(len(users))
     for behaviour in model.history_behaviours:
         lookup = PairLookup(*task.edges[behaviour][:2], torch.log1p(task.edges[behaviour][2]), task.num_items)

@@ -79,9 +79,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tasks):
 
 
 def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
-    model, summary = train_embeddings(
-        tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False
-    )
+    _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False)
     assert summary["best_checkpoint"].endswith("best.ckpt") and summary["best_score"] > 0
     assert (tmp_path / "logs" / "metrics.csv").exists()
 

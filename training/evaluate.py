@@ -19,12 +19,15 @@ from typing import Any
 import polars as pl
 import torch
 
-from graphrec.artifacts import code_version, utc_now_iso, write_json_atomic
+from graphrec.adapters import open_dataset
+from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
 from graphrec.baselines import history_scorer, item_knn_scorer, popularity_scorer
-from graphrec.graph import load_snapshot
+from graphrec.graph import GraphConfig, load_snapshot
 from graphrec.metrics import Interactions, evaluate_ranking
 from graphrec.models import ModelConfig
+from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.tasks import RecTask, task_from_snapshot
+from graphrec.validation import ValidationConfig, validate_dataset
 from training.system import TrainConfig, train_embeddings
 
 log = logging.getLogger("graphrec.evaluate")
@@ -187,6 +190,37 @@ def run_evaluation(
     }
     write_report(report, out_dir)
     return report
+
+
+def evaluate_events(
+    input: str | Path,
+    out_dir: str | Path = "artifacts/evaluation",
+    format: str = "contract",
+    target_event: str = "purchase",
+    target_node: str = "item",
+    split: SplitConfig | None = None,
+    validation: ValidationConfig | None = None,
+    graph: GraphConfig | None = None,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+) -> dict[str, Any]:
+    """Validate any events input, split it by time and evaluate: `out_dir/{validated,split}` then the report."""
+    out_dir = Path(out_dir)
+    split = split or SplitConfig()
+    tables, sources, _ = open_dataset(format, input)
+    fingerprint = fingerprint_inputs(dict(sources))
+    validate_dataset(tables, out_dir / "validated", validation, fingerprint)
+    events = pl.scan_parquet(out_dir / "validated" / "events.parquet")
+    items = _optional(out_dir / "validated" / "items.parquet")
+    content = _optional(out_dir / "validated" / "content.parquet")
+    windows = split_by_days(events, split.val_days, split.test_days)
+    write_split(events, windows, out_dir / "split", items, content, graph, ((target_event, target_node),), fingerprint)
+    return run_evaluation(out_dir / "split", out_dir, target_event, target_node, model, train, eval_config)
+
+
+def _optional(path: Path) -> pl.DataFrame | None:
+    return pl.read_parquet(path) if path.exists() else None
 
 
 def markdown_table(results: dict[str, Any], ks: list[int]) -> str:
