@@ -1,8 +1,8 @@
 """Non-learned baselines on a `RecTask`, each a scorer `users [B] -> scores [B, num_items]`.
 
 - popularity: target-behaviour popularity, the same list for everyone;
-- history: the items the user already touched through any behaviour, ordered by popularity, then the rest by
-  popularity (RelBench's past-visit baseline, completed so every list has K items);
+- history: the items the user already touched through any behaviour, ordered by target-behaviour popularity,
+  then the rest in the same order (RelBench's past-visit baseline, completed so every list has K items);
 - item-kNN: cosine similarity of items' user sets over all behaviours, top-`neighbours` per item; a user's score
   for an item sums its similarity to the items the user touched.
 Matrix factorisation (BPR) and single-behaviour LightGCN are `MultiBehaviourGCN` configurations (see
@@ -54,8 +54,12 @@ def popularity_scorer(task: RecTask) -> Scorer:
 
 
 def history_scorer(task: RecTask) -> Scorer:
-    """Touched items first, by popularity over all behaviours; untouched items after them, by popularity."""
-    popularity = task.popularity()
+    """Touched items first, by target-behaviour popularity (ties: all behaviours); then untouched items, same order.
+
+    Ordering by the target behaviour's popularity is what makes this baseline strong (on taobao-mb it reaches the
+    HR@10 0.26 / NDCG@10 0.125 quoted for it); all-behaviour popularity gives about 0.18 / 0.08 there.
+    """
+    popularity = task.popularity([task.target]) + 1e-3 * task.popularity() / (task.popularity().max() + 1)
     rank = popularity / (popularity.max() + 1)  # in [0, 1): keeps the touched block above everything else
     touched = _touched(task)
     return lambda users: _rows(touched, users) + rank

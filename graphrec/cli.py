@@ -168,6 +168,31 @@ def evaluate(
     log.info("wrote %s/metrics.md (%d methods, %.0fs)", out, len(report["results"]), report["seconds"])
 
 
+def train(
+    snapshot: str,
+    out: str = "artifacts/model",
+    validation: str | None = None,
+    target_event: str = "purchase",
+    target_node: str = "item",
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+) -> None:
+    """Train embeddings on a graph snapshot and save the model artifact.
+
+    Args:
+        snapshot: a snapshot directory (from build-graph, split or run).
+        out: output directory of the model artifact.
+        validation: a split window directory (e.g. .../split/val) to early-stop on its targets.
+        target_event: the behaviour to predict.
+        target_node: item or content.
+        model: the model's hyperparameters.
+        train: optimisation settings (epochs, batch size, strategy, devices, ...).
+    """
+    from training.train import train_job
+
+    train_job(snapshot, out, validation, target_event, target_node, model, train)
+
+
 def _read_validated(path: str):
     root = Path(path)
     events_path = root / "events.parquet"
@@ -194,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "split": split,
         "run": run,
         "evaluate": evaluate,
+        "train": train,
     }
     try:
         auto_cli(commands, args=argv, as_positional=False)

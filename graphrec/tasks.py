@@ -86,3 +86,35 @@ def task_from_snapshot(
         truth = Interactions.from_pairs([], [], num_users, num_items)
     features = {name: data[target_node][name] for name in FEATURES[target_node] if name in data[target_node]}
     return RecTask(num_users, num_items, behaviours, target_event, edges, truth, exclude, features, stats)
+
+
+def holdout_task(task: RecTask, seed: int = 0) -> RecTask:
+    """A validation task carved from training data: one training target pair per user (with at least two) is
+    held out as truth and its target edge removed; auxiliary edges of the pair stay, as in the published
+    protocols where a held-out purchase may have been viewed or carted before. Node indices stay the same.
+
+    For fixed published splits without a validation window, so that epochs can be chosen without the test set.
+    """
+    users, items, counts = task.edges[task.target]
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(users), generator=generator)
+    shuffled = users[order]
+    # The first occurrence of each user in the shuffled order is its held-out pair.
+    first = torch.ones(len(users), dtype=torch.bool)
+    sorted_users, position = torch.sort(shuffled, stable=True)
+    first_sorted = torch.ones(len(users), dtype=torch.bool)
+    first_sorted[1:] = sorted_users[1:] != sorted_users[:-1]
+    first[position] = first_sorted
+    per_user = torch.bincount(users, minlength=task.num_users)
+    held = order[first & (per_user[shuffled] >= 2)]
+    held_keys = users[held] * task.num_items + items[held]
+    edges = dict(task.edges)
+    keep = ~torch.isin(users * task.num_items + items, held_keys)
+    edges[task.target] = (users[keep], items[keep], counts[keep])
+    truth = Interactions.from_pairs(users[held], items[held], task.num_users, task.num_items)
+    target_users, target_items, _ = edges[task.target]
+    exclude = Interactions.from_pairs(target_users, target_items, task.num_users, task.num_items)
+    stats = {"truth_pairs": len(held), "holdout_seed": seed}
+    return RecTask(
+        task.num_users, task.num_items, task.behaviours, task.target, edges, truth, exclude, task.item_features, stats
+    )

@@ -103,3 +103,50 @@ def test_evaluation_job_writes_metrics(tmp_path, split_dir):
         assert 0 <= metrics["ndcg@20"] <= 1 and metrics["users"] == report["task_stats"]["test"]["users_evaluated"]
     assert (tmp_path / "eval" / "metrics.md").read_text().count("| graphrec |") == 1
     assert (tmp_path / "eval" / "curves.png").stat().st_size > 0
+
+
+def test_train_job_writes_model_artifact(tmp_path, split_dir):
+    from training.train import load_model, train_job
+
+    metadata = train_job(
+        split_dir / "test" / "snapshot", tmp_path / "model", validation=split_dir / "val", model=SMALL, train=FAST
+    )
+    model, loaded = load_model(tmp_path / "model")
+    assert loaded["snapshot"]["cutoff"] == metadata["snapshot"]["cutoff"]
+    assert model.config.dim == SMALL.dim and loaded["training"]["best_score"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.work", "model"]
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path, split_dir):
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "graphrec.cli",
+        "train",
+        "--snapshot",
+        str(split_dir / "test" / "snapshot"),
+        "--out",
+        str(tmp_path / "model"),
+        "--model.dim",
+        "16",
+        "--train.epochs",
+        "2",
+        "--train.batch_size",
+        "512",
+        "--train.strategy",
+        "ddp",
+        "--train.devices",
+        "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stdout + result.stderr  # Lightning's banner of the second process
+    from training.train import load_model
+
+    _, metadata = load_model(tmp_path / "model")
+    assert metadata["train"]["strategy"] == "ddp" and metadata["train"]["devices"] == 2
+    assert metadata["training"]["epochs_run"] == 2
