@@ -50,14 +50,21 @@ def test_no_held_out_positive_in_training_graph_or_samples(tasks):
     every = set()
     for u, i, _ in task.edges.values():
         every |= pairs(u, i, task.num_items)
+    saw_history_negative = False
     for epoch in range(3):
         for users, positives, negatives, is_target in BPRTriples(task, "purchase", FAST, epoch):
             # Target positives are training purchases only, never a held-out purchase...
             assert not (pairs(users[is_target], positives[is_target], task.num_items) & new_pairs)
             # ...every positive is an edge of the training graph (events before the cutoff)...
             assert pairs(users, positives, task.num_items) <= every
-            # ...and negatives never collide with a training positive of any behaviour.
-            assert not (pairs(users, negatives, task.num_items) & every)
+            # ...a target triple's negative is never a training purchase of the user (it may be an item the user
+            # only viewed: a history negative)...
+            target_negatives = pairs(users[is_target], negatives[is_target], task.num_items)
+            assert not (target_negatives & train_target)
+            saw_history_negative |= bool(target_negatives & every)
+            # ...and an auxiliary triple's negative is never a training positive of any behaviour.
+            assert not (pairs(users[~is_target], negatives[~is_target], task.num_items) & every)
+    assert saw_history_negative
 
 
 def test_sampling_is_seeded_per_epoch(tasks):

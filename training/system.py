@@ -38,6 +38,9 @@ class TrainConfig:
         l2: L2 penalty on the layer-0 vectors of each batch (LightGCN's regulariser).
         aux_weight: loss weight of auxiliary-behaviour triples relative to target-behaviour ones.
         aux_ratio: auxiliary triples per target triple in an epoch.
+        history_negatives: share of target triples whose negative is drawn from the user's own auxiliary-behaviour
+            items without the target behaviour (viewed or carted, not bought): these teach the ranking within a
+            user's history, where most future purchases are.
         eval_every: validate every this many epochs.
         patience: stop after this many validations without improvement of val ndcg@k.
         k: cut-off of the monitored metric.
@@ -51,6 +54,7 @@ class TrainConfig:
     l2: float = 1e-4
     aux_weight: float = 0.3
     aux_ratio: float = 1.0
+    history_negatives: float = 0.5
     eval_every: int = 5
     patience: int = 4
     k: int = 20
@@ -81,6 +85,7 @@ class BPRTriples(Dataset):
             flags.append(torch.zeros(count, dtype=torch.bool))
         users, items, flags = torch.cat(users), torch.cat(items), torch.cat(flags)
         known = _positives(task)
+        target_positive = PairLookup(target_users, target_items, torch.ones(len(target_users)), task.num_items)
         negatives = torch.randint(0, task.num_items, (len(users),), generator=generator)
         clash = known(users, negatives) > 0
         for _ in range(100):  # resample negatives that are training positives of the user
@@ -88,6 +93,11 @@ class BPRTriples(Dataset):
                 break
             negatives[clash] = torch.randint(0, task.num_items, (int(clash.sum()),), generator=generator)
             clash = known(users, negatives) > 0
+        if config.history_negatives > 0 and aux:
+            swap = flags & (torch.rand(len(users), generator=generator) < config.history_negatives)
+            negatives = torch.where(swap, _history_negatives(task, target, users, negatives, generator), negatives)
+            clash = known(users, negatives) > 0
+            clash &= ~(swap & (target_positive(users, negatives) == 0))
         # A user who touched almost the whole catalogue may keep a clash; such triples are left out and counted.
         self.dropped = int(clash.sum())
         users, items, negatives, flags = users[~clash], items[~clash], negatives[~clash], flags[~clash]
@@ -102,6 +112,24 @@ class BPRTriples(Dataset):
 
     def __getitem__(self, index: int):
         return self.batches[index]
+
+
+def _history_negatives(
+    task: RecTask, target: str, users: torch.Tensor, fallback: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """For each user, a random item of its auxiliary behaviours that it has no target edge with (else fallback)."""
+    target_keys = task.edges[target][0] * task.num_items + task.edges[target][1]
+    aux_users = torch.cat([e[0] for b, e in task.edges.items() if b != target])
+    aux_items = torch.cat([e[1] for b, e in task.edges.items() if b != target])
+    keys = torch.unique(aux_users * task.num_items + aux_items)
+    keys = keys[~torch.isin(keys, target_keys)]
+    owners = keys // task.num_items
+    indptr = torch.zeros(task.num_users + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(torch.bincount(owners, minlength=task.num_users), 0)
+    counts = indptr[users + 1] - indptr[users]
+    pick = indptr[users] + (torch.rand(len(users), generator=generator) * counts).long()
+    chosen = keys[pick.clamp(max=max(len(keys) - 1, 0))] % task.num_items if len(keys) else fallback
+    return torch.where(counts > 0, chosen, fallback)
 
 
 def _positives(task: RecTask) -> PairLookup:
