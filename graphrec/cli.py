@@ -24,6 +24,7 @@ from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.validation import ValidationConfig, validate_dataset
 from training.evaluate import EvalConfig
+from training.pipeline import EmbeddingStageConfig, run_pipeline
 from training.system import TrainConfig
 
 log = logging.getLogger("graphrec")
@@ -113,8 +114,9 @@ def run(
     validation: ValidationConfig | None = None,
     graph: GraphConfig | None = None,
     split: SplitConfig | None = None,
+    embeddings: EmbeddingStageConfig | None = None,
 ) -> None:
-    """Run the main job end to end: input -> validate -> graph snapshot -> temporal split.
+    """Run the main job end to end: input -> validate -> graph snapshot -> temporal split -> embeddings.
 
     Args:
         workdir: directory for every artifact of the run and its run_report.json.
@@ -122,10 +124,9 @@ def run(
         validation: validation settings.
         graph: snapshot settings.
         split: temporal split settings.
+        embeddings: the embedding stages (evaluation against baselines, final model).
     """
-    from training.pipeline import run_pipeline  # the job lives with the scheduled jobs, imported on use
-
-    run_pipeline(workdir, input, validation, graph, split)
+    run_pipeline(workdir, input, validation, graph, split, embeddings)
 
 
 def evaluate(

@@ -27,6 +27,11 @@ def test_run_end_to_end_from_yaml(tmp_path):
             },
         },
         "split": {"val_days": 5, "test_days": 5},
+        "embeddings": {
+            "model": {"dim": 16},
+            "train": {"epochs": 4, "eval_every": 2},
+            "evaluation": {"methods": ["popularity", "history", "graphrec"], "ablations": False},
+        },
     }
     path = tmp_path / "conf.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -37,7 +42,9 @@ def test_run_end_to_end_from_yaml(tmp_path):
     assert events["quarantined"] > 0  # the injected faults
     assert report["stages"]["snapshot"]["num_edges"]["user__view__item"] > 0
     assert report["stages"]["split"]["targets"]["test/purchase_item"]["pairs"] > 0
-    for stage in ("raw", "validated", "snapshot", "split"):
+    assert report["stages"]["evaluate"]["ndcg@20"]["graphrec"] >= 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    for stage in ("raw", "validated", "snapshot", "split", "evaluation", "model"):
         assert (tmp_path / "run" / stage).is_dir()
     assert report["config"]["input"]["shop"]["target_events"] == 15_000
 

@@ -1,4 +1,5 @@
-"""The main scheduled job: input -> validated tables -> graph snapshot -> temporal split, each stage atomic.
+"""The main scheduled job: input -> validated tables -> graph snapshot -> temporal split -> embeddings evaluated
+against baselines -> the embedding model trained on all data; each stage atomic.
 
 Run it with `graphrec run --config conf/default.yaml`. Every stage writes a complete artifact directory under
 `workdir` or nothing, and `run_report.json` records what each stage did, with timings and row accounting.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,35 @@ from graphrec.adapters import InputConfig, open_dataset
 from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
 from graphrec.generate import generate_shop, write_shop
 from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
+from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.validation import ValidationConfig, validate_dataset
+from training.evaluate import EvalConfig, run_evaluation
+from training.system import TrainConfig
+from training.train import train_job
 
 log = logging.getLogger("graphrec.pipeline")
+
+
+@dataclass
+class EmbeddingStageConfig:
+    """The embedding stages of the job: evaluate against baselines on the split, then train on all data.
+
+    Args:
+        enabled: run the stages (needs the split).
+        target_event: behaviour to predict.
+        target_node: item or content.
+        model: model hyperparameters.
+        train: optimisation settings; the epoch count for the final model comes from the evaluation.
+        evaluation: methods and slices of the evaluation.
+    """
+
+    enabled: bool = True
+    target_event: str = "purchase"
+    target_node: str = "item"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(ablations=False))
 
 
 def _stage(number: int, total: int, name: str):
@@ -36,8 +62,10 @@ def run_pipeline(
     validation: ValidationConfig | None = None,
     graph: GraphConfig | None = None,
     split: SplitConfig | None = None,
+    embeddings: EmbeddingStageConfig | None = None,
 ) -> dict[str, Any]:
     """Run the job end to end into `workdir` and return its report (also written to `run_report.json`)."""
+    embeddings = embeddings or EmbeddingStageConfig()
     input = input or InputConfig()
     validation = validation or ValidationConfig()
     graph = graph or GraphConfig()
@@ -46,7 +74,7 @@ def run_pipeline(
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report: dict[str, Any] = {"kind": "run_report", "started_at": utc_now_iso(), "stages": {}}
-    total = 4 if split.enabled else 3
+    total = 3 + (1 if split.enabled else 0) + (2 if split.enabled and embeddings.enabled else 0)
 
     t = _stage(1, total, "input")
     if input.format == "generated":
@@ -117,11 +145,48 @@ def run_pipeline(
             "seconds": round(time.perf_counter() - t, 2),
         }
 
+    if split.enabled and embeddings.enabled:
+        t = _stage(5, total, "evaluate embeddings against baselines")
+        evaluation = run_evaluation(
+            workdir / "split",
+            workdir / "evaluation",
+            embeddings.target_event,
+            embeddings.target_node,
+            embeddings.model,
+            embeddings.train,
+            embeddings.evaluation,
+        )
+        ours = evaluation["results"].get("graphrec", {})
+        report["stages"]["evaluate"] = {
+            "dir": str(workdir / "evaluation"),
+            "ndcg@20": {name: round(r["ndcg@20"], 4) for name, r in evaluation["results"].items()},
+            "seconds": round(time.perf_counter() - t, 2),
+        }
+        t = _stage(6, total, "train the embedding model on the full snapshot")
+        # The epoch count chosen on the validation window (and confirmed on the test window) is reused on all data.
+        epochs = ours.get("epochs", embeddings.train.epochs)
+        metadata = train_job(
+            workdir / "snapshot",
+            workdir / "model",
+            None,
+            embeddings.target_event,
+            embeddings.target_node,
+            embeddings.model,
+            replace(embeddings.train, epochs=epochs),
+        )
+        report["stages"]["model"] = {
+            "dir": str(workdir / "model"),
+            "epochs": epochs,
+            "behaviour_weights": metadata["behaviour_weights"] if metadata else None,
+            "seconds": round(time.perf_counter() - t, 2),
+        }
+
     report["config"] = {
         "input": asdict(input),
         "validation": asdict(validation),
         "graph": asdict(graph),
         "split": asdict(split),
+        "embeddings": asdict(embeddings),
     }
     report["code_version"] = code_version()
     report["seconds"] = round(time.perf_counter() - started, 2)
