@@ -125,7 +125,9 @@ def main() -> None:
         stats = {"events": rows, "users_evaluated": int((task.truth.counts() > 0).sum()), **task.stats}
         protocol = (
             "fixed published split; held-out pairs stamped after the cutoff; every item scored, the "
-            "user's training target pairs masked; trained methods run a fixed number of epochs"
+            "user's training target pairs masked; trained methods early-stop on one training target pair per "
+            "user held out (seed 0; its auxiliary edges kept), then refit on all training data for the best "
+            "epoch count"
         )
     else:
         train = TrainConfig(
