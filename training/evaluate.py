@@ -28,7 +28,7 @@ from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.tasks import RecTask, task_from_snapshot
 from graphrec.validation import ValidationConfig, validate_dataset
-from training.system import TrainConfig, train_embeddings
+from training.system import TrainConfig, model_scorer, train_embeddings
 
 log = logging.getLogger("graphrec.evaluate")
 
@@ -135,18 +135,9 @@ def compare_methods(
         )
         info["epochs"] = train_config.epochs
         info["behaviour_weights"] = dict(zip(trained.behaviours, trained.behaviour_weights().tolist(), strict=True))
-        with torch.no_grad():
-            user_vectors, item_vectors, _ = trained.propagate()
-
-        def dot(batch, u=user_vectors, i=item_vectors):
-            return u[batch] @ i.T
-
-        def with_history(batch, u=user_vectors, i=item_vectors, m=trained):
-            return u[batch] @ i.T + m.history_scores(batch)
-
-        results[name] = _evaluate_scorer(with_history if model_config.history else dot, test_task, ks, slices)
+        results[name] = _evaluate_scorer(model_scorer(trained, history=True), test_task, ks, slices)
         if model_config.history:
-            results[f"{name}_dot_only"] = _evaluate_scorer(dot, test_task, ks, slices)
+            results[f"{name}_dot_only"] = _evaluate_scorer(model_scorer(trained, history=False), test_task, ks, slices)
         results[name].update(info)
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
         log.info("%s: ndcg@%d %.4f (%.0fs)", name, ks[-1], results[name][f"ndcg@{ks[-1]}"], results[name]["seconds"])

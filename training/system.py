@@ -201,19 +201,27 @@ class EmbeddingSystem(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.train_config.lr)
 
 
-def evaluate_model(
-    model: MultiBehaviourGCN, task: RecTask, ks=(10, 20), history: bool = True, users: torch.Tensor | None = None
-) -> dict[str, float]:
-    """Rank the full catalogue with the model's dot product (plus its history term when `history`)."""
+def model_scorer(model: MultiBehaviourGCN, history: bool = True):
+    """A scorer `users [B] -> scores [B, num_items]` from one propagation: the dot product, plus the history
+    term when `history` (and the model has one)."""
     model.eval()
     with torch.no_grad():
         user_vectors, item_vectors, _ = model.propagate()
 
-        def score(batch: torch.Tensor) -> torch.Tensor:
-            scores = user_vectors[batch] @ item_vectors.T
-            return scores + model.history_scores(batch) if history else scores
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        scores = user_vectors[batch] @ item_vectors.T
+        return scores + model.history_scores(batch) if history and model.history_behaviours else scores
 
-        result = evaluate_ranking(score, task.truth, task.exclude, ks, task.popularity(), users=users)
+    return score
+
+
+def evaluate_model(
+    model: MultiBehaviourGCN, task: RecTask, ks=(10, 20), history: bool = True, users: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Rank the full catalogue with the model's scores and average the metrics over the task's truth."""
+    result = evaluate_ranking(
+        model_scorer(model, history), task.truth, task.exclude, ks, task.popularity(), users=users
+    )
     model.train()
     return result
 

@@ -53,7 +53,8 @@ def train_job(
             task = task_from_snapshot(load_snapshot(window / "snapshot"), None, target_event, target_node)
             log.info("training on the validation window's snapshot so node indices match its targets")
     trained, summary = train_embeddings(task, val_task, model, train, out.parent / f".{out.name}.work")
-    if int(torch.distributed.get_rank()) if torch.distributed.is_initialized() else 0:
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if rank != 0:  # under DDP every process trains; one writes the artifact
         return None
     metadata = {
         "kind": "embedding_model",
