@@ -81,6 +81,8 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tasks):
     train_embeddings(task, None, SMALL, replace(FAST, epochs=2), tmp_path / "resumed", progress=False)
     resumed, summary = train_embeddings(task, None, SMALL, FAST, tmp_path / "resumed", progress=False)
     assert summary["epochs_run"] == 4
+    # The interrupted run's logs survive the resume.
+    assert sorted(p.name for p in (tmp_path / "resumed" / "logs").iterdir()) == ["version_0", "version_1"]
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
 
@@ -88,7 +90,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tasks):
 def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
     _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False)
     assert summary["best_checkpoint"].endswith("best.ckpt") and summary["best_score"] > 0
-    assert (tmp_path / "logs" / "metrics.csv").exists()
+    assert (tmp_path / "logs" / "version_0" / "metrics.csv").exists()
 
 
 def test_ablation_wiring():

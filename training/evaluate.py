@@ -252,13 +252,13 @@ def plot_curves(runs_dir: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = sorted(runs_dir.glob("*/*/logs/metrics.csv"))
+    logs = sorted(runs_dir.glob("*/*/logs/version_*/metrics.csv"))
     if not logs:
         return
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for csv in logs:
         frame = pl.read_csv(csv, infer_schema_length=None)
-        label = f"{csv.parents[2].name}/{csv.parents[1].name}"
+        label = f"{csv.parents[3].name}/{csv.parents[2].name}"
         if "train_loss" in frame.columns:
             part = frame.filter(pl.col("train_loss").is_not_null())
             loss_ax.plot(part["epoch"], part["train_loss"], label=label)

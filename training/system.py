@@ -266,7 +266,8 @@ def train_embeddings(
         devices=train_config.devices,
         strategy=train_config.strategy,
         callbacks=callbacks,
-        logger=CSVLogger(out_dir, name="logs", version=""),
+        # A new version_N folder per fit, so resuming after a kill keeps the interrupted run's logs.
+        logger=CSVLogger(out_dir, name="logs"),
         check_val_every_n_epoch=train_config.eval_every,
         num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1,
