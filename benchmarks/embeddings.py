@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--eval-every", type=int, default=2)
+    parser.add_argument("--l2", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--no-ablations", action="store_true")
@@ -117,7 +118,12 @@ def main() -> None:
     if args.dataset in ("taobao-mb", "gowalla"):
         epochs = args.epochs or 40
         train = TrainConfig(
-            epochs=epochs, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, patience=args.patience
+            epochs=epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            eval_every=args.eval_every,
+            patience=args.patience,
+            l2=args.l2,
         )
         task, rows = fixed_split_tasks(args.dataset)
         eval_config.ks = [10, 20]
@@ -136,6 +142,7 @@ def main() -> None:
             lr=args.lr,
             eval_every=args.eval_every,
             patience=args.patience,
+            l2=args.l2,
         )
         if args.dataset == "ecomm":
             source, fmt, split_days = SHARED / "ecomm", "ecomm", 2
