@@ -27,6 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+from common import peak_rss_gib  # noqa: E402
+
 SHARED = Path(os.environ.get("GRAPHREC_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 
 PUBLISHED = {
@@ -48,16 +51,6 @@ PUBLISHED = {
         "source": "LightGCN (SIGIR 2020), Table 3",
     },
 }
-
-
-def peak_rss_gib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return float("nan")
 
 
 def fixed_split_tasks(name: str):

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+from common import peak_rss_gib  # noqa: E402
 
 
 def child_graphrec(events: Path, items: Path, content: Path, out: Path, cutoff: str) -> dict:
@@ -120,18 +121,6 @@ def child_validate(raw_events: Path, out: Path) -> dict:
     result = validate_events(raw_events)
     result.frame.write_parquet(out)
     return {"seconds": time.perf_counter() - start, "report": result.report.summary()}
-
-
-def peak_rss_gib() -> float:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a
-    child started by a large parent would report the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def run_child(kind: str, *args: str) -> dict:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from graphrec.metrics import expand_rows
 from graphrec.tasks import RecTask
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
@@ -38,11 +39,7 @@ def _touched(task: RecTask) -> torch.Tensor:
 def _rows(matrix: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
     crow, col, values = matrix.crow_indices(), matrix.col_indices(), matrix.values()
     out = torch.zeros(len(users), matrix.shape[1])
-    starts, ends = crow[users], crow[users + 1]
-    lengths = ends - starts
-    rows = torch.repeat_interleave(torch.arange(len(users)), lengths)
-    offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
-    index = torch.repeat_interleave(starts, lengths) + offsets
+    rows, index = expand_rows(crow[users], crow[users + 1])
     out[rows, col[index]] = values[index]
     return out
 

@@ -17,12 +17,12 @@ import polars as pl
 
 from graphrec.adapters import InputConfig, open_dataset
 from graphrec.artifacts import fingerprint_inputs
-from graphrec.errors import GraphrecError, InputError
+from graphrec.errors import GraphrecError
 from graphrec.generate import ShopConfig, generate_shop, write_shop
 from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
 from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
-from graphrec.validation import ValidationConfig, validate_dataset
+from graphrec.validation import ValidationConfig, read_validated, validate_dataset
 from training.evaluate import EvalConfig
 from training.pipeline import EmbeddingStageConfig, run_pipeline
 from training.system import TrainConfig
@@ -84,7 +84,7 @@ def build_graph(
         cutoff: ISO-8601 time (UTC when no offset is given); defaults to one second after the last event.
         graph: snapshot settings (decay half-life, catalog nodes, component statistics).
     """
-    events, items, content, paths = _read_validated(input)
+    events, items, content, paths = read_validated(input)
     when = cutoff or (events.select(pl.col("timestamp").max()).collect().item() + timedelta(seconds=1))
     snapshot = build_snapshot(events, when, items, content, graph, fingerprint_inputs(paths))
     save_snapshot(snapshot, out)
@@ -103,7 +103,7 @@ def split(
         test_days: whole days in the test window (the last days of the log).
         graph: snapshot settings.
     """
-    events, items, content, paths = _read_validated(input)
+    events, items, content, paths = read_validated(input)
     windows = split_by_days(events, val_days, test_days)
     write_split(events, windows, out, items, content, graph, fingerprint=fingerprint_inputs(paths))
 
@@ -192,19 +192,6 @@ def train(
     from training.train import train_job
 
     train_job(snapshot, out, validation, target_event, target_node, model, train)
-
-
-def _read_validated(path: str):
-    root = Path(path)
-    events_path = root / "events.parquet"
-    if not events_path.exists():
-        raise InputError(f"{root}: not a validated dataset (no events.parquet); run `graphrec validate` first")
-    items = pl.read_parquet(root / "items.parquet") if (root / "items.parquet").exists() else None
-    content = pl.read_parquet(root / "content.parquet") if (root / "content.parquet").exists() else None
-    paths = {
-        name: root / f"{name}.parquet" for name in ("events", "items", "content") if (root / f"{name}.parquet").exists()
-    }
-    return pl.scan_parquet(events_path), items, content, paths
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,14 @@ import numpy as np
 import torch
 
 
+def expand_rows(starts: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For CSR row slices [starts[r], ends[r]): the output row of every entry and the entry's position."""
+    lengths = ends - starts
+    rows = torch.repeat_interleave(torch.arange(len(starts)), lengths)
+    offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    return rows, torch.repeat_interleave(starts, lengths) + offsets
+
+
 @dataclass
 class Interactions:
     """Per-user sets of item indices in CSR form: the items of user `u` are `indices[indptr[u]:indptr[u + 1]]`."""

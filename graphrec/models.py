@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from graphrec.metrics import expand_rows
+
 
 @dataclass
 class ModelConfig:
@@ -80,12 +82,7 @@ class PairLookup:
             return out
         starts = torch.searchsorted(self.keys, users.long() * self.num_items)
         ends = torch.searchsorted(self.keys, (users.long() + 1) * self.num_items)
-        lengths = ends - starts
-        rows = torch.repeat_interleave(torch.arange(len(users)), lengths)
-        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
-            torch.cumsum(lengths, 0) - lengths, lengths
-        )
-        index = torch.repeat_interleave(starts, lengths) + offsets
+        rows, index = expand_rows(starts, ends)
         out[rows, self.keys[index] % self.num_items] = self.values[index]
         return out
 

@@ -476,6 +476,19 @@ def validate_dataset(
     return report
 
 
+def read_validated(path: str | Path) -> tuple[pl.LazyFrame, pl.DataFrame | None, pl.DataFrame | None, dict]:
+    """Open a validated dataset directory: events (lazy), items and content (or None), and the files' paths."""
+    root = Path(path)
+    if not (root / "events.parquet").exists():
+        raise InputError(f"{root}: not a validated dataset (no events.parquet); run `graphrec validate` first")
+    paths = {
+        name: root / f"{name}.parquet" for name in ("events", "items", "content") if (root / f"{name}.parquet").exists()
+    }
+    items = pl.read_parquet(paths["items"]) if "items" in paths else None
+    content = pl.read_parquet(paths["content"]) if "content" in paths else None
+    return pl.scan_parquet(paths["events"]), items, content, paths
+
+
 def _cross_checks(validated: dict[str, ValidatedTable]) -> dict[str, int]:
     """Counts of ids a catalog does not cover (reported, not quarantined: catalogs lag behind logs)."""
     checks: dict[str, int] = {}

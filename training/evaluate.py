@@ -27,7 +27,7 @@ from graphrec.metrics import Interactions, evaluate_ranking
 from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.tasks import RecTask, task_from_snapshot
-from graphrec.validation import ValidationConfig, validate_dataset
+from graphrec.validation import ValidationConfig, read_validated, validate_dataset
 from training.system import TrainConfig, model_scorer, train_embeddings
 
 log = logging.getLogger("graphrec.evaluate")
@@ -202,16 +202,10 @@ def evaluate_events(
     tables, sources, _ = open_dataset(format, input)
     fingerprint = fingerprint_inputs(dict(sources))
     validate_dataset(tables, out_dir / "validated", validation, fingerprint)
-    events = pl.scan_parquet(out_dir / "validated" / "events.parquet")
-    items = _optional(out_dir / "validated" / "items.parquet")
-    content = _optional(out_dir / "validated" / "content.parquet")
+    events, items, content, _ = read_validated(out_dir / "validated")
     windows = split_by_days(events, split.val_days, split.test_days)
     write_split(events, windows, out_dir / "split", items, content, graph, ((target_event, target_node),), fingerprint)
     return run_evaluation(out_dir / "split", out_dir, target_event, target_node, model, train, eval_config)
-
-
-def _optional(path: Path) -> pl.DataFrame | None:
-    return pl.read_parquet(path) if path.exists() else None
 
 
 def markdown_table(results: dict[str, Any], ks: list[int]) -> str:

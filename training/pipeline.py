@@ -22,7 +22,7 @@ from graphrec.generate import generate_shop, write_shop
 from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
 from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
-from graphrec.validation import ValidationConfig, validate_dataset
+from graphrec.validation import ValidationConfig, read_validated, validate_dataset
 from training.evaluate import EvalConfig, run_evaluation
 from training.system import TrainConfig
 from training.train import train_job
@@ -113,11 +113,7 @@ def run_pipeline(
     }
 
     t = _stage(3, total, "graph snapshot")
-    events = pl.scan_parquet(validated_dir / "events.parquet")
-    items = pl.read_parquet(validated_dir / "items.parquet") if (validated_dir / "items.parquet").exists() else None
-    content = (
-        pl.read_parquet(validated_dir / "content.parquet") if (validated_dir / "content.parquet").exists() else None
-    )
+    events, items, content, _ = read_validated(validated_dir)
     last = events.select(pl.col("timestamp").max()).collect().item()
     cutoff = last + timedelta(seconds=1)  # strictly-before semantics: the full snapshot includes the last event
     snapshot = build_snapshot(events, cutoff, items, content, graph, fingerprint)

@@ -1,0 +1,18 @@
+"""Helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory in GiB. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec,
+    so a child started by a large parent would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
