@@ -170,8 +170,8 @@ class MultiBehaviourGCN(nn.Module):
     def behaviour_weights(self) -> torch.Tensor:
         return torch.softmax(self.behaviour_logits, 0)
 
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Final user and item embeddings ([U, dim], [I, dim]) and the item vectors of every layer."""
+    def propagate_layers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """User and item vectors of every layer 0..K."""
         if not self._graph:
             raise RuntimeError("call set_graph() before propagate()")
         alpha = self.behaviour_weights()
@@ -183,6 +183,11 @@ class MultiBehaviourGCN(nn.Module):
             user, item = next_user, next_item
             user_layers.append(user)
             item_layers.append(item)
+        return user_layers, item_layers
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Final user and item embeddings ([U, dim], [I, dim]) and the item vectors of every layer."""
+        user_layers, item_layers = self.propagate_layers()
         return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0), item_layers
 
     def history_scores(self, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
@@ -230,5 +235,48 @@ class MultiBehaviourGCN(nn.Module):
                 deg_i = self._graph[name][3]
                 norm = (deg_u[users].clamp(min=1) * deg_i[items].clamp(min=1)).rsqrt()
                 total = total.index_add(0, users, alpha[b] * norm[:, None] * item_layers[k][items])
+            layers.append(total)
+        return torch.stack(layers).mean(0)
+
+    def embed_items(
+        self,
+        edges: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        num_items: int,
+        user_layers: list[torch.Tensor],
+        features: dict[str, torch.Tensor] | None = None,
+        item_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Inductive item embeddings from catalog features and interactions, without retraining.
+
+        Args:
+            edges: per behaviour, (local item index in [0, num_items), user index) pairs.
+            num_items: number of items to embed.
+            user_layers: the user vectors of every layer from `propagate_layers()`.
+            features: per feature name, the items' feature indices (-1 where missing).
+            item_ids: training indices of items that have one (their id embedding joins layer 0); others have none.
+
+        For a training item with the same edges and features this equals its `propagate()` embedding.
+        """
+        alpha = self.behaviour_weights()
+        layer0 = torch.zeros(num_items, self.config.dim)
+        if item_ids is not None:
+            known = item_ids >= 0
+            layer0[known] = self.item_embedding.weight[item_ids[known]]
+        for name, embedding in self.feature_embedding.items():
+            values = (features or {}).get(name)
+            if values is not None:
+                values = torch.where(values < 0, embedding.num_embeddings - 1, values.long())
+                layer0 = layer0 + self.feature_gate * embedding(values)
+        layers = [layer0]
+        for k in range(self.config.num_layers):
+            total = torch.zeros(num_items, self.config.dim)
+            for b, name in enumerate(self.behaviours):
+                if name not in edges:
+                    continue
+                items, users = edges[name]
+                deg_i = torch.bincount(items, minlength=num_items).float()
+                deg_u = self._graph[name][2]
+                norm = (deg_i[items].clamp(min=1) * deg_u[users].clamp(min=1)).rsqrt()
+                total = total.index_add(0, items, alpha[b] * norm[:, None] * user_layers[k][users])
             layers.append(total)
         return torch.stack(layers).mean(0)

@@ -42,6 +42,26 @@ def test_inductive_embedding_equals_training_embedding(task):
     assert torch.allclose(inductive, user_vectors[users], atol=1e-6)
 
 
+def test_inductive_item_embedding_equals_training_embedding(task):
+    model = make_model(task, num_layers=2)
+    with torch.no_grad():
+        model.feature_gate.fill_(0.7)  # features take part
+        _, item_vectors, _ = model.propagate()
+        user_layers, _ = model.propagate_layers()
+        items = torch.arange(0, task.num_items, 5)
+        local = torch.full((task.num_items,), -1)
+        local[items] = torch.arange(len(items))
+        edges = {}
+        for behaviour, (u, i, _) in task.edges.items():
+            keep = local[i] >= 0
+            edges[behaviour] = (local[i[keep]], u[keep])
+        features = {name: values[items] for name, values in task.item_features.items()}
+        inductive = model.embed_items(edges, len(items), user_layers, features, items)
+        cold = model.embed_items({}, len(items), user_layers, features)  # a new item: features only
+    assert torch.allclose(inductive, item_vectors[items], atol=1e-6)
+    assert cold.abs().sum(1).min() > 0
+
+
 def test_new_user_embedding_comes_from_its_items(task):
     model = make_model(task)
     with torch.no_grad():
