@@ -39,7 +39,7 @@ class ModelConfig:
     """
 
     dim: int = 64
-    num_layers: int = 2
+    num_layers: int = 3
     behaviours: list[str] = field(default_factory=list)
     use_features: bool = True
     history: bool = True
