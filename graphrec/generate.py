@@ -212,11 +212,7 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         keys = module_log_weight + rng.gumbel(size=(min(200_000, len(request_session) - lo), n_content))
         shown[lo : lo + len(keys)] = np.argsort(-keys, axis=1)[:, : cfg.slots]
     request_user = session_user[request_session]
-    affinity = (
-        np.einsum("rc,rsc->rs", user_affinity[request_user], module_mix[shown])
-        if len(shown) < 50_000
-        else (_affinity_chunked(user_affinity, module_mix, request_user, shown))
-    )
+    affinity = _affinity_chunked(user_affinity, module_mix, request_user, shown)  # [requests, slots]
     relevance = _sigmoid(cfg.relevance_bias + cfg.relevance_weight * affinity + module_quality[shown])
     examined = rng.random(shown.shape) < exam_prob[None, :]
     clicked = examined & (rng.random(shown.shape) < relevance)

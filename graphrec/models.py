@@ -218,25 +218,11 @@ class MultiBehaviourGCN(nn.Module):
         For a training user with the same edges this equals its `propagate()` embedding exactly; for a new user
         item degrees are those of the training graph.
         """
-        alpha = self.behaviour_weights()
-        dim = self.config.dim
-        layer0 = torch.zeros(num_users, dim)
+        layer0 = torch.zeros(num_users, self.config.dim)
         if user_ids is not None:
             known = user_ids >= 0
             layer0[known] = self.user_embedding.weight[user_ids[known]]
-        layers = [layer0]
-        for k in range(self.config.num_layers):
-            total = torch.zeros(num_users, dim)
-            for b, name in enumerate(self.behaviours):
-                if name not in edges:
-                    continue
-                users, items = edges[name]
-                deg_u = torch.bincount(users, minlength=num_users).float()
-                deg_i = self._graph[name][3]
-                norm = (deg_u[users].clamp(min=1) * deg_i[items].clamp(min=1)).rsqrt()
-                total = total.index_add(0, users, alpha[b] * norm[:, None] * item_layers[k][items])
-            layers.append(total)
-        return torch.stack(layers).mean(0)
+        return self._inductive_mean(layer0, edges, item_layers, degree_slot=3)
 
     def embed_items(
         self,
@@ -257,7 +243,6 @@ class MultiBehaviourGCN(nn.Module):
 
         For a training item with the same edges and features this equals its `propagate()` embedding.
         """
-        alpha = self.behaviour_weights()
         layer0 = torch.zeros(num_items, self.config.dim)
         if item_ids is not None:
             known = item_ids >= 0
@@ -267,16 +252,30 @@ class MultiBehaviourGCN(nn.Module):
             if values is not None:
                 values = torch.where(values < 0, embedding.num_embeddings - 1, values.long())
                 layer0 = layer0 + self.feature_gate * embedding(values)
+        return self._inductive_mean(layer0, edges, user_layers, degree_slot=2)
+
+    def _inductive_mean(
+        self,
+        layer0: torch.Tensor,
+        edges: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        neighbour_layers: list[torch.Tensor],
+        degree_slot: int,
+    ) -> torch.Tensor:
+        """LightGCN layers for new nodes: layer k+1 sums the neighbours' layer-k vectors, normalised by
+        1 / sqrt(deg_new * deg_neighbour) with the neighbours' training degrees (`_graph[b][degree_slot]`);
+        returns the mean over layers 0..K. `edges[b]` = (new node index, neighbour index)."""
+        alpha = self.behaviour_weights()
+        count = len(layer0)
         layers = [layer0]
         for k in range(self.config.num_layers):
-            total = torch.zeros(num_items, self.config.dim)
+            total = torch.zeros_like(layer0)
             for b, name in enumerate(self.behaviours):
                 if name not in edges:
                     continue
-                items, users = edges[name]
-                deg_i = torch.bincount(items, minlength=num_items).float()
-                deg_u = self._graph[name][2]
-                norm = (deg_i[items].clamp(min=1) * deg_u[users].clamp(min=1)).rsqrt()
-                total = total.index_add(0, items, alpha[b] * norm[:, None] * user_layers[k][users])
+                nodes, neighbours = edges[name]
+                deg_new = torch.bincount(nodes, minlength=count).float()
+                deg_neighbour = self._graph[name][degree_slot]
+                norm = (deg_new[nodes].clamp(min=1) * deg_neighbour[neighbours].clamp(min=1)).rsqrt()
+                total = total.index_add(0, nodes, alpha[b] * norm[:, None] * neighbour_layers[k][neighbours])
             layers.append(total)
         return torch.stack(layers).mean(0)

@@ -64,10 +64,55 @@ class TrainConfig:
     strategy: str = "auto"
 
 
+class NegativeSampler:
+    """What negative sampling needs from a training task, built once and reused every epoch: a lookup of every
+    training pair, one of the target pairs, and per user (CSR) the auxiliary-behaviour items without a target edge."""
+
+    def __init__(self, task: RecTask, target: str) -> None:
+        self.num_items = task.num_items
+        users = torch.cat([e[0] for e in task.edges.values()])
+        items = torch.cat([e[1] for e in task.edges.values()])
+        self.known = PairLookup(users, items, torch.ones(len(users)), task.num_items)
+        target_users, target_items, _ = task.edges[target]
+        self.target = PairLookup(target_users, target_items, torch.ones(len(target_users)), task.num_items)
+        aux = [e for b, e in task.edges.items() if b != target]
+        keys = torch.zeros(0, dtype=torch.long)
+        if aux:
+            keys = torch.unique(torch.cat([e[0] * task.num_items + e[1] for e in aux]))
+            keys = keys[~torch.isin(keys, target_users * task.num_items + target_items)]
+        self.history_items = keys % task.num_items
+        self.history_indptr = torch.zeros(task.num_users + 1, dtype=torch.long)
+        self.history_indptr[1:] = torch.cumsum(torch.bincount(keys // task.num_items, minlength=task.num_users), 0)
+
+    def uniform(self, users: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform negatives, resampled where they hit a training pair; returns them and the remaining clashes."""
+        negatives = torch.randint(0, self.num_items, (len(users),), generator=generator)
+        clash = self.known(users, negatives) > 0
+        for _ in range(100):
+            if not clash.any():
+                break
+            negatives[clash] = torch.randint(0, self.num_items, (int(clash.sum()),), generator=generator)
+            clash = self.known(users, negatives) > 0
+        return negatives, clash
+
+    def history(self, users: torch.Tensor, fallback: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """For each user, a random item of its auxiliary behaviours that it has no target edge with (else fallback)."""
+        starts = self.history_indptr[users]
+        counts = self.history_indptr[users + 1] - starts
+        pick = starts + (torch.rand(len(users), generator=generator) * counts).long()
+        if len(self.history_items) == 0:
+            return fallback
+        chosen = self.history_items[pick.clamp(max=len(self.history_items) - 1)]
+        return torch.where(counts > 0, chosen, fallback)
+
+
 class BPRTriples(Dataset):
     """One epoch of (user, positive, negative, is_target) triples, pre-cut into batches (one item = one batch)."""
 
-    def __init__(self, task: RecTask, target: str, config: TrainConfig, epoch: int) -> None:
+    def __init__(
+        self, task: RecTask, target: str, config: TrainConfig, epoch: int, sampler: NegativeSampler | None = None
+    ) -> None:
+        sampler = sampler or NegativeSampler(task, target)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
         users, items, flags = [], [], []
         target_users, target_items, _ = task.edges[target]
@@ -84,20 +129,12 @@ class BPRTriples(Dataset):
             items.append(aux_items[pick])
             flags.append(torch.zeros(count, dtype=torch.bool))
         users, items, flags = torch.cat(users), torch.cat(items), torch.cat(flags)
-        known = _positives(task)
-        target_positive = PairLookup(target_users, target_items, torch.ones(len(target_users)), task.num_items)
-        negatives = torch.randint(0, task.num_items, (len(users),), generator=generator)
-        clash = known(users, negatives) > 0
-        for _ in range(100):  # resample negatives that are training positives of the user
-            if not clash.any():
-                break
-            negatives[clash] = torch.randint(0, task.num_items, (int(clash.sum()),), generator=generator)
-            clash = known(users, negatives) > 0
+        negatives, clash = sampler.uniform(users, generator)
         if config.history_negatives > 0 and aux:
             swap = flags & (torch.rand(len(users), generator=generator) < config.history_negatives)
-            negatives = torch.where(swap, _history_negatives(task, target, users, negatives, generator), negatives)
-            clash = known(users, negatives) > 0
-            clash &= ~(swap & (target_positive(users, negatives) == 0))
+            negatives = torch.where(swap, sampler.history(users, negatives, generator), negatives)
+            clash = sampler.known(users, negatives) > 0
+            clash &= ~(swap & (sampler.target(users, negatives) == 0))
         # A user who touched almost the whole catalogue may keep a clash; such triples are left out and counted.
         self.dropped = int(clash.sum())
         users, items, negatives, flags = users[~clash], items[~clash], negatives[~clash], flags[~clash]
@@ -114,40 +151,18 @@ class BPRTriples(Dataset):
         return self.batches[index]
 
 
-def _history_negatives(
-    task: RecTask, target: str, users: torch.Tensor, fallback: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
-    """For each user, a random item of its auxiliary behaviours that it has no target edge with (else fallback)."""
-    target_keys = task.edges[target][0] * task.num_items + task.edges[target][1]
-    aux_users = torch.cat([e[0] for b, e in task.edges.items() if b != target])
-    aux_items = torch.cat([e[1] for b, e in task.edges.items() if b != target])
-    keys = torch.unique(aux_users * task.num_items + aux_items)
-    keys = keys[~torch.isin(keys, target_keys)]
-    owners = keys // task.num_items
-    indptr = torch.zeros(task.num_users + 1, dtype=torch.long)
-    indptr[1:] = torch.cumsum(torch.bincount(owners, minlength=task.num_users), 0)
-    counts = indptr[users + 1] - indptr[users]
-    pick = indptr[users] + (torch.rand(len(users), generator=generator) * counts).long()
-    chosen = keys[pick.clamp(max=max(len(keys) - 1, 0))] % task.num_items if len(keys) else fallback
-    return torch.where(counts > 0, chosen, fallback)
-
-
-def _positives(task: RecTask) -> PairLookup:
-    users = torch.cat([e[0] for e in task.edges.values()])
-    items = torch.cat([e[1] for e in task.edges.values()])
-    return PairLookup(users, items, torch.ones(len(users)), task.num_items)
-
-
 class BPRDataModule(L.LightningDataModule):
     """Training triples resampled every epoch; a one-item validation loader that triggers full-catalogue eval."""
 
     def __init__(self, task: RecTask, config: TrainConfig) -> None:
         super().__init__()
         self.task, self.config = task, config
+        self.sampler = NegativeSampler(task, task.target)
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return DataLoader(BPRTriples(self.task, self.task.target, self.config, epoch), batch_size=None, shuffle=False)
+        triples = BPRTriples(self.task, self.task.target, self.config, epoch, self.sampler)
+        return DataLoader(triples, batch_size=None, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader([torch.zeros(1)], batch_size=None)
