@@ -17,7 +17,9 @@ import polars as pl
 
 from graphrec.adapters import InputConfig, open_dataset
 from graphrec.artifacts import fingerprint_inputs
+from graphrec.embedding_store import ExportConfig
 from graphrec.errors import GraphrecError
+from graphrec.feature_store import FeatureStoreConfig
 from graphrec.generate import ShopConfig, generate_shop, write_shop
 from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
 from graphrec.models import ModelConfig
@@ -194,6 +196,67 @@ def train(
     train_job(snapshot, out, validation, target_event, target_node, model, train)
 
 
+def export_publish(
+    model: str = "artifacts/default/model",
+    store: str = "artifacts/store",
+    snapshot: str | None = None,
+    export: ExportConfig | None = None,
+    feature_store: FeatureStoreConfig | None = None,
+) -> None:
+    """Publish a trained model's user, item and content embeddings as the store's new live version.
+
+    Args:
+        model: a model artifact directory (from `graphrec train` or `graphrec run`).
+        store: the embedding store directory (versions, LATEST, the Feast repo).
+        snapshot: the snapshot to embed on; defaults to the one the model was trained on.
+        export: versioning settings (versions kept, alignment, compatibility threshold).
+        feature_store: the Feast online store (sqlite or redis) and the online vector type.
+    """
+    from training.export import export_job
+
+    export_job(model, store, snapshot, export, feature_store)
+
+
+def export_rollback(
+    store: str = "artifacts/store", to: str | None = None, feature_store: FeatureStoreConfig | None = None
+):
+    """Make an older kept version live again (verified first; the online store is rewritten with it).
+
+    Args:
+        store: the embedding store directory.
+        to: the version to restore (e.g. v000003); defaults to the one before LATEST.
+        feature_store: the Feast online store settings used when exporting.
+    """
+    from training.export import rollback_job
+
+    rollback_job(store, to, feature_store)
+
+
+def export_sync(store: str = "artifacts/store", feature_store: FeatureStoreConfig | None = None) -> None:
+    """Write the LATEST version to the online store again (after an outage, or to fill a new Redis).
+
+    Args:
+        store: the embedding store directory.
+        feature_store: the Feast online store settings.
+    """
+    from training.export import sync_job
+
+    sync_job(store, feature_store)
+
+
+def export_list(store: str = "artifacts/store") -> None:
+    """Print the store's versions as JSON: created, cutoff, rows, space, stability, and which one is LATEST.
+
+    Args:
+        store: the embedding store directory.
+    """
+    import json
+
+    from training.export import store_summary
+
+    print(json.dumps(store_summary(store), indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `graphrec` command."""
     from jsonargparse import auto_cli
@@ -208,9 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         "run": run,
         "evaluate": evaluate,
         "train": train,
+        "export": {"publish": export_publish, "rollback": export_rollback, "sync": export_sync, "list": export_list},
     }
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["export"] and (len(args) == 1 or args[1].startswith("-")) and "-h" not in args:
+        args.insert(1, "publish")  # `graphrec export --model ...` publishes
     try:
-        auto_cli(commands, args=argv, as_positional=False)
+        auto_cli(commands, args=args, as_positional=False)
     except GraphrecError as exc:
         print(f"graphrec: error: {exc}", file=sys.stderr)
         return 2
