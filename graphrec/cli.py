@@ -26,7 +26,7 @@ from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.validation import ValidationConfig, read_validated, validate_dataset
 from training.evaluate import EvalConfig
-from training.pipeline import EmbeddingStageConfig, run_pipeline
+from training.pipeline import EmbeddingStageConfig, ExportStageConfig, run_pipeline
 from training.system import TrainConfig
 
 log = logging.getLogger("graphrec")
@@ -117,8 +117,10 @@ def run(
     graph: GraphConfig | None = None,
     split: SplitConfig | None = None,
     embeddings: EmbeddingStageConfig | None = None,
+    export: ExportStageConfig | None = None,
 ) -> None:
-    """Run the main job end to end: input -> validate -> graph snapshot -> temporal split -> embeddings.
+    """Run the main job end to end: input -> validate -> graph snapshot -> temporal split -> embeddings ->
+    feature store.
 
     Args:
         workdir: directory for every artifact of the run and its run_report.json.
@@ -127,8 +129,9 @@ def run(
         graph: snapshot settings.
         split: temporal split settings.
         embeddings: the embedding stages (evaluation against baselines, final model).
+        export: publishing the final model's embeddings to the versioned store and Feast.
     """
-    run_pipeline(workdir, input, validation, graph, split, embeddings)
+    run_pipeline(workdir, input, validation, graph, split, embeddings, export)
 
 
 def evaluate(

@@ -87,6 +87,17 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tasks):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_checkpoint_of_a_different_run_is_not_resumed(tmp_path, tasks):
+    task = tasks["val"]
+    train_embeddings(task, None, SMALL, replace(FAST, epochs=3, lr=0.05), tmp_path / "work", progress=False)
+    fresh, summary = train_embeddings(task, None, SMALL, replace(FAST, epochs=2), tmp_path / "work", progress=False)
+    reference, _ = train_embeddings(task, None, SMALL, replace(FAST, epochs=2), tmp_path / "reference", progress=False)
+    assert summary["epochs_run"] == 2
+    assert any(p.name.startswith("checkpoints.stale-") for p in (tmp_path / "work").iterdir())
+    for a, b in zip(fresh.state_dict().values(), reference.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
     _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False)
     assert summary["best_checkpoint"].endswith("best.ckpt") and summary["best_score"] > 0

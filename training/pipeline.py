@@ -1,5 +1,6 @@
 """The main scheduled job: input -> validated tables -> graph snapshot -> temporal split -> embeddings evaluated
-against baselines -> the embedding model trained on all data; each stage atomic.
+against baselines -> the embedding model trained on all data -> its embeddings published to the feature store;
+each stage atomic.
 
 Run it with `graphrec run --config conf/default.yaml`. Every stage writes a complete artifact directory under
 `workdir` or nothing, and `run_report.json` records what each stage did, with timings and row accounting.
@@ -18,12 +19,15 @@ import polars as pl
 
 from graphrec.adapters import InputConfig, open_dataset
 from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
+from graphrec.embedding_store import ExportConfig
+from graphrec.feature_store import FeatureStoreConfig
 from graphrec.generate import generate_shop, write_shop
 from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
 from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.validation import ValidationConfig, read_validated, validate_dataset
 from training.evaluate import EvalConfig, run_evaluation
+from training.export import export_job
 from training.system import TrainConfig
 from training.train import train_job
 
@@ -51,6 +55,23 @@ class EmbeddingStageConfig:
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(ablations=False))
 
 
+@dataclass
+class ExportStageConfig:
+    """Publishing the final model's embeddings (see `graphrec export`).
+
+    Args:
+        enabled: run the stage (needs the model stage).
+        store: the embedding store directory; it outlives runs (versions accumulate there).
+        versions: versioning settings (versions kept, alignment, compatibility threshold).
+        feature_store: the Feast online store (SQLite by default, Redis by connection string).
+    """
+
+    enabled: bool = True
+    store: str = "artifacts/store"
+    versions: ExportConfig = field(default_factory=ExportConfig)
+    feature_store: FeatureStoreConfig = field(default_factory=FeatureStoreConfig)
+
+
 def _stage(number: int, total: int, name: str):
     log.info("[%d/%d] %s", number, total, name)
     return time.perf_counter()
@@ -63,9 +84,11 @@ def run_pipeline(
     graph: GraphConfig | None = None,
     split: SplitConfig | None = None,
     embeddings: EmbeddingStageConfig | None = None,
+    export: ExportStageConfig | None = None,
 ) -> dict[str, Any]:
     """Run the job end to end into `workdir` and return its report (also written to `run_report.json`)."""
     embeddings = embeddings or EmbeddingStageConfig()
+    export = export or ExportStageConfig()
     input = input or InputConfig()
     validation = validation or ValidationConfig()
     graph = graph or GraphConfig()
@@ -74,7 +97,8 @@ def run_pipeline(
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report: dict[str, Any] = {"kind": "run_report", "started_at": utc_now_iso(), "stages": {}}
-    total = 3 + (1 if split.enabled else 0) + (2 if split.enabled and embeddings.enabled else 0)
+    modelled = split.enabled and embeddings.enabled
+    total = 3 + (1 if split.enabled else 0) + (2 if modelled else 0) + (1 if modelled and export.enabled else 0)
 
     t = _stage(1, total, "input")
     if input.format == "generated":
@@ -176,6 +200,19 @@ def run_pipeline(
             "behaviour_weights": metadata["behaviour_weights"] if metadata else None,
             "seconds": round(time.perf_counter() - t, 2),
         }
+        if export.enabled and metadata is not None:
+            t = _stage(7, total, "publish embeddings to the feature store")
+            metrics = {"evaluation": {k: v for k, v in ours.items() if "@" in k or k == "epochs"}}
+            manifest = export_job(workdir / "model", export.store, None, export.versions, export.feature_store, metrics)
+            report["stages"]["export"] = {
+                "store": export.store,
+                "version": manifest["version"],
+                "space": manifest["space"],
+                "rows": manifest["rows"],
+                "drift": {k: manifest["drift"].get(k) for k in ("previous_version", "mean_cosine", "compatible")},
+                "online_store": export.feature_store.online_store if export.feature_store.enabled else None,
+                "seconds": round(time.perf_counter() - t, 2),
+            }
 
     report["config"] = {
         "input": asdict(input),
@@ -183,6 +220,7 @@ def run_pipeline(
         "graph": asdict(graph),
         "split": asdict(split),
         "embeddings": asdict(embeddings),
+        "export": asdict(export),
     }
     report["code_version"] = code_version()
     report["seconds"] = round(time.perf_counter() - started, 2)

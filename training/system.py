@@ -9,7 +9,11 @@ checkpoint continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from graphrec.artifacts import write_json_atomic
 from graphrec.metrics import evaluate_ranking
 from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup
 from graphrec.tasks import RecTask
@@ -241,6 +246,47 @@ def evaluate_model(
     return result
 
 
+def _task_digest(task: RecTask) -> str:
+    digest = hashlib.sha256()
+    for behaviour in sorted(task.edges):
+        for tensor in task.edges[behaviour]:
+            digest.update(behaviour.encode())
+            digest.update(tensor.numpy().tobytes())
+    for name in sorted(task.item_features):
+        digest.update(task.item_features[name].numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _same_run(out_dir: Path, hyperparameters: dict, train_config: TrainConfig, task: RecTask) -> bool:
+    """True when `out_dir` holds a checkpoint of this very run (same model, settings and data), so a killed run
+    resumes; checkpoints of a different run are moved aside (kept as `checkpoints.stale-*`) and training starts
+    fresh instead of continuing someone else's state."""
+    key = {
+        "hyperparameters": hyperparameters,
+        # More epochs continue a run; the hardware it runs on does not change it.
+        "train": {
+            k: v for k, v in asdict(train_config).items() if k not in ("epochs", "devices", "strategy", "accelerator")
+        },
+        "data": _task_digest(task),
+    }
+    marker = out_dir / "run_key.json"
+    checkpoints = out_dir / "checkpoints"
+    rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+    same = marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(key, default=str))
+    if (checkpoints / "last.ckpt").exists() and same:
+        epoch = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["epoch"]
+        if epoch < train_config.epochs:
+            return True
+    if rank == 0:
+        if checkpoints.exists():
+            stale = out_dir / f"checkpoints.stale-{int(time.time())}"
+            os.rename(checkpoints, stale)
+            log.info("%s holds checkpoints of a different run; moved to %s, training from scratch", out_dir, stale)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(marker, key)
+    return False
+
+
 def train_embeddings(
     task: RecTask,
     val_task: RecTask | None,
@@ -293,9 +339,8 @@ def train_embeddings(
         use_distributed_sampler=True,
     )
     last = out_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(
-        system, datamodule=BPRDataModule(task, train_config), ckpt_path=str(last) if resume and last.exists() else None
-    )
+    resume_from = str(last) if resume and _same_run(out_dir, model.hyperparameters(), train_config, task) else None
+    trainer.fit(system, datamodule=BPRDataModule(task, train_config), ckpt_path=resume_from)
     best = checkpoint.best_model_path if val_task is not None and checkpoint.best_model_path else None
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
