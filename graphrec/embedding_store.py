@@ -194,8 +194,11 @@ def _embedding_table(
 ) -> pa.Table:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
+    id_values = ids.to_arrow()
+    if pa.types.is_large_string(id_values.type):  # polars' default; plain string is what other readers expect
+        id_values = id_values.cast(pa.string())
     columns = {
-        ID_COLUMN[entity]: ids.to_arrow(),
+        ID_COLUMN[entity]: id_values,
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
         "event_timestamp": _timestamps(cutoff, n),
         "created_timestamp": _timestamps(created, n),
@@ -218,6 +221,8 @@ def _read_vectors(path: Path, entity: str) -> tuple[pl.Series, np.ndarray]:
 def set_latest(store: str | Path, version: str) -> None:
     """Point `LATEST` at `version` with an atomic rename (the version must be complete and verified)."""
     root = versions_dir(store)
+    for stale in root.glob(".LATEST.tmp-*"):  # left by a killed writer (callers hold the store lock)
+        stale.unlink(missing_ok=True)
     tmp = root / f".LATEST.tmp-{uuid.uuid4().hex[:8]}"
     with open(tmp, "w") as handle:
         handle.write(version + "\n")
@@ -390,7 +395,7 @@ def stage_version(
     """
     version = _next_version(store)
     live = latest_version(store)
-    drift: dict[str, Any] = {"previous_version": None, "compatible": False, "reason": "first version"}
+    drift: dict[str, Any] = {"previous_version": None, "compatible": None, "reason": "first version"}
     space = version
     if live is not None:
         previous = load_version(store, live)

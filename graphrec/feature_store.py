@@ -34,6 +34,7 @@ from graphrec.embedding_store import (
     StoreError,
     decode_compact,
     encode_compact,
+    fault_point,
     load_version,
     read_manifest,
     versions_dir,
@@ -241,6 +242,7 @@ def publish_online(store: str | Path, config: FeatureStoreConfig, version: str, 
         if type(exc).__module__.startswith("redis"):
             raise _online_error(config, exc, version) from exc
         raise
+    fault_point("online_written")
     seconds = time.perf_counter() - started
     rows = sum(manifest["rows"].values())
     log.info(

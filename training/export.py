@@ -155,6 +155,37 @@ def export_job(
     embeddings = embeddings_from_model(model, snapshot)
     info = _model_info(model, metrics)
     info["content_embeddings"] = embeddings.info.get("content")
+    manifest, online, deleted = publish_embeddings(store, embeddings, info, export, feature_store)
+    drift = manifest["drift"]
+    log.info(
+        "version %s is live (space %s, %s); online: %s; retired: %s; %.1fs",
+        manifest["version"],
+        manifest["space"],
+        f"mean cosine to {drift['previous_version']} {drift.get('mean_cosine')}"
+        if drift.get("previous_version")
+        else "first version",
+        online["method"] if online else "disabled",
+        ", ".join(deleted) or "none",
+        time.perf_counter() - started,
+    )
+    return manifest
+
+
+def publish_embeddings(
+    store: str | Path,
+    embeddings: EmbeddingSet,
+    info: dict[str, Any],
+    export: ExportConfig | None = None,
+    feature_store: FeatureStoreConfig | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    """Stage `embeddings` as a new version, write it online, then make it LATEST and apply retention.
+
+    Returns the manifest, the online write's summary (None when the feature store is disabled) and the versions
+    retired. On an online-store failure the staged version is removed and LATEST is untouched.
+    """
+    export = export or ExportConfig()
+    feature_store = feature_store or FeatureStoreConfig()
+    store = Path(store)
     compact = feature_store.online_dtype if feature_store.online_dtype != "float32" else None
     with store_lock(store):
         manifest = stage_version(store, embeddings, export, info, compact)
@@ -170,19 +201,7 @@ def export_job(
         set_latest(store, version)
         fault_point("after_latest")
         deleted = apply_retention(store, export.keep)
-    drift = manifest["drift"]
-    log.info(
-        "version %s is live (space %s, %s); online: %s; retired: %s; %.1fs",
-        version,
-        manifest["space"],
-        f"mean cosine to {drift['previous_version']} {drift.get('mean_cosine')}"
-        if drift.get("previous_version")
-        else "first version",
-        online["method"] if online else "disabled",
-        ", ".join(deleted) or "none",
-        time.perf_counter() - started,
-    )
-    return manifest
+    return manifest, online, deleted
 
 
 def rollback_job(
