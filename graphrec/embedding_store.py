@@ -42,6 +42,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from scipy.linalg import orthogonal_procrustes
 
 from graphrec.artifacts import atomic_directory, code_version, file_sha256, write_json_atomic
@@ -75,7 +76,8 @@ class ExportConfig:
         min_cosine: mean cosine of shared entities after alignment at or above which the new version shares the
             previous version's space (a consumer may keep using both); below it the version opens a new space.
         neighbours: k of the top-k neighbour overlap reported in the drift section.
-        stability_sample: entities per type sampled for the neighbour overlap (cosine over all shared ones).
+        stability_sample: query entities per type for the neighbour overlap (cosine uses all shared ones).
+        stability_pool: shared entities per type sampled as the neighbour candidates of those queries.
         seed: seed of that sample.
     """
 
@@ -84,6 +86,7 @@ class ExportConfig:
     min_cosine: float = 0.5
     neighbours: int = 20
     stability_sample: int = 1000
+    stability_pool: int = 20000
     seed: int = 0
 
 
@@ -305,24 +308,28 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms == 0, 1, norms)
 
 
-def _neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, sample: int, rng: np.random.Generator) -> float | None:
-    """Mean |top-k cosine neighbours in a ∩ in b| / k over sampled rows (rows align between a and b)."""
+def _neighbour_overlap(
+    a: np.ndarray, b: np.ndarray, k: int, queries: int, pool: int, rng: np.random.Generator
+) -> float | None:
+    """Mean |top-k cosine neighbours in a ∩ in b| / k for `queries` rows, neighbours searched among `pool` rows
+    sampled from the shared entities (rows align between a and b); a pool keeps it O(queries x pool) at any
+    catalogue size."""
     n = len(a)
     if n <= k + 1:
         return None
-    queries = rng.choice(n, size=min(sample, n), replace=False)
-    a_unit, b_unit = _unit(a), _unit(b)
+    members = np.sort(rng.choice(n, size=min(pool, n), replace=False))
+    a_unit, b_unit = torch.from_numpy(_unit(a[members])), torch.from_numpy(_unit(b[members]))
+    chosen = torch.from_numpy(rng.choice(len(members), size=min(queries, len(members)), replace=False))
     overlaps = []
-    for start in range(0, len(queries), 256):
-        block = queries[start : start + 256]
+    for block in chosen.split(512):
         tops = []
         for unit in (a_unit, b_unit):
             scores = unit[block] @ unit.T
-            scores[np.arange(len(block)), block] = -np.inf  # not its own neighbour
-            tops.append(np.argpartition(-scores, k, axis=1)[:, :k])
-        for row_a, row_b in zip(*tops, strict=True):
-            overlaps.append(len(np.intersect1d(row_a, row_b, assume_unique=True)) / k)
-    return float(np.mean(overlaps))
+            scores[torch.arange(len(block)), block] = -torch.inf  # not its own neighbour
+            tops.append(torch.topk(scores, k, dim=1).indices)
+        # |A ∩ B| per row: compare every pair of the two k-lists.
+        overlaps.append((tops[0][:, :, None] == tops[1][:, None, :]).any(2).float().mean(1))
+    return float(torch.cat(overlaps).mean())
 
 
 def align_to(previous: EmbeddingSet, new: EmbeddingSet, config: ExportConfig) -> tuple[EmbeddingSet, dict[str, Any]]:
@@ -365,6 +372,7 @@ def align_to(previous: EmbeddingSet, new: EmbeddingSet, config: ExportConfig) ->
                     new.vectors[entity][new_rows],
                     config.neighbours,
                     config.stability_sample,
+                    config.stability_pool,
                     rng,
                 )
             ),

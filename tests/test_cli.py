@@ -32,6 +32,7 @@ def test_run_end_to_end_from_yaml(tmp_path):
             "train": {"epochs": 4, "eval_every": 2},
             "evaluation": {"methods": ["popularity", "history", "graphrec"], "ablations": False},
         },
+        "export": {"store": str(tmp_path / "store")},
     }
     path = tmp_path / "conf.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -47,6 +48,10 @@ def test_run_end_to_end_from_yaml(tmp_path):
     for stage in ("raw", "validated", "snapshot", "split", "evaluation", "model"):
         assert (tmp_path / "run" / stage).is_dir()
     assert report["config"]["input"]["shop"]["target_events"] == 15_000
+    export = report["stages"]["export"]
+    assert export["version"] == "v000001" and export["rows"]["user"] > 0 and export["online_store"] == "sqlite"
+    assert (tmp_path / "store" / "embeddings" / "LATEST").read_text().strip() == "v000001"
+    assert (tmp_path / "store" / "feast" / "online.db").exists()
 
 
 def test_generate_validate_build_graph_commands(tmp_path):
