@@ -61,6 +61,9 @@ class FeatureStoreConfig:
         redis: Redis connection string in Feast's format, `host:port[,db=0,password=...,ssl=true]`.
         project: the Feast project name (Redis keys are namespaced by it).
         online_dtype: float32 (exact), float16 or int8 (per-vector scale) online vectors.
+        online_write: how an export fills the online store: `materialize` (Feast's materialize over the new
+            version's cutoff, read back from the offline history) or `push` (`write_to_online_store` with the
+            version's rows as exported: about 3.5x faster here, as it skips Feast's dask read of the history).
         ttl_days: how long Feast treats a version as valid after its cutoff in historical joins.
     """
 
@@ -69,11 +72,14 @@ class FeatureStoreConfig:
     redis: str = "localhost:6379"
     project: str = "graphrec"
     online_dtype: str = "float32"
+    online_write: str = "materialize"
     ttl_days: int = 3650
 
     def __post_init__(self) -> None:
         if self.online_store not in ("sqlite", "redis"):
             raise ValueError(f"feature_store.online_store must be sqlite or redis, not {self.online_store!r}")
+        if self.online_write not in ("materialize", "push"):
+            raise ValueError(f"feature_store.online_write must be materialize or push, not {self.online_write!r}")
         if self.online_dtype not in ONLINE_DTYPES:
             raise ValueError(f"feature_store.online_dtype must be one of {ONLINE_DTYPES}, not {self.online_dtype!r}")
 
@@ -101,6 +107,23 @@ def _repo_config(store: str | Path, config: FeatureStoreConfig) -> dict[str, Any
     }
 
 
+def _repair_registry(root: Path) -> None:
+    """Feast's file registry is rewritten in place, so a kill mid-apply can leave it truncated. It holds nothing
+    but graphrec's own definitions, re-applied on every export, so an unreadable one is moved aside."""
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+    from google.protobuf.message import DecodeError
+
+    path = root / "registry.db"
+    if not path.exists():
+        return
+    try:
+        RegistryProto().ParseFromString(path.read_bytes())
+    except DecodeError:
+        aside = root / f"registry.db.corrupt-{int(time.time())}"
+        os.replace(path, aside)
+        log.warning("Feast registry %s was unreadable (an interrupted apply); moved to %s, re-applying", path, aside)
+
+
 def open_store(store: str | Path, config: FeatureStoreConfig):
     """A Feast `FeatureStore` over `<store>/feast` (writes `feature_store.yaml` there for the feast CLI)."""
     import logging as _logging
@@ -111,6 +134,7 @@ def open_store(store: str | Path, config: FeatureStoreConfig):
     _logging.getLogger("feast").setLevel(_logging.WARNING)
     root = repo_dir(store)
     root.mkdir(parents=True, exist_ok=True)
+    _repair_registry(root)
     settings = _repo_config(store, config)
     text = yaml.safe_dump(settings, sort_keys=False)
     target = root / "feature_store.yaml"
@@ -212,9 +236,10 @@ def _online_error(config: FeatureStoreConfig, exc: Exception, version: str) -> F
 def publish_online(store: str | Path, config: FeatureStoreConfig, version: str, exact: bool = False) -> dict[str, Any]:
     """Register `version` with Feast (apply) and write it to the online store; returns timings and row counts.
 
-    The normal path is Feast's `materialize` over the window [cutoff, cutoff + 1 s), which holds only this
-    version's rows unless another version has the same cutoff. With `exact` (rollbacks) or such a collision the
-    version's rows are pushed with `write_to_online_store` instead, so the online store holds exactly them.
+    By default Feast's `materialize` runs over the window [cutoff, cutoff + 1 s), which holds only this
+    version's rows unless another version has the same cutoff. With `exact` (rollbacks), such a collision, or
+    `online_write: push`, the version's rows are pushed with `write_to_online_store` instead, so the online store
+    holds exactly them.
     """
     manifest = read_manifest(store, version)
     link_history(store, version)
@@ -226,7 +251,7 @@ def publish_online(store: str | Path, config: FeatureStoreConfig, version: str, 
     try:
         feast_store.apply(objects)
         collision = len(_versions_with_cutoff(store, manifest["cutoff"])) > 1
-        if exact or collision:
+        if exact or collision or config.online_write == "push":
             loaded = load_version(store, version)
             for entity in manifest["rows"]:
                 frame = _online_frame(entity, loaded.ids[entity], loaded.vectors[entity], manifest, config)
@@ -368,7 +393,11 @@ class OnlineEmbeddings:
         column = ID_COLUMN[entity]
         pipe = self.client.pipeline(transaction=False)
         for entity_id in ids:
-            value = Value(int64_val=entity_id) if isinstance(entity_id, int) else Value(string_val=str(entity_id))
+            value = (
+                Value(int64_val=int(entity_id))
+                if isinstance(entity_id, int | np.integer)
+                else Value(string_val=str(entity_id))
+            )
             key = _redis_key(
                 self.config.project,
                 EntityKey(join_keys=[column], entity_values=[value]),

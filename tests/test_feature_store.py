@@ -42,14 +42,26 @@ def assert_online_equals(reader: OnlineEmbeddings, exported, version: str) -> No
         assert np.array_equal(as_bits(vectors), exported.vectors[entity].view(np.uint32)), entity
 
 
-def test_sqlite_online_round_trip_is_bit_exact(tmp_path):
-    manifest, online, _ = publish_embeddings(tmp_path, make_set(), {}, None, SQLITE)
-    assert online["method"] == "materialize" and online["rows"] == 133
+@pytest.mark.parametrize("write", ["materialize", "push"])
+def test_sqlite_online_round_trip_is_bit_exact(tmp_path, write):
+    config = FeatureStoreConfig(online_write=write)
+    manifest, online, _ = publish_embeddings(tmp_path, make_set(), {}, None, config)
+    assert online["method"] == ("materialize" if write == "materialize" else "write_to_online_store")
+    assert online["rows"] == 133
     reader = OnlineEmbeddings(tmp_path, SQLITE)
     assert_online_equals(reader, load_version(tmp_path), manifest["version"])
     vectors, versions = reader.get("user", ["u001", "nobody"])
     assert vectors[1] is None and versions[1] is None
     assert (tmp_path / "feast" / "feature_store.yaml").exists() and (tmp_path / "feast" / "online.db").exists()
+
+
+def test_truncated_registry_is_rebuilt(tmp_path):
+    publish_embeddings(tmp_path, make_set(), {}, None, SQLITE)
+    registry = tmp_path / "feast" / "registry.db"
+    registry.write_bytes(registry.read_bytes()[:37])  # as if killed while Feast rewrote it in place
+    publish_embeddings(tmp_path, rotated(make_set(), 1, noise=0.3), {}, None, SQLITE)
+    assert_online_equals(OnlineEmbeddings(tmp_path, SQLITE), load_version(tmp_path), "v000002")
+    assert list((tmp_path / "feast").glob("registry.db.corrupt-*"))
 
 
 def test_historical_retrieval_gives_each_time_the_version_live_then(tmp_path):
