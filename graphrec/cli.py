@@ -182,6 +182,7 @@ def train(
     target_node: str = "item",
     model: ModelConfig | None = None,
     train: TrainConfig | None = None,
+    warm_start: str | None = None,
 ) -> None:
     """Train embeddings on a graph snapshot and save the model artifact.
 
@@ -193,10 +194,12 @@ def train(
         target_node: item or content.
         model: the model's hyperparameters.
         train: optimisation settings (epochs, batch size, strategy, devices, ...).
+        warm_start: a previous model artifact: known users and items start from its embeddings, which keeps the
+            new embeddings in the previous version's space.
     """
     from training.train import train_job
 
-    train_job(snapshot, out, validation, target_event, target_node, model, train)
+    train_job(snapshot, out, validation, target_event, target_node, model, train, warm_start)
 
 
 def export_publish(

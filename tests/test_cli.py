@@ -52,6 +52,12 @@ def test_run_end_to_end_from_yaml(tmp_path):
     assert export["version"] == "v000001" and export["rows"]["user"] > 0 and export["online_store"] == "sqlite"
     assert (tmp_path / "store" / "embeddings" / "LATEST").read_text().strip() == "v000001"
     assert (tmp_path / "store" / "feast" / "online.db").exists()
+    # A second run warm-starts from the first run's model and publishes v000002 in the same embedding space.
+    assert main(["run", "--config", str(path)]) == 0
+    report = json.loads((tmp_path / "run" / "run_report.json").read_text())
+    assert report["stages"]["model"]["warm_start"]["shared"]["user"] > 0
+    assert report["stages"]["export"]["version"] == "v000002"
+    assert report["stages"]["export"]["drift"]["compatible"] is True
 
 
 def test_generate_validate_build_graph_commands(tmp_path):

@@ -170,3 +170,32 @@ def test_ddp_with_two_cpu_processes(tmp_path, split_dir):
     _, metadata = load_model(tmp_path / "model")
     assert metadata["train"]["strategy"] == "ddp" and metadata["train"]["devices"] == 2
     assert metadata["training"]["epochs_run"] == 2
+
+
+def test_warm_start_carries_known_ids_over(tmp_path, split_dir):
+    from graphrec.graph import load_snapshot
+    from training.train import load_model, train_job, warm_start_parameters
+
+    train_job(split_dir / "val" / "snapshot", tmp_path / "old", model=SMALL, train=replace(FAST, epochs=2))
+    old, _ = load_model(tmp_path / "old")
+    old_users = pl.read_parquet(tmp_path / "old" / "ids" / "user.parquet").to_series()
+    snapshot = load_snapshot(split_dir / "test" / "snapshot")  # a week more data: more users, same items
+    init, info = warm_start_parameters(tmp_path / "old", SMALL, snapshot, "item", list(old.behaviours), "purchase")
+    rows, values = init["user_embedding.weight"]
+    assert info["shared"]["user"] == len(old_users) == len(rows)
+    # Row r of the new model gets the old embedding of the same original user id.
+    new_ids = snapshot.ids_of("user", rows.numpy()).to_list()
+    old_position = {user: i for i, user in enumerate(old_users.to_list())}
+    expected = old.user_embedding.weight[[old_position[u] for u in new_ids]]
+    assert torch.equal(values, expected)
+    assert torch.equal(init["behaviour_logits"][1], old.behaviour_logits.detach())
+    metadata = train_job(
+        split_dir / "test" / "snapshot",
+        tmp_path / "new",
+        model=SMALL,
+        train=replace(FAST, epochs=2),
+        warm_start=tmp_path / "old",
+    )
+    assert metadata["warm_start"]["shared"]["item"] > 0
+    with pytest.raises(Exception, match="dimension 16"):
+        warm_start_parameters(tmp_path / "old", ModelConfig(dim=8), snapshot, "item", list(old.behaviours), "purchase")

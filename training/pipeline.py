@@ -8,6 +8,7 @@ Run it with `graphrec run --config conf/default.yaml`. Every stage writes a comp
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -45,6 +46,8 @@ class EmbeddingStageConfig:
         model: model hyperparameters.
         train: optimisation settings; the epoch count for the final model comes from the evaluation.
         evaluation: methods and slices of the evaluation.
+        warm_start: start the final model from the previous run's model (`workdir/model`) where there is one,
+            so successive embedding versions stay in one space (see the export's drift report).
     """
 
     enabled: bool = True
@@ -53,6 +56,7 @@ class EmbeddingStageConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(ablations=False))
+    warm_start: bool = True
 
 
 @dataclass
@@ -70,6 +74,25 @@ class ExportStageConfig:
     store: str = "artifacts/store"
     versions: ExportConfig = field(default_factory=ExportConfig)
     feature_store: FeatureStoreConfig = field(default_factory=FeatureStoreConfig)
+
+
+def _warm_start_source(model_dir: Path, embeddings: EmbeddingStageConfig) -> Path | None:
+    """The previous run's model if a warm start from it is possible (same target and dimension, ids recorded)."""
+    if not (model_dir / "model.json").exists():
+        return None
+    metadata = json.loads((model_dir / "model.json").read_text())
+    hyperparameters = metadata.get("hyperparameters", {})
+    reasons = []
+    if not (model_dir / "ids").is_dir():
+        reasons.append("it records no ids")
+    if hyperparameters.get("config", {}).get("dim") != embeddings.model.dim:
+        reasons.append("its dimension differs")
+    if metadata.get("target") != {"event": embeddings.target_event, "node": embeddings.target_node}:
+        reasons.append("its target differs")
+    if reasons:
+        log.info("not warm-starting from %s: %s", model_dir, "; ".join(reasons))
+        return None
+    return model_dir
 
 
 def _stage(number: int, total: int, name: str):
@@ -185,6 +208,7 @@ def run_pipeline(
         t = _stage(6, total, "train the embedding model on the full snapshot")
         # The epoch count chosen on the validation window (and confirmed on the test window) is reused on all data.
         epochs = ours.get("epochs", embeddings.train.epochs)
+        previous = _warm_start_source(workdir / "model", embeddings) if embeddings.warm_start else None
         metadata = train_job(
             workdir / "snapshot",
             workdir / "model",
@@ -193,11 +217,13 @@ def run_pipeline(
             embeddings.target_node,
             embeddings.model,
             replace(embeddings.train, epochs=epochs),
+            previous,
         )
         report["stages"]["model"] = {
             "dir": str(workdir / "model"),
             "epochs": epochs,
             "behaviour_weights": metadata["behaviour_weights"] if metadata else None,
+            "warm_start": metadata["warm_start"] if metadata else None,
             "seconds": round(time.perf_counter() - t, 2),
         }
         if export.enabled and metadata is not None:

@@ -257,7 +257,20 @@ def _task_digest(task: RecTask) -> str:
     return digest.hexdigest()
 
 
-def _same_run(out_dir: Path, hyperparameters: dict, train_config: TrainConfig, task: RecTask) -> bool:
+def _init_digest(init) -> str | None:
+    if not init:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(init):
+        rows, values = init[name]
+        digest.update(name.encode())
+        if rows is not None:
+            digest.update(rows.numpy().tobytes())
+        digest.update(values.detach().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _same_run(out_dir: Path, hyperparameters: dict, train_config: TrainConfig, task: RecTask, init=None) -> bool:
     """True when `out_dir` holds a checkpoint of this very run (same model, settings and data), so a killed run
     resumes; checkpoints of a different run are moved aside (kept as `checkpoints.stale-*`) and training starts
     fresh instead of continuing someone else's state."""
@@ -268,6 +281,7 @@ def _same_run(out_dir: Path, hyperparameters: dict, train_config: TrainConfig, t
             k: v for k, v in asdict(train_config).items() if k not in ("epochs", "devices", "strategy", "accelerator")
         },
         "data": _task_digest(task),
+        "init": _init_digest(init),
     }
     marker = out_dir / "run_key.json"
     checkpoints = out_dir / "checkpoints"
@@ -295,11 +309,14 @@ def train_embeddings(
     out_dir: str | Path = "artifacts/train",
     resume: bool = True,
     progress: bool = True,
+    init: dict[str, tuple[torch.Tensor | None, torch.Tensor]] | None = None,
 ) -> tuple[MultiBehaviourGCN, dict]:
     """Train with Lightning into `out_dir` (checkpoints, CSV logs) and return the best model and a summary.
 
     With a validation task, early stopping and the best checkpoint follow val ndcg@k; without one, the last
-    epoch is kept. With `resume`, a `last.ckpt` in `out_dir` is continued (e.g. after a kill).
+    epoch is kept. With `resume`, a `last.ckpt` in `out_dir` is continued (e.g. after a kill). `init` warm-starts
+    parameters: name -> (rows, values) overwrites those rows of the freshly initialised parameter (rows None: all
+    of it), e.g. the id embeddings of users and items a previous model already knew.
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
@@ -308,6 +325,14 @@ def train_embeddings(
     sizes = {name: int(values.max()) + 1 for name, values in task.item_features.items() if len(values)}
     model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, model_config, sizes)
     system = EmbeddingSystem(model.hyperparameters(), asdict(train_config))
+    if init:
+        parameters = dict(system.model.named_parameters())
+        with torch.no_grad():
+            for name, (rows, values) in init.items():
+                if rows is None:
+                    parameters[name].copy_(values)
+                else:
+                    parameters[name][rows] = values
     system.attach(task, val_task)
     monitor = f"val_ndcg@{train_config.k}"
     checkpoint = ModelCheckpoint(
@@ -339,7 +364,8 @@ def train_embeddings(
         use_distributed_sampler=True,
     )
     last = out_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if resume and _same_run(out_dir, model.hyperparameters(), train_config, task) else None
+    same = _same_run(out_dir, model.hyperparameters(), train_config, task, init)
+    resume_from = str(last) if resume and same else None
     trainer.fit(system, datamodule=BPRDataModule(task, train_config), ckpt_path=resume_from)
     best = checkpoint.best_model_path if val_task is not None and checkpoint.best_model_path else None
     if best:
