@@ -72,6 +72,8 @@ class ExportConfig:
 
     Args:
         keep: versions kept in `embeddings/` (older ones are deleted after a publish; LATEST is never deleted).
+        history_keep: versions kept in the feature store's offline history (the point-in-time record the ranker
+            trains on); None keeps every version ever published.
         align: rotate each new version onto the live one (orthogonal Procrustes on shared entities).
         min_cosine: mean cosine of shared entities after alignment at or above which the new version shares the
             previous version's space (a consumer may keep using both); below it the version opens a new space.
@@ -82,12 +84,17 @@ class ExportConfig:
     """
 
     keep: int = 5
+    history_keep: int | None = None
     align: bool = True
     min_cosine: float = 0.5
     neighbours: int = 20
     stability_sample: int = 1000
     stability_pool: int = 20000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.keep < 1 or (self.history_keep is not None and self.history_keep < 1):
+            raise ValueError("export.versions.keep and history_keep must be at least 1 (history_keep may be null)")
 
 
 @dataclass

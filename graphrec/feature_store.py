@@ -213,6 +213,20 @@ def link_history(store: str | Path, version: str) -> None:
         os.replace(tmp, target)
 
 
+def prune_history(store: str | Path, keep: int | None) -> list[str]:
+    """Drop the offline history of all but the newest `keep` versions (None keeps all); returns those dropped.
+    Point-in-time joins for times before the oldest kept version then find no embedding."""
+    if keep is None:
+        return []
+    files = list((repo_dir(store) / "data").glob("*/v*.parquet"))
+    versions = sorted({f.stem for f in files}, key=lambda v: int(v[1:]))
+    dropped = versions[: max(len(versions) - keep, 0)]
+    for file in files:
+        if file.stem in dropped:
+            file.unlink()
+    return dropped
+
+
 def _versions_with_cutoff(store: str | Path, cutoff: str) -> list[str]:
     history = sorted({p.stem for p in (repo_dir(store) / "data").glob("*/v*.parquet")})
     found = []

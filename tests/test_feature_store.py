@@ -89,6 +89,16 @@ def test_historical_retrieval_gives_each_time_the_version_live_then(tmp_path):
     assert users["model_version"].to_list() == ["v000001", "v000002"]
 
 
+def test_history_outlives_retention_unless_capped(tmp_path):
+    base = make_set()
+    for seed in range(3):
+        publish_embeddings(tmp_path, rotated(base, seed, noise=0.3), {}, ExportConfig(keep=1), SQLITE)
+    assert list_versions(tmp_path) == ["v000003"]
+    assert sorted(p.stem for p in (tmp_path / "feast" / "data" / "user").iterdir()) == ["v000001", "v000002", "v000003"]
+    publish_embeddings(tmp_path, base, {}, ExportConfig(keep=1, history_keep=2), SQLITE)
+    assert sorted(p.stem for p in (tmp_path / "feast" / "data" / "user").iterdir()) == ["v000003", "v000004"]
+
+
 def test_rollback_rewrites_the_online_store(tmp_path):
     base = make_set()
     publish_embeddings(tmp_path, base, {}, None, SQLITE)

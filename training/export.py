@@ -37,7 +37,7 @@ from graphrec.embedding_store import (
     verify_version,
     versions_dir,
 )
-from graphrec.feature_store import FeatureStoreConfig, publish_online, repo_dir
+from graphrec.feature_store import FeatureStoreConfig, prune_history, publish_online, repo_dir
 from graphrec.graph import Snapshot, load_snapshot
 from graphrec.tasks import task_from_snapshot
 from training.train import load_model
@@ -201,6 +201,8 @@ def publish_embeddings(
         set_latest(store, version)
         fault_point("after_latest")
         deleted = apply_retention(store, export.keep)
+        if feature_store.enabled:
+            prune_history(store, export.history_keep)
     return manifest, online, deleted
 
 
