@@ -161,7 +161,10 @@ def export_job(
         "version %s is live (space %s, %s); online: %s; retired: %s; %.1fs",
         manifest["version"],
         manifest["space"],
-        f"mean cosine to {drift['previous_version']} {drift.get('mean_cosine')}"
+        (
+            f"mean cosine to {drift['previous_version']} {drift.get('mean_cosine')}"
+            + ("" if drift.get("compatible") else f"; incompatible: {drift.get('reason')}")
+        )
         if drift.get("previous_version")
         else "first version",
         online["method"] if online else "disabled",
