@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--l2", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--loss", choices=["bpr", "softmax"], default="bpr")
+    parser.add_argument("--normalize", action="store_true", help="cosine / temperature scores (see ModelConfig)")
+    parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--workdir", type=Path, default=HERE / "work" / "embeddings")
@@ -102,7 +105,7 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    model = ModelConfig(dim=args.dim, num_layers=args.layers)
+    model = ModelConfig(dim=args.dim, num_layers=args.layers, normalize=args.normalize, temperature=args.temperature)
     eval_config = EvalConfig(ablations=not args.no_ablations)
     if args.methods:
         eval_config.methods = args.methods
@@ -117,6 +120,7 @@ def main() -> None:
             eval_every=args.eval_every,
             patience=args.patience,
             l2=args.l2,
+            loss=args.loss,
         )
         task, rows = fixed_split_tasks(args.dataset)
         eval_config.ks = [10, 20]
@@ -136,6 +140,7 @@ def main() -> None:
             eval_every=args.eval_every,
             patience=args.patience,
             l2=args.l2,
+            loss=args.loss,
         )
         if args.dataset == "ecomm":
             source, fmt, split_days = SHARED / "ecomm", "ecomm", 2

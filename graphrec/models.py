@@ -36,6 +36,9 @@ class ModelConfig:
         use_features: add catalog feature embeddings to the item inputs.
         history: add the learned history term to ranking scores.
         init_std: standard deviation of the initial embeddings.
+        normalize: L2-normalise the final embeddings and scale them by 1 / sqrt(temperature), so the dot product
+            is the cosine divided by the temperature (the form sampled-softmax training wants).
+        temperature: that temperature.
     """
 
     dim: int = 64
@@ -44,6 +47,8 @@ class ModelConfig:
     use_features: bool = True
     history: bool = True
     init_std: float = 0.1
+    normalize: bool = False
+    temperature: float = 0.1
 
 
 def _normalised_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int):
@@ -188,7 +193,13 @@ class MultiBehaviourGCN(nn.Module):
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Final user and item embeddings ([U, dim], [I, dim]) and the item vectors of every layer."""
         user_layers, item_layers = self.propagate_layers()
-        return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0), item_layers
+        return self.output(torch.stack(user_layers).mean(0)), self.output(torch.stack(item_layers).mean(0)), item_layers
+
+    def output(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Final embeddings from the layer mean: as is, or normalised and scaled (`config.normalize`)."""
+        if not self.config.normalize:
+            return vectors
+        return nn.functional.normalize(vectors, dim=-1) / self.config.temperature**0.5
 
     def history_scores(self, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """The history term for (user, item) pairs, or for all items ([B, num_items]) when items is None."""
@@ -278,4 +289,4 @@ class MultiBehaviourGCN(nn.Module):
                 norm = (deg_new[nodes].clamp(min=1) * deg_neighbour[neighbours].clamp(min=1)).rsqrt()
                 total = total.index_add(0, nodes, alpha[b] * norm[:, None] * neighbour_layers[k][neighbours])
             layers.append(total)
-        return torch.stack(layers).mean(0)
+        return self.output(torch.stack(layers).mean(0))

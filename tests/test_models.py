@@ -107,3 +107,15 @@ def test_pair_lookup_misses_are_zero():
     lookup = PairLookup(torch.tensor([0, 2]), torch.tensor([1, 3]), torch.tensor([5.0, 7.0]), num_items=4)
     assert lookup(torch.tensor([0, 2, 1]), torch.tensor([1, 3, 1])).tolist() == [5.0, 7.0, 0.0]
     assert lookup.rows(torch.tensor([2])).tolist() == [[0.0, 0.0, 0.0, 7.0]]
+
+
+def test_normalized_embeddings_are_cosine_over_temperature(task):
+    model = make_model(task, num_layers=2, normalize=True, temperature=0.25)
+    with torch.no_grad():
+        users, items, item_layers = model.propagate()
+        assert torch.allclose(users.norm(dim=1), torch.full((task.num_users,), 2.0), atol=1e-4)
+        assert torch.allclose(items.norm(dim=1), torch.full((task.num_items,), 2.0), atol=1e-4)
+        # The inductive path applies the same normalisation.
+        picked = torch.arange(0, task.num_users, 11)
+        inductive = model.embed_users(user_edges(task, picked), len(picked), item_layers, user_ids=picked)
+    assert torch.allclose(inductive, users[picked], atol=1e-5)

@@ -98,6 +98,16 @@ def test_checkpoint_of_a_different_run_is_not_resumed(tmp_path, tasks):
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_softmax_loss_trains(tmp_path, tasks):
+    config = replace(FAST, loss="softmax", epochs=3)
+    _, summary = train_embeddings(
+        tasks["val"], tasks["val"], replace(SMALL, normalize=True), config, tmp_path, progress=False
+    )
+    metrics = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    losses = [float(line.split(",")[2]) for line in metrics[1:] if line.split(",")[2]]
+    assert len(losses) == 3 and losses[-1] < losses[0] and summary["best_score"] > 0
+
+
 def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
     _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False)
     assert summary["best_checkpoint"].endswith("best.ckpt") and summary["best_score"] > 0

@@ -66,8 +66,8 @@ def embeddings_from_model(model_dir: str | Path, snapshot: str | Path | None = N
         )
     model.set_graph(task.edges, task.item_features)
     model.eval()
-    user_layers, item_layers = model.propagate_layers()
-    users, items = torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)
+    users, items, _ = model.propagate()
+    user_layers, _ = model.propagate_layers()
     node = target["node"]
     ids = {
         "user": loaded.ids_of("user", np.arange(task.num_users)),

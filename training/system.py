@@ -43,6 +43,10 @@ class TrainConfig:
         l2: L2 penalty on the layer-0 vectors of each batch (LightGCN's regulariser).
         aux_weight: loss weight of auxiliary-behaviour triples relative to target-behaviour ones.
         aux_ratio: auxiliary triples per target triple in an epoch.
+        loss: `bpr` (pairwise) or `softmax`: a sampled softmax over the batch's positives and negatives (each
+            user's positive against the other 2B - 1 candidates, corrected by their sampling frequency), which
+            gives every positive thousands of negatives per step; models with a history term add the BPR loss
+            of dot product + history on the same triples.
         history_negatives: share of target triples whose negative is drawn from the user's own auxiliary-behaviour
             items without the target behaviour (viewed or carted, not bought): these teach the ranking within a
             user's history, where most future purchases are.
@@ -60,6 +64,7 @@ class TrainConfig:
     aux_weight: float = 0.3
     aux_ratio: float = 1.0
     history_negatives: float = 0.5
+    loss: str = "bpr"
     eval_every: int = 5
     patience: int = 4
     k: int = 20
@@ -67,6 +72,10 @@ class TrainConfig:
     accelerator: str = "cpu"
     devices: int = 1
     strategy: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("bpr", "softmax"):
+            raise ValueError(f"train.loss must be bpr or softmax, not {self.loss!r}")
 
 
 class NegativeSampler:
@@ -189,16 +198,27 @@ class EmbeddingSystem(L.LightningModule):
         """Give the model its training graph and the task it is validated on."""
         self.model.set_graph(task.edges, task.item_features)
         self.val_task = val_task
+        # Sampling probability of each item as a softmax candidate: half the batch are positives (by frequency
+        # among the training triples, approximated by target + auxiliary popularity), half uniform negatives.
+        popularity = task.popularity()
+        self._log_q = torch.log(0.5 * popularity / popularity.sum().clamp(min=1) + 0.5 / task.num_items)
 
     def training_step(self, batch, batch_idx):
         users, positives, negatives, is_target = batch
         user_vectors, item_vectors, _ = self.model.propagate()
         u = user_vectors[users]
-        margin = (u * (item_vectors[positives] - item_vectors[negatives])).sum(-1)
-        history = self.model.history_scores(users, positives) - self.model.history_scores(users, negatives)
-        margin = margin + torch.where(is_target, history, torch.zeros(()))
         weight = torch.where(is_target, 1.0, self.train_config.aux_weight)
-        loss = (F.softplus(-margin) * weight).sum() / weight.sum()
+        margin = (u * (item_vectors[positives] - item_vectors[negatives])).sum(-1)
+        if self.train_config.loss == "softmax":
+            loss = self._softmax_loss(u, item_vectors, positives, negatives, weight)
+            if self.model.history_behaviours:
+                history = self.model.history_scores(users, positives) - self.model.history_scores(users, negatives)
+                pairwise = F.softplus(-(margin + history))
+                loss = loss + (pairwise * is_target).sum() / is_target.sum().clamp(min=1)
+        else:
+            history = self.model.history_scores(users, positives) - self.model.history_scores(users, negatives)
+            margin = margin + torch.where(is_target, history, torch.zeros(()))
+            loss = (F.softplus(-margin) * weight).sum() / weight.sum()
         base_items = self.model.item_inputs()
         l2 = (
             self.model.user_embedding.weight[users].square().sum()
@@ -208,6 +228,18 @@ class EmbeddingSystem(L.LightningModule):
         total = loss + self.train_config.l2 * l2
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(users))
         return total
+
+    def _softmax_loss(self, u, item_vectors, positives, negatives, weight):
+        """Cross-entropy of each row's positive among the batch's positives and negatives. In-batch positives are
+        drawn in proportion to popularity and negatives uniformly, so logits are corrected by log q (Yi et al.,
+        RecSys 2019); another row's copy of the row's own positive is masked, not counted as a negative."""
+        candidates = torch.cat([positives, negatives])
+        logits = u @ item_vectors[candidates].T  # [B, 2B]
+        rows = torch.arange(len(positives))
+        duplicate = candidates[None, :] == positives[:, None]
+        duplicate[rows, rows] = False
+        logits = logits.masked_fill(duplicate, -torch.inf) - self._log_q[candidates]
+        return (F.cross_entropy(logits, rows, reduction="none") * weight).sum() / weight.sum()
 
     def validation_step(self, batch, batch_idx):
         if self.val_task is None:
