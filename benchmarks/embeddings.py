@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--normalize", action="store_true", help="cosine / temperature scores (see ModelConfig)")
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument(
+        "--tag", default=None, help="store the run as '<dataset>/<tag>' beside the dataset's default run"
+    )
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--workdir", type=Path, default=HERE / "work" / "embeddings")
     args = parser.parse_args()
@@ -197,7 +200,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "embeddings.json"
     payload = json.loads(path.read_text()) if path.exists() else {"benchmark": "embeddings", "datasets": {}}
-    payload["datasets"][args.dataset] = section
+    payload["datasets"][args.dataset + (f"/{args.tag}" if args.tag else "")] = section
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     write_markdown(payload, markdown_table)
 
@@ -223,7 +226,9 @@ def write_markdown(payload: dict, markdown_table) -> None:
             f"({section['machine']['cpus']} CPUs, torch {section['machine']['torch']}), {section['date']}.  ",
             f"Model: dim {section['model']['dim']}, {section['model']['num_layers']} layers; training: "
             f"{section['train']['epochs']} epochs max, batch {section['train']['batch_size']}, "
-            f"lr {section['train']['lr']}.",
+            f"lr {section['train']['lr']}, loss {section['train'].get('loss', 'bpr')}"
+            + (", normalised embeddings" if section["model"].get("normalize") else "")
+            + ".",
             "",
             markdown_table(section["results"], [10, 20]),
             "",

@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": {"publish": export_publish, "rollback": export_rollback, "sync": export_sync, "list": export_list},
     }
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["export"] and (len(args) == 1 or args[1].startswith("-")) and "-h" not in args:
+    if args[:1] == ["export"] and (len(args) == 1 or args[1].startswith("-")) and not {"-h", "--help"} & set(args):
         args.insert(1, "publish")  # `graphrec export --model ...` publishes
     try:
         auto_cli(commands, args=args, as_positional=False)

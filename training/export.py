@@ -215,8 +215,12 @@ def rollback_job(
     """Make `to` (default: the version before LATEST) live again: verified, written online, then LATEST."""
     feature_store = feature_store or FeatureStoreConfig()
     store = Path(store)
+    if not versions_dir(store).is_dir():
+        raise StoreError(f"{store}: not an embedding store (no embeddings/ directory)")
     with store_lock(store):
         current = latest_version(store)
+        if current is None:
+            raise StoreError(f"{versions_dir(store)}: the store holds no published version")
         target = to or previous_version(store, current)
         if target is None:
             raise StoreError(f"{versions_dir(store)}: no version older than {current} to roll back to")
@@ -233,6 +237,8 @@ def rollback_job(
 def sync_job(store: str | Path = "artifacts/store", feature_store: FeatureStoreConfig | None = None) -> str:
     """Write the LATEST version to the online store again (after an online-store outage or a config change)."""
     feature_store = feature_store or FeatureStoreConfig()
+    if not versions_dir(store).is_dir():
+        raise StoreError(f"{store}: not an embedding store (no embeddings/ directory)")
     with store_lock(store):
         version = latest_version(store)
         if version is None:
