@@ -35,6 +35,8 @@ from graphrec.embedding_store import (
     decode_compact,
     encode_compact,
     fault_point,
+    latest_version,
+    list_versions,
     load_version,
     read_manifest,
     versions_dir,
@@ -335,7 +337,9 @@ class OnlineEmbeddings:
     `backend="feast"` goes through `FeatureStore.get_online_features`; `backend="redis"` reads Feast's Redis layout
     directly (the same keys, built with Feast's own key functions, one pipelined HMGET per request) because Feast's
     client adds milliseconds of per-call overhead that a page-view budget cannot afford.
-    Rows whose `model_version` is not `expect_version` (a stale entity left by an older version) read as missing.
+    Rows whose `model_version` is not `expect_version` (a stale entity left by an older version) read as missing;
+    with `expect_space` instead, rows of any kept version in that embedding space are accepted (their vectors are
+    aligned to it) and others read as missing. `OnlineEmbeddings.live(...)` expects LATEST's space.
     """
 
     def __init__(
@@ -345,10 +349,15 @@ class OnlineEmbeddings:
         backend: str = "feast",
         expect_version: str | None = None,
         dim: int | None = None,
+        expect_space: str | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
         self.expect_version = expect_version
+        self.expect_space = expect_space
+        self.spaces: dict[str, str] = {}
+        if expect_space is not None:
+            self.spaces = {v: read_manifest(store, v)["space"] for v in list_versions(store)}
         self.dim = dim
         self.feast = open_store(store, config)
         self.compact = config.online_dtype != "float32"
@@ -373,6 +382,14 @@ class OnlineEmbeddings:
         elif backend != "feast":
             raise ValueError(f"backend must be feast or redis, not {backend!r}")
 
+    @classmethod
+    def live(cls, store: str | Path, config: FeatureStoreConfig, backend: str = "feast") -> OnlineEmbeddings:
+        """A reader that accepts rows of the live version's embedding space only."""
+        version = latest_version(store)
+        if version is None:
+            raise StoreError(f"{versions_dir(store)}: the store holds no published version")
+        return cls(store, config, backend, expect_space=read_manifest(store, version)["space"])
+
     def _decode(self, value) -> np.ndarray | None:
         if value is None:
             return None
@@ -393,6 +410,11 @@ class OnlineEmbeddings:
         return self._check(vectors, response["model_version"])
 
     def _check(self, vectors: list, versions: list) -> tuple[list, list]:
+        if self.expect_space is not None:
+            vectors = [
+                v if self.spaces.get(version) == self.expect_space else None
+                for v, version in zip(vectors, versions, strict=True)
+            ]
         if self.expect_version is not None:
             vectors = [
                 v if version == self.expect_version else None for v, version in zip(vectors, versions, strict=True)

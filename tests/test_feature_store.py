@@ -14,6 +14,7 @@ import torch
 
 from graphrec.embedding_store import (
     VERSION_PATTERN,
+    EmbeddingSet,
     ExportConfig,
     latest_version,
     list_versions,
@@ -112,12 +113,23 @@ def test_rollback_rewrites_the_online_store(tmp_path):
 def test_rows_of_another_version_read_as_missing(tmp_path):
     base = make_set()
     publish_embeddings(tmp_path, base, {}, None, SQLITE)
-    smaller = make_set(n_users=10)
-    smaller.vectors = {e: v + 0.01 for e, v in smaller.vectors.items()}
-    smaller.cutoff = datetime(2026, 2, 1, tzinfo=UTC)
+    smaller = EmbeddingSet(
+        {**base.ids, "user": base.ids["user"].head(10)},
+        {**{e: v + 0.01 for e, v in base.vectors.items()}, "user": base.vectors["user"][:10] + 0.01},
+        datetime(2026, 2, 1, tzinfo=UTC),
+    )
     publish_embeddings(tmp_path, smaller, {}, None, SQLITE)
     vectors, versions = OnlineEmbeddings(tmp_path, SQLITE, expect_version="v000002").get("user", ["u001", "u040"])
     assert versions == ["v000002", "v000001"] and vectors[0] is not None and vectors[1] is None
+    # v000002 was aligned to v000001 (same space), so a space-aware reader keeps the older row ...
+    vectors, _ = OnlineEmbeddings.live(tmp_path, SQLITE).get("user", ["u001", "u040"])
+    assert vectors[0] is not None and vectors[1] is not None
+    # ... and drops it once the live version is in a new space.
+    unrelated = make_set(seed=9, n_users=10)
+    unrelated.cutoff = datetime(2026, 3, 1, tzinfo=UTC)
+    assert publish_embeddings(tmp_path, unrelated, {}, None, SQLITE)[0]["space"] == "v000003"
+    vectors, _ = OnlineEmbeddings.live(tmp_path, SQLITE).get("user", ["u001", "u040"])
+    assert vectors[0] is not None and vectors[1] is None
 
 
 def test_redis_round_trip_through_feast_and_direct(tmp_path, redis_server):
