@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--loss", choices=["bpr", "softmax"], default="bpr")
     parser.add_argument("--normalize", action="store_true", help="cosine / temperature scores (see ModelConfig)")
     parser.add_argument("--temperature", type=float, default=0.1)
+    parser.add_argument("--no-history", action="store_true", help="no learned history term: pure dot-product model")
+    parser.add_argument("--history-negatives", type=float, default=0.5, help="see TrainConfig.history_negatives")
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument(
         "--tag", default=None, help="store the run as '<dataset>/<tag>' beside the dataset's default run"
@@ -108,7 +110,13 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    model = ModelConfig(dim=args.dim, num_layers=args.layers, normalize=args.normalize, temperature=args.temperature)
+    model = ModelConfig(
+        dim=args.dim,
+        num_layers=args.layers,
+        normalize=args.normalize,
+        temperature=args.temperature,
+        history=not args.no_history,
+    )
     eval_config = EvalConfig(ablations=not args.no_ablations)
     if args.methods:
         eval_config.methods = args.methods
@@ -124,6 +132,7 @@ def main() -> None:
             patience=args.patience,
             l2=args.l2,
             loss=args.loss,
+            history_negatives=args.history_negatives,
         )
         task, rows = fixed_split_tasks(args.dataset)
         eval_config.ks = [10, 20]
@@ -144,6 +153,7 @@ def main() -> None:
             patience=args.patience,
             l2=args.l2,
             loss=args.loss,
+            history_negatives=args.history_negatives,
         )
         if args.dataset == "ecomm":
             source, fmt, split_days = SHARED / "ecomm", "ecomm", 2
