@@ -20,7 +20,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -121,19 +121,18 @@ def main() -> None:
     if args.methods:
         eval_config.methods = args.methods
     workdir = args.workdir / args.dataset
+    settings = TrainConfig(
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        l2=args.l2,
+        loss=args.loss,
+        history_negatives=args.history_negatives,
+    )
     start = time.perf_counter()
     if args.dataset in ("taobao-mb", "gowalla"):
-        epochs = args.epochs or 40
-        train = TrainConfig(
-            epochs=epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            eval_every=args.eval_every,
-            patience=args.patience,
-            l2=args.l2,
-            loss=args.loss,
-            history_negatives=args.history_negatives,
-        )
+        train = replace(settings, epochs=args.epochs or 40)
         task, rows = fixed_split_tasks(args.dataset)
         eval_config.ks = [10, 20]
         results = compare_methods(task, holdout_task(task), workdir / "runs", model, train, eval_config)
@@ -145,16 +144,7 @@ def main() -> None:
             "epoch count"
         )
     else:
-        train = TrainConfig(
-            epochs=args.epochs or 100,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            eval_every=args.eval_every,
-            patience=args.patience,
-            l2=args.l2,
-            loss=args.loss,
-            history_negatives=args.history_negatives,
-        )
+        train = replace(settings, epochs=args.epochs or 100)
         if args.dataset == "ecomm":
             source, fmt, split_days = SHARED / "ecomm", "ecomm", 2
             if not source.exists():

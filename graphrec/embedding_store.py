@@ -144,6 +144,16 @@ def latest_version(store: str | Path) -> str | None:
     return name
 
 
+def require_latest(store: str | Path) -> str:
+    """The live version, or a StoreError saying why there is none."""
+    if not versions_dir(store).is_dir():
+        raise StoreError(f"{store}: not an embedding store (no embeddings/ directory)")
+    version = latest_version(store)
+    if version is None:
+        raise StoreError(f"{versions_dir(store)}: the store holds no published version")
+    return version
+
+
 def _next_version(store: str | Path) -> str:
     # Numbers are never reused: the newest version is never deleted by retention, so max + 1 is fresh.
     existing = [int(v[1:]) for v in list_versions(store)]
@@ -273,9 +283,7 @@ def verify_version(store: str | Path, version: str) -> dict[str, Any]:
 
 def load_version(store: str | Path, version: str | None = None, verify: bool = True) -> EmbeddingSet:
     """Read a version (default: LATEST) after verifying its checksums."""
-    version = version or latest_version(store)
-    if version is None:
-        raise StoreError(f"{versions_dir(store)}: the store holds no published version")
+    version = version or require_latest(store)
     manifest = verify_version(store, version) if verify else read_manifest(store, version)
     directory = versions_dir(store) / version
     ids, vectors = {}, {}
@@ -287,9 +295,7 @@ def load_version(store: str | Path, version: str | None = None, verify: bool = T
 def check_compatible(store: str | Path, consumer_version: str, version: str | None = None) -> dict[str, Any]:
     """Raise unless `version` (default LATEST) shares the embedding space of `consumer_version`, the version a
     consumer (the ranker, the API) was trained on; returns the version's manifest."""
-    version = version or latest_version(store)
-    if version is None:
-        raise StoreError(f"{versions_dir(store)}: the store holds no published version")
+    version = version or require_latest(store)
     manifest = read_manifest(store, version)
     consumer = read_manifest(store, consumer_version) if (versions_dir(store) / consumer_version).exists() else None
     consumer_space = consumer["space"] if consumer else consumer_version

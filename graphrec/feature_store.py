@@ -35,10 +35,10 @@ from graphrec.embedding_store import (
     decode_compact,
     encode_compact,
     fault_point,
-    latest_version,
     list_versions,
     load_version,
     read_manifest,
+    require_latest,
     versions_dir,
 )
 from graphrec.errors import GraphrecError
@@ -385,9 +385,7 @@ class OnlineEmbeddings:
     @classmethod
     def live(cls, store: str | Path, config: FeatureStoreConfig, backend: str = "feast") -> OnlineEmbeddings:
         """A reader that accepts rows of the live version's embedding space only."""
-        version = latest_version(store)
-        if version is None:
-            raise StoreError(f"{versions_dir(store)}: the store holds no published version")
+        version = require_latest(store)
         return cls(store, config, backend, expect_space=read_manifest(store, version)["space"])
 
     def _decode(self, value) -> np.ndarray | None:

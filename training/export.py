@@ -28,9 +28,9 @@ from graphrec.embedding_store import (
     StoreError,
     apply_retention,
     fault_point,
-    latest_version,
     list_versions,
     previous_version,
+    require_latest,
     set_latest,
     stage_version,
     store_lock,
@@ -215,12 +215,9 @@ def rollback_job(
     """Make `to` (default: the version before LATEST) live again: verified, written online, then LATEST."""
     feature_store = feature_store or FeatureStoreConfig()
     store = Path(store)
-    if not versions_dir(store).is_dir():
-        raise StoreError(f"{store}: not an embedding store (no embeddings/ directory)")
+    require_latest(store)
     with store_lock(store):
-        current = latest_version(store)
-        if current is None:
-            raise StoreError(f"{versions_dir(store)}: the store holds no published version")
+        current = require_latest(store)
         target = to or previous_version(store, current)
         if target is None:
             raise StoreError(f"{versions_dir(store)}: no version older than {current} to roll back to")
@@ -237,12 +234,9 @@ def rollback_job(
 def sync_job(store: str | Path = "artifacts/store", feature_store: FeatureStoreConfig | None = None) -> str:
     """Write the LATEST version to the online store again (after an online-store outage or a config change)."""
     feature_store = feature_store or FeatureStoreConfig()
-    if not versions_dir(store).is_dir():
-        raise StoreError(f"{store}: not an embedding store (no embeddings/ directory)")
+    require_latest(store)  # before the lock, which would create the directory
     with store_lock(store):
-        version = latest_version(store)
-        if version is None:
-            raise StoreError(f"{versions_dir(store)}: the store holds no published version")
+        version = require_latest(store)
         verify_version(store, version)
         publish_online(store, feature_store, version, exact=True)
     return version
@@ -250,6 +244,6 @@ def sync_job(store: str | Path = "artifacts/store", feature_store: FeatureStoreC
 
 def store_summary(store: str | Path) -> dict[str, Any]:
     """The store's versions and the live one (for `graphrec export list`)."""
-    from graphrec.embedding_store import describe
+    from graphrec.embedding_store import describe, latest_version
 
     return {"store": str(store), "latest": latest_version(store), "versions": describe(store)}
