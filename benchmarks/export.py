@@ -23,8 +23,6 @@ import json
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -86,31 +84,6 @@ def bench_export(n: int, dim: int, workdir: Path) -> dict:
             }
             print(f"export {name}: {n:,} vectors in {seconds:.2f}s ({n / seconds:,.0f}/s)", flush=True)
     return {"vectors": n, "dim": dim, **timings}
-
-
-def start_redis(workdir: Path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None, None
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            return process, f"127.0.0.1:{port}"
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    return None, None
 
 
 def bench_materialize(rows: int, dim: int, redis_address: str | None, workdir: Path) -> dict:
@@ -385,10 +358,11 @@ def main() -> None:
     started = time.perf_counter()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="graphrec-export-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    redis_process, redis_address = start_redis(workdir)
-    if redis_address is None:
-        print("redis-server not found: the Redis rows are skipped", flush=True)
-    try:
+    from graphrec.feature_store import local_redis_server
+
+    with local_redis_server(workdir) as redis_address:
+        if redis_address is None:
+            print("redis-server not found: the Redis rows are skipped", flush=True)
         payload = {
             "command": "python benchmarks/export.py " + " ".join(sys.argv[1:]),
             "machine": f"{platform.node()}: {os.cpu_count()} CPUs, {platform.platform()}, "
@@ -399,9 +373,6 @@ def main() -> None:
             "reads": bench_reads(redis_address, args.requests, workdir),
             "compact": bench_compact(workdir / "compact", args.events, args.epochs),
         }
-    finally:
-        if redis_process is not None:
-            redis_process.terminate()
     payload["peak_rss_gib"] = peak_rss_gib()
     payload["seconds"] = time.perf_counter() - started
     write_results(payload)

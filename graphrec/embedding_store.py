@@ -47,11 +47,12 @@ from scipy.linalg import orthogonal_procrustes
 
 from graphrec.artifacts import atomic_directory, code_version, file_sha256, write_json_atomic
 from graphrec.errors import GraphrecError
+from graphrec.graph import NODE_ID_COLUMN
 
 log = logging.getLogger("graphrec.embedding_store")
 
 ENTITIES = ("user", "item", "content")
-ID_COLUMN = {"user": "user_id", "item": "item_id", "content": "content_id"}
+ID_COLUMN = {entity: NODE_ID_COLUMN[entity] for entity in ENTITIES}  # the snapshot's id columns
 VERSION_PATTERN = re.compile(r"^v(\d{6,})$")
 STORE_FORMAT = 1
 # Fault injection for the kill tests: the process SIGKILLs itself when it reaches the named step.

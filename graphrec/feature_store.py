@@ -16,9 +16,11 @@ timestamp check (`skip_dedup`), which also lets a rollback write an older versio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -268,7 +270,8 @@ def publish_online(store: str | Path, config: FeatureStoreConfig, version: str, 
         feast_store.apply(objects)
         collision = len(_versions_with_cutoff(store, manifest["cutoff"])) > 1
         if exact or collision or config.online_write == "push":
-            loaded = load_version(store, version)
+            # Callers have verified the version (export just wrote it; rollback and sync verify first).
+            loaded = load_version(store, version, verify=False)
             for entity in manifest["rows"]:
                 frame = _online_frame(entity, loaded.ids[entity], loaded.vectors[entity], manifest, config)
                 name = f"{entity}_embedding" + ("_compact" if config.online_dtype != "float32" else "")
@@ -331,6 +334,47 @@ def historical_embeddings(
     return out.sort("request_row").drop("request_row")
 
 
+def free_loopback_port() -> int:
+    """A TCP port nothing listens on at the moment of the call."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_redis_server(workdir: str | Path) -> Iterator[str | None]:
+    """A throwaway `redis-server` on a loopback port, without persistence, for trials, tests and benchmarks.
+    Yields its `host:port` (Feast's connection string), or None where redis-server is not installed."""
+    import shutil
+    import subprocess
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    port = free_loopback_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen([*command, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            raise FeatureStoreError(f"redis-server did not answer on 127.0.0.1:{port} within 10 s")
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 class OnlineEmbeddings:
     """Reads embeddings from the online store: the path the ranking API uses.
 
@@ -367,8 +411,12 @@ class OnlineEmbeddings:
         if backend == "redis":
             if config.online_store != "redis":
                 raise ValueError("backend='redis' needs feature_store.online_store: redis")
-            from feast.infra.online_stores.helpers import _mmh3
+            from feast.infra.online_stores.helpers import _mmh3, _redis_key
             from feast.infra.online_stores.redis import RedisOnlineStore
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            self._redis_key, self._entity_key, self._value = _redis_key, EntityKey, Value
 
             # Feast's own client (same connection-string parsing, cluster and sentinel support as its writes).
             self.client = RedisOnlineStore()._get_client(self.feast.config.online_store)
@@ -420,10 +468,7 @@ class OnlineEmbeddings:
         return vectors, versions
 
     def _get_redis(self, entity: str, ids: list) -> tuple[list, list]:
-        from feast.infra.online_stores.helpers import _redis_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
+        _redis_key, EntityKey, Value = self._redis_key, self._entity_key, self._value
         column = ID_COLUMN[entity]
         pipe = self.client.pipeline(transaction=False)
         for entity_id in ids:

@@ -28,49 +28,20 @@ def small_shop():
     return generate_shop(SMALL_SHOP)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A throwaway redis-server on a loopback port (skips where redis-server is not installed); yields
     `host:port`."""
-    import shutil
-    import subprocess
-    import time
+    from graphrec.feature_store import local_redis_server
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail(f"redis-server did not start on port {port}")
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    with local_redis_server(tmp_path_factory.mktemp("redis")) as address:
+        if address is None:
+            pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+        yield address
 
 
 @pytest.fixture
 def free_port() -> int:
-    return _free_port()
+    from graphrec.feature_store import free_loopback_port
+
+    return free_loopback_port()

@@ -9,7 +9,6 @@ online store (say Redis is down) removes the staged version again: the store is 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -78,10 +77,9 @@ def embeddings_from_model(model_dir: str | Path, snapshot: str | Path | None = N
     if node == "item" and "content" in loaded.data.node_types and loaded.data["content"].num_nodes:
         vectors["content"], info["content"] = _content_vectors(model, loaded, user_layers, items)
         ids["content"] = loaded.ids_of("content", np.arange(loaded.data["content"].num_nodes))
-    for entity, series in ids.items():
-        ids[entity] = series.rename({"user": "user_id", "item": "item_id", "content": "content_id"}[entity])
     cutoff = loaded.manifest["cutoff"]
     info["snapshot"] = {"path": str(snapshot), "input_fingerprint": loaded.manifest.get("input_fingerprint", {})}
+    info["model_metadata"] = metadata
     return EmbeddingSet(ids, vectors, datetime.fromisoformat(cutoff), info)
 
 
@@ -113,8 +111,7 @@ def _content_vectors(model, snapshot: Snapshot, user_layers: list[torch.Tensor],
     return vectors.numpy().astype(np.float32), stats
 
 
-def _model_info(model_dir: Path, metrics: dict[str, Any] | None) -> dict[str, Any]:
-    metadata = json.loads((model_dir / "model.json").read_text())
+def _model_info(model_dir: Path, metadata: dict[str, Any], metrics: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "model": {
             "path": str(model_dir),
@@ -153,7 +150,7 @@ def export_job(
     model, store = Path(model), Path(store)
     started = time.perf_counter()
     embeddings = embeddings_from_model(model, snapshot)
-    info = _model_info(model, metrics)
+    info = _model_info(model, embeddings.info["model_metadata"], metrics)
     info["content_embeddings"] = embeddings.info.get("content")
     manifest, online, deleted = publish_embeddings(store, embeddings, info, export, feature_store)
     drift = manifest["drift"]
