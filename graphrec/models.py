@@ -64,6 +64,26 @@ def _normalised_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: i
         return forward.to_sparse_csr(), backward.coalesce().to_sparse_csr(), deg_u, deg_i
 
 
+class _SparseMatmul(torch.autograd.Function):
+    """`a @ x` for a constant sparse CSR `a`, with the gradient computed as `a_t @ grad` from a transpose built
+    once. torch's own backward of CSR @ dense transposes `a` on every call, which made it 7x slower than the
+    forward on a 1.6M-edge graph; the adjacency values are constants, so no gradient flows to them."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.a_t = a_t
+        return a @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, ctx.a_t @ grad
+
+
+def sparse_matmul(a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`a @ x` with a cheap backward; `a_t` must be the transpose of `a`."""
+    return _SparseMatmul.apply(a, a_t, x)
+
+
 class PairLookup:
     """Values of (user, item) pairs in a sorted key array: gathers sparse matrix entries without densifying."""
 
@@ -183,8 +203,11 @@ class MultiBehaviourGCN(nn.Module):
         user, item = self.user_embedding.weight, self.item_inputs()
         user_layers, item_layers = [user], [item]
         for _ in range(self.config.num_layers):
-            next_user = sum(alpha[b] * (self._graph[name][0] @ item) for b, name in enumerate(self.behaviours))
-            next_item = sum(alpha[b] * (self._graph[name][1] @ user) for b, name in enumerate(self.behaviours))
+            next_user, next_item = 0, 0
+            for b, name in enumerate(self.behaviours):
+                forward, backward = self._graph[name][:2]
+                next_user = next_user + alpha[b] * sparse_matmul(forward, backward, item)
+                next_item = next_item + alpha[b] * sparse_matmul(backward, forward, user)
             user, item = next_user, next_item
             user_layers.append(user)
             item_layers.append(item)

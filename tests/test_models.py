@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from graphrec.graph import build_snapshot
-from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup
+from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup, _normalised_adjacency, sparse_matmul
 from graphrec.tasks import task_from_snapshot
 from graphrec.validation import validate_events
 
@@ -119,3 +119,16 @@ def test_normalized_embeddings_are_cosine_over_temperature(task):
         picked = torch.arange(0, task.num_users, 11)
         inductive = model.embed_users(user_edges(task, picked), len(picked), item_layers, user_ids=picked)
     assert torch.allclose(inductive, users[picked], atol=1e-5)
+
+
+def test_sparse_matmul_matches_dense_forward_and_gradient():
+    users, items = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([1, 3, 0, 0, 2, 3])
+    forward, backward, _, _ = _normalised_adjacency(users, items, 3, 4)
+    x = torch.randn(4, 5, dtype=torch.float32, requires_grad=True)
+    y = torch.randn(3, 5)
+    (sparse_matmul(forward, backward, x) * y).sum().backward()
+    dense = forward.to_dense()
+    x_dense = x.detach().clone().requires_grad_(True)
+    (dense @ x_dense * y).sum().backward()
+    torch.testing.assert_close(sparse_matmul(forward, backward, x), dense @ x)
+    torch.testing.assert_close(x.grad, x_dense.grad)
