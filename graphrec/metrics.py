@@ -138,3 +138,34 @@ def evaluate_ranking(
             result[f"avg_pop@{k}"] = pop_sums[k] / n
     result["users"] = len(users)
     return result
+
+
+def candidate_auc(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    truth: Interactions,
+    candidates: torch.Tensor,
+    batch_size: int = 1024,
+) -> float:
+    """Mean AUC of each relevant item against the other `candidates` (a boolean item mask), ties counting half.
+
+    For slices whose items cannot compete in a full-catalogue top-K yet (new items): 0.5 means the scores order
+    them no better than chance, 1.0 that every relevant item outscores every other candidate.
+    """
+    counts = truth.counts()
+    users = torch.nonzero(counts > 0).flatten()
+    pool = torch.nonzero(candidates).flatten()
+    if len(users) == 0 or len(pool) < 2:
+        return float("nan")
+    total, pairs = 0.0, 0
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        with torch.no_grad():
+            scores = score(batch).float()[:, pool]  # [B, candidates]
+        relevant = truth.dense(batch)[:, pool]
+        rows, cols = torch.nonzero(relevant, as_tuple=True)
+        positive = scores[rows, cols][:, None]
+        others = scores[rows]
+        below = (others < positive).sum(1) + 0.5 * ((others == positive).sum(1) - 1)  # minus the item itself
+        total += float((below / (len(pool) - 1)).sum())
+        pairs += len(rows)
+    return total / max(1, pairs)

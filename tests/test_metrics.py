@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from graphrec.metrics import Interactions, evaluate_ranking, ranking_metrics
+from graphrec.metrics import Interactions, candidate_auc, evaluate_ranking, ranking_metrics
 
 
 def test_perfect_ranking_scores_one():
@@ -54,3 +54,17 @@ def test_interactions_dense_and_dedup():
     inter = Interactions.from_pairs([2, 0, 2, 2], [1, 3, 1, 0], num_users=3, num_items=4)
     assert inter.counts().tolist() == [1, 0, 2]
     assert inter.dense(torch.tensor([2, 0])).tolist() == [[True, True, False, False], [False, False, False, True]]
+
+
+def test_candidate_auc_hand_computed():
+    # Candidates 1, 2, 3, 4 (item 0 is not one). User 0's relevant item 2 scores above 1 and 4, below 3: 2/3.
+    # User 1's relevant item 4 ties with 1 and is below 2 and 3: (0 + 0.5) / 3.
+    scores = torch.tensor([[9.0, 1.0, 5.0, 7.0, 2.0], [9.0, 3.0, 5.0, 7.0, 3.0]])
+    truth = Interactions.from_pairs([0, 1], [2, 4], num_users=2, num_items=5)
+    candidates = torch.tensor([False, True, True, True, True])
+    auc = candidate_auc(lambda users: scores[users], truth, candidates)
+    assert auc == pytest.approx((2 / 3 + 0.5 / 3) / 2)
+    perfect = candidate_auc(lambda users: truth.dense(users).float(), truth, candidates)
+    assert perfect == 1.0
+    one_candidate = torch.tensor([False, False, True, False, False])
+    assert math.isnan(candidate_auc(lambda users: scores[users], truth, one_candidate))

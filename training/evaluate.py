@@ -23,7 +23,7 @@ from graphrec.adapters import open_dataset
 from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
 from graphrec.baselines import history_scorer, item_knn_scorer, popularity_scorer
 from graphrec.graph import GraphConfig, load_snapshot
-from graphrec.metrics import Interactions, evaluate_ranking
+from graphrec.metrics import Interactions, candidate_auc, evaluate_ranking
 from graphrec.models import ModelConfig
 from graphrec.split import SplitConfig, split_by_days, write_split
 from graphrec.tasks import RecTask, task_from_snapshot
@@ -81,14 +81,16 @@ def _slices(task: RecTask, cold_max: int) -> dict[str, tuple[Interactions, torch
     items = task.truth.indices
     new = ~item_seen[items]
     new_items = Interactions.from_pairs(users[new], items[new], task.num_users, task.num_items)
-    return {"cold_users": (task.truth, cold_users), "new_items": (new_items, None)}
+    return {"cold_users": (task.truth, cold_users), "new_items": (new_items, None, ~item_seen)}
 
 
 def _evaluate_scorer(score, task: RecTask, ks, slices) -> dict[str, Any]:
     result = evaluate_ranking(score, task.truth, task.exclude, ks, task.popularity())
-    for name, (truth, users) in slices.items():
+    for name, (truth, users, *candidates) in slices.items():
         part = evaluate_ranking(score, truth, task.exclude, ks, users=users)
         result[name] = {k: v for k, v in part.items() if k.startswith(("recall", "ndcg", "hr")) or k == "users"}
+        if candidates:  # new items: how well they are ordered among themselves
+            result[name]["auc"] = candidate_auc(score, truth, candidates[0])
     return result
 
 
@@ -212,13 +214,17 @@ def markdown_table(results: dict[str, Any], ks: list[int]) -> str:
     """A Markdown table of the main metrics (and slices) per method."""
     columns = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hr", "map")]
     columns += [f"coverage@{ks[-1]}", f"avg_pop@{ks[-1]}"]
-    header = "| method | " + " | ".join(columns) + f" | cold users ndcg@{ks[-1]} | new items recall@{ks[-1]} | s |"
-    lines = [header, "|---" * (len(columns) + 4) + "|"]
+    slices = f"cold users ndcg@{ks[-1]} | new items recall@{ks[-1]} | new items auc"
+    header = "| method | " + " | ".join(columns) + f" | {slices} | s |"
+    lines = [header, "|---" * (len(columns) + 5) + "|"]
     for name, r in results.items():
         cells = [f"{r.get(c, float('nan')):.4f}" for c in columns]
         cold = r.get("cold_users", {}).get(f"ndcg@{ks[-1]}", float("nan"))
         new = r.get("new_items", {}).get(f"recall@{ks[-1]}", float("nan"))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {cold:.4f} | {new:.4f} | {r.get('seconds', '')} |")
+        auc = r.get("new_items", {}).get("auc", float("nan"))
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {cold:.4f} | {new:.4f} | {auc:.4f} | {r.get('seconds', '')} |"
+        )
     return "\n".join(lines)
 
 
