@@ -11,7 +11,12 @@ item's features (category, brand; module type for content), so an item without i
 useful vector. With one behaviour this is LightGCN; with zero layers and no features it is matrix factorisation.
 
 The history term (optional) adds sum_b w_b log(1 + count_b(u, i)) over auxiliary behaviours to the dot product
-for ranking; the embeddings themselves stay pure dot-product vectors for the feature store.
+for ranking, and (with `conversion`) w_c [u touched i] log10(c_i / r): the item's conversion rate
+c_i = (t_i + 10 r) / (a_i + 10) (t_i users with the target behaviour on i, a_i users with an auxiliary one, r the
+catalogue-wide t / a) relative to r, for items the user viewed or carted: among the items a user already looked
+at, those that others who looked at them went on to buy are the likelier buys. The history term is trained on
+top of the (detached) embeddings, which learn from uniform negatives alone and stay pure dot-product vectors for
+the feature store.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class ModelConfig:
         behaviours: behaviours used for propagation; empty = every behaviour of the task.
         use_features: add catalog feature embeddings to the item inputs.
         history: add the learned history term to ranking scores.
+        conversion: the history term includes the item's conversion rate for items the user touched.
         init_std: standard deviation of the initial embeddings.
         normalize: L2-normalise the final embeddings and scale them by 1 / sqrt(temperature), so the dot product
             is the cosine divided by the temperature (the form sampled-softmax training wants).
@@ -46,6 +52,7 @@ class ModelConfig:
     behaviours: list[str] = field(default_factory=list)
     use_features: bool = True
     history: bool = True
+    conversion: bool = True
     init_std: float = 0.1
     normalize: bool = False
     temperature: float = 0.1
@@ -151,6 +158,11 @@ class MultiBehaviourGCN(nn.Module):
         self.behaviour_logits = nn.Parameter(torch.zeros(len(self.behaviours)))
         self.history_behaviours = [b for b in self.behaviours if b != target] if self.config.history else []
         self.history_weight = nn.Parameter(torch.zeros(len(self.history_behaviours)))
+        self.use_conversion = bool(self.history_behaviours) and self.config.conversion
+        if self.use_conversion:
+            self.conversion_weight = nn.Parameter(torch.zeros(()))
+        self._touched: PairLookup | None = None
+        self._conversion = torch.zeros(num_items)
         self._graph: dict[str, tuple] = {}
         self._history: dict[str, PairLookup] = {}
         self.features: dict[str, torch.Tensor] = {}
@@ -180,6 +192,21 @@ class MultiBehaviourGCN(nn.Module):
             b: PairLookup(edges[b][0], edges[b][1], torch.log1p(edges[b][2].float()), self.num_items)
             for b in self.history_behaviours
         }
+        if self.use_conversion:
+            keys = torch.cat(
+                [edges[b][0].long() * self.num_items + edges[b][1].long() for b in self.history_behaviours]
+            )
+            keys = torch.unique(keys)
+            self._touched = PairLookup(
+                keys // self.num_items, keys % self.num_items, torch.ones(len(keys)), self.num_items
+            )
+            touched = torch.bincount(keys % self.num_items, minlength=self.num_items).float()
+            target = torch.bincount(edges[self.target][1], minlength=self.num_items).float()
+            # Empirical-Bayes smoothing toward the catalogue-wide rate r (10 pseudo-touches), on a log10 scale
+            # centred on r: an item touched by few users stays near 0 instead of inheriting an extreme rate.
+            rate = target.sum() / touched.sum().clamp(min=1)
+            smoothed = (target + 10 * rate) / (touched + 10)
+            self._conversion = torch.log10(smoothed.clamp(min=1e-12) / rate.clamp(min=1e-12))
         self.features = {}
         for name, embedding in self.feature_embedding.items():
             values = (features or {})[name].long()
@@ -224,6 +251,8 @@ class MultiBehaviourGCN(nn.Module):
             return vectors
         return nn.functional.normalize(vectors, dim=-1) / self.config.temperature**0.5
 
+    HISTORY_PARAMETERS = ("history_weight", "conversion_weight")
+
     def history_scores(self, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """The history term for (user, item) pairs, or for all items ([B, num_items]) when items is None."""
         if not self.history_behaviours:
@@ -232,6 +261,12 @@ class MultiBehaviourGCN(nn.Module):
         for weight, behaviour in zip(self.history_weight, self.history_behaviours, strict=True):
             lookup = self._history[behaviour]
             total = total + weight * (lookup(users, items) if items is not None else lookup.rows(users))
+        if self.use_conversion and self._touched is not None:
+            if items is not None:
+                touched, rate = self._touched(users, items), self._conversion[items]
+            else:
+                touched, rate = self._touched.rows(users), self._conversion[None, :]
+            total = total + self.conversion_weight * touched * rate
         return total
 
     def embed_users(

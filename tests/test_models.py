@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -132,3 +134,30 @@ def test_sparse_matmul_matches_dense_forward_and_gradient():
     (dense @ x_dense * y).sum().backward()
     torch.testing.assert_close(sparse_matmul(forward, backward, x), dense @ x)
     torch.testing.assert_close(x.grad, x_dense.grad)
+
+
+def test_conversion_term_hand_computed():
+    # Items 0..2. Views: users 0, 1, 2 on item 0; user 0 on item 1. Purchases: user 3 bought item 0, user 1 item 2.
+    views = (torch.tensor([0, 1, 2, 0]), torch.tensor([0, 0, 0, 1]), torch.ones(4))
+    buys = (torch.tensor([3, 1]), torch.tensor([0, 2]), torch.ones(2))
+    model = MultiBehaviourGCN(4, 3, ["view", "purchase"], "purchase", ModelConfig(dim=4, num_layers=1))
+    model.set_graph({"view": views, "purchase": buys})
+    rate = 2 / 4  # 2 buyers over 4 (user, item) view pairs
+    expected = [
+        math.log10(((1 + 10 * rate) / (3 + 10)) / rate),
+        math.log10(((0 + 10 * rate) / (1 + 10)) / rate),
+        math.log10(((1 + 10 * rate) / (0 + 10)) / rate),
+    ]
+    torch.testing.assert_close(model._conversion, torch.tensor(expected))
+    with torch.no_grad():
+        model.history_weight.zero_()
+        model.conversion_weight.fill_(2.0)
+    # Only items the user touched through an auxiliary behaviour get the term: user 0 viewed items 0 and 1.
+    rows = model.history_scores(torch.tensor([0, 3]))
+    torch.testing.assert_close(rows[0], torch.tensor([2 * expected[0], 2 * expected[1], 0.0]))
+    torch.testing.assert_close(rows[1], torch.zeros(3))
+    pairs = model.history_scores(torch.tensor([0, 0, 3]), torch.tensor([1, 2, 0]))
+    torch.testing.assert_close(pairs, torch.tensor([2 * expected[1], 0.0, 0.0]))
+    assert not hasattr(
+        MultiBehaviourGCN(4, 3, ["view", "purchase"], "purchase", ModelConfig(conversion=False)), "conversion_weight"
+    )

@@ -1,18 +1,18 @@
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import polars as pl
 import pytest
 import torch
 
 from graphrec.graph import load_snapshot
-from graphrec.models import ModelConfig
+from graphrec.models import ModelConfig, MultiBehaviourGCN
 from graphrec.split import split_by_days, write_split
 from graphrec.tasks import task_from_snapshot
 from graphrec.validation import validate_events
 from training.evaluate import EvalConfig, learned_variants, run_evaluation
-from training.system import BPRTriples, TrainConfig, train_embeddings
+from training.system import BPRTriples, EmbeddingSystem, TrainConfig, train_embeddings
 
 FAST = TrainConfig(epochs=4, batch_size=1024, eval_every=2, patience=2)
 SMALL = ModelConfig(dim=16, num_layers=2)
@@ -52,7 +52,7 @@ def test_no_held_out_positive_in_training_graph_or_samples(tasks):
         every |= pairs(u, i, task.num_items)
     saw_history_negative = False
     for epoch in range(3):
-        for users, positives, negatives, is_target in BPRTriples(task, "purchase", FAST, epoch):
+        for users, positives, negatives, is_target, from_history in BPRTriples(task, "purchase", FAST, epoch):
             # Target positives are training purchases only, never a held-out purchase...
             assert not (pairs(users[is_target], positives[is_target], task.num_items) & new_pairs)
             # ...every positive is an edge of the training graph (events before the cutoff)...
@@ -64,6 +64,10 @@ def test_no_held_out_positive_in_training_graph_or_samples(tasks):
             saw_history_negative |= bool(target_negatives & every)
             # ...and an auxiliary triple's negative is never a training positive of any behaviour.
             assert not (pairs(users[~is_target], negatives[~is_target], task.num_items) & every)
+            # Negatives flagged as history ones are the user's own items, the others never are.
+            assert pairs(users[from_history], negatives[from_history], task.num_items) <= every
+            assert not (pairs(users[~from_history], negatives[~from_history], task.num_items) & every)
+            assert not from_history[~is_target].any()
     assert saw_history_negative
 
 
@@ -209,3 +213,22 @@ def test_warm_start_carries_known_ids_over(tmp_path, split_dir):
     assert metadata["warm_start"]["shared"]["item"] > 0
     with pytest.raises(Exception, match="dimension 16"):
         warm_start_parameters(tmp_path / "old", ModelConfig(dim=8), snapshot, "item", list(old.behaviours), "purchase")
+
+
+def test_history_term_trains_on_top_of_the_embeddings(tasks):
+    task = tasks["val"]
+    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL)
+    system = EmbeddingSystem(model.hyperparameters(), asdict(replace(FAST, l2=0.0)))
+    system.attach(task, None)
+    system.log = lambda *args, **kwargs: None
+    batch = next(b for b in BPRTriples(task, "purchase", FAST, 0) if b[4].any())
+    from_history = batch[4]
+    # Triples with history negatives only: the embeddings get no gradient, the history weights do.
+    only_history = tuple(t[from_history] for t in batch)
+    system.training_step(only_history, 0).backward()
+    assert system.model.user_embedding.weight.grad.abs().sum() == 0
+    assert system.model.item_embedding.weight.grad.abs().sum() == 0
+    assert system.model.history_weight.grad.abs().sum() > 0 and system.model.conversion_weight.grad != 0
+    system.zero_grad()
+    system.training_step(tuple(t[~from_history] for t in batch), 0).backward()
+    assert system.model.user_embedding.weight.grad.abs().sum() > 0

@@ -45,11 +45,14 @@ class TrainConfig:
         aux_ratio: auxiliary triples per target triple in an epoch.
         loss: `bpr` (pairwise) or `softmax`: a sampled softmax over the batch's positives and negatives (each
             user's positive against the other 2B - 1 candidates, corrected by their sampling frequency), which
-            gives every positive thousands of negatives per step; models with a history term add the BPR loss
-            of dot product + history on the same triples.
+            gives every positive thousands of negatives per step. Either way, models with a history term add the
+            BPR loss of (detached dot product + history term) on the target triples, which trains the history
+            weights only.
         history_negatives: share of target triples whose negative is drawn from the user's own auxiliary-behaviour
-            items without the target behaviour (viewed or carted, not bought): these teach the ranking within a
-            user's history, where most future purchases are.
+            items without the target behaviour (viewed or carted, not bought): these teach the history term the
+            ranking within a user's history, where most future purchases are; the embeddings' own BPR loss skips
+            them.
+        history_lr_scale: learning rate of the history term's weights relative to `lr`.
         eval_every: validate every this many epochs.
         patience: stop after this many validations without improvement of val ndcg@k.
         k: cut-off of the monitored metric.
@@ -64,6 +67,7 @@ class TrainConfig:
     aux_weight: float = 0.3
     aux_ratio: float = 1.0
     history_negatives: float = 0.5
+    history_lr_scale: float = 10.0
     loss: str = "bpr"
     eval_every: int = 5
     patience: int = 4
@@ -121,7 +125,8 @@ class NegativeSampler:
 
 
 class BPRTriples(Dataset):
-    """One epoch of (user, positive, negative, is_target) triples, pre-cut into batches (one item = one batch)."""
+    """One epoch of (user, positive, negative, is_target, from_history) triples, pre-cut into batches (one item =
+    one batch); `from_history` marks negatives drawn from the user's own auxiliary items."""
 
     def __init__(
         self, task: RecTask, target: str, config: TrainConfig, epoch: int, sampler: NegativeSampler | None = None
@@ -144,17 +149,20 @@ class BPRTriples(Dataset):
             flags.append(torch.zeros(count, dtype=torch.bool))
         users, items, flags = torch.cat(users), torch.cat(items), torch.cat(flags)
         negatives, clash = sampler.uniform(users, generator)
+        swap = torch.zeros(len(users), dtype=torch.bool)
         if config.history_negatives > 0 and aux:
             swap = flags & (torch.rand(len(users), generator=generator) < config.history_negatives)
-            negatives = torch.where(swap, sampler.history(users, negatives, generator), negatives)
+            drawn = sampler.history(users, negatives, generator)
+            swap &= drawn != negatives  # users without such items keep their uniform negative
+            negatives = torch.where(swap, drawn, negatives)
             clash = sampler.known(users, negatives) > 0
             clash &= ~(swap & (sampler.target(users, negatives) == 0))
         # A user who touched almost the whole catalogue may keep a clash; such triples are left out and counted.
         self.dropped = int(clash.sum())
-        users, items, negatives, flags = users[~clash], items[~clash], negatives[~clash], flags[~clash]
+        users, items, negatives, flags, swap = (t[~clash] for t in (users, items, negatives, flags, swap))
         order = torch.randperm(len(users), generator=generator)
         self.batches = [
-            tuple(t[order[i : i + config.batch_size]] for t in (users, items, negatives, flags))
+            tuple(t[order[i : i + config.batch_size]] for t in (users, items, negatives, flags, swap))
             for i in range(0, len(users), config.batch_size)
         ]
 
@@ -204,21 +212,25 @@ class EmbeddingSystem(L.LightningModule):
         self._log_q = torch.log(0.5 * popularity / popularity.sum().clamp(min=1) + 0.5 / task.num_items)
 
     def training_step(self, batch, batch_idx):
-        users, positives, negatives, is_target = batch
+        users, positives, negatives, is_target, from_history = batch
         user_vectors, item_vectors, _ = self.model.propagate()
         u = user_vectors[users]
         weight = torch.where(is_target, 1.0, self.train_config.aux_weight)
         margin = (u * (item_vectors[positives] - item_vectors[negatives])).sum(-1)
         if self.train_config.loss == "softmax":
             loss = self._softmax_loss(u, item_vectors, positives, negatives, weight)
-            if self.model.history_behaviours:
-                history = self.model.history_scores(users, positives) - self.model.history_scores(users, negatives)
-                pairwise = F.softplus(-(margin + history))
-                loss = loss + (pairwise * is_target).sum() / is_target.sum().clamp(min=1)
+        elif self.model.history_behaviours:
+            # The embeddings learn from uniform negatives alone: whether a viewed item is bought is the history
+            # term's job, and teaching it to the dot product left the embeddings weak on their own.
+            uniform = weight * ~from_history
+            loss = (F.softplus(-margin) * uniform).sum() / uniform.sum().clamp(min=1e-6)
         else:
-            history = self.model.history_scores(users, positives) - self.model.history_scores(users, negatives)
-            margin = margin + torch.where(is_target, history, torch.zeros(()))
             loss = (F.softplus(-margin) * weight).sum() / weight.sum()
+        if self.model.history_behaviours:
+            # The history term learns on top of the embeddings (detached), on every target triple.
+            history = self.model.history_scores(users, positives) - self.model.history_scores(users, negatives)
+            combined = F.softplus(-(margin.detach() + history))
+            loss = loss + (combined * is_target).sum() / is_target.sum().clamp(min=1)
         base_items = self.model.item_inputs()
         l2 = (
             self.model.user_embedding.weight[users].square().sum()
@@ -250,7 +262,18 @@ class EmbeddingSystem(L.LightningModule):
                 self.log(f"val_{name}", value, prog_bar=name.startswith("ndcg"), batch_size=1)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.train_config.lr)
+        # Adam moves every parameter by about lr per step whatever its gradient, so the history term's few weights
+        # would crawl to their optimum over hundreds of steps while the embeddings already overfit; they get a
+        # larger learning rate. (Not the behaviour mix or feature gate: sped up, they collapsed the embeddings.)
+        names = self.model.HISTORY_PARAMETERS
+        history = [p for n, p in self.model.named_parameters() if n in names]
+        others = [p for n, p in self.model.named_parameters() if n not in names]
+        return torch.optim.Adam(
+            [
+                {"params": others, "lr": self.train_config.lr},
+                {"params": history, "lr": self.train_config.lr * self.train_config.history_lr_scale},
+            ]
+        )
 
 
 def model_scorer(model: MultiBehaviourGCN, history: bool = True):

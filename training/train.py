@@ -131,6 +131,8 @@ def warm_start_parameters(
         init["behaviour_logits"] = (None, old.behaviour_logits.detach())
         if len(old.history_behaviours) and old.config.history == config.history:
             init["history_weight"] = (None, old.history_weight.detach())
+        if old.use_conversion and config.conversion:
+            init["conversion_weight"] = (None, old.conversion_weight.detach())
     log.info(
         "warm start from %s: %s users and %s items carried over",
         previous,
@@ -145,7 +147,8 @@ def load_model(path: str | Path) -> tuple[MultiBehaviourGCN, dict[str, Any]]:
     path = Path(path)
     metadata = json.loads((path / "model.json").read_text())
     hp = dict(metadata["hyperparameters"])
-    hp["config"] = ModelConfig(**hp["config"])
+    # Artifacts written before the conversion term existed have none.
+    hp["config"] = ModelConfig(**{"conversion": False, **hp["config"]})
     model = MultiBehaviourGCN(**hp)
     model.load_state_dict(load_file(path / "model.safetensors"))
     return model, metadata
