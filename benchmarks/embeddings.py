@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--normalize", action="store_true", help="cosine / temperature scores (see ModelConfig)")
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--no-history", action="store_true", help="no learned history term: pure dot-product model")
+    parser.add_argument("--init", choices=["normal", "spectral"], default="normal", help="see ModelConfig.init")
     parser.add_argument("--history-negatives", type=float, default=0.5, help="see TrainConfig.history_negatives")
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument(
@@ -116,6 +117,7 @@ def main() -> None:
         normalize=args.normalize,
         temperature=args.temperature,
         history=not args.no_history,
+        init=args.init,
     )
     eval_config = EvalConfig(ablations=not args.no_ablations)
     if args.methods:

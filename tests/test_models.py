@@ -161,3 +161,26 @@ def test_conversion_term_hand_computed():
     assert not hasattr(
         MultiBehaviourGCN(4, 3, ["view", "purchase"], "purchase", ModelConfig(conversion=False)), "conversion_weight"
     )
+
+
+def test_spectral_init_starts_from_the_graph(task):
+    def training_auc(model):
+        users, items, _ = task.edges["purchase"]
+        negatives = torch.randint(0, task.num_items, (len(users),), generator=torch.Generator().manual_seed(0))
+        u, i = model.user_embedding.weight, model.item_embedding.weight
+        positive = (u[users] * i[items]).sum(-1)
+        negative = (u[users] * i[negatives]).sum(-1)
+        return float((positive > negative).float().mean())
+
+    normal = make_model(task, init="normal")
+    spectral = make_model(task, init="spectral")
+    spectral.spectral_init(task.edges, seed=0)
+    again = make_model(task, init="spectral")
+    again.spectral_init(task.edges, seed=0)
+    torch.testing.assert_close(spectral.user_embedding.weight, again.user_embedding.weight)
+    # Interacting pairs are already close in the spectral start, not in the random one.
+    assert training_auc(spectral) > 0.75 and training_auc(normal) < 0.6
+    norms = spectral.user_embedding.weight.norm(dim=1).mean()
+    assert abs(float(norms) - 0.1 * 64**0.5) < 1e-3
+    with pytest.raises(ValueError, match=r"model\.init"):
+        ModelConfig(init="xavier")

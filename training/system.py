@@ -385,6 +385,8 @@ def train_embeddings(
     sizes = {name: int(values.max()) + 1 for name, values in task.item_features.items() if len(values)}
     model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, model_config, sizes)
     system = EmbeddingSystem(model.hyperparameters(), asdict(train_config))
+    if model_config.init == "spectral":
+        system.model.spectral_init(task.edges, train_config.seed)
     if init:
         parameters = dict(system.model.named_parameters())
         with torch.no_grad():
