@@ -213,7 +213,9 @@ def write_markdown(payload: dict, markdown_table) -> None:
         "",
         "Every method runs in the same process on the same split; `*_dot_only` rows rank by the pure embedding "
         "dot product (what the feature store carries), the others add the model's learned history term "
-        "(sum over auxiliary behaviours of w_b * log(1 + count_b(user, item))). Slices: cold users have at most "
+        "(sum over auxiliary behaviours of w_b * log(1 + count_b(user, item)), plus, for items the user touched, "
+        "w_c * log10 of the item's smoothed conversion rate relative to the catalogue's; runs made before the "
+        "conversion term existed have `conversion` absent from their model settings). Slices: cold users have at most "
         "5 training interactions; new items have none; `new items auc` is how a method orders the new items "
         "among themselves for the users who bought one (0.5 = chance), since they rarely reach a full-catalogue "
         "top 20.",
