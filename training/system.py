@@ -223,7 +223,7 @@ class EmbeddingSystem(L.LightningModule):
         weight = torch.where(is_target, 1.0, self.train_config.aux_weight)
         margin = (u * (item_vectors[positives] - item_vectors[negatives])).sum(-1)
         if self.train_config.loss == "softmax":
-            loss = self._softmax_loss(u, item_vectors, positives, negatives, weight)
+            loss = self._softmax_loss(u, item_vectors, positives, negatives, weight, from_history)
         elif self.model.history_behaviours:
             # The embeddings learn from uniform negatives alone: whether a viewed item is bought is the history
             # term's job, and teaching it to the dot product left the embeddings weak on their own.
@@ -246,15 +246,17 @@ class EmbeddingSystem(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(users))
         return total
 
-    def _softmax_loss(self, u, item_vectors, positives, negatives, weight):
-        """Cross-entropy of each row's positive among the batch's positives and negatives. In-batch positives are
-        drawn in proportion to popularity and negatives uniformly, so logits are corrected by log q (Yi et al.,
-        RecSys 2019); another row's copy of the row's own positive is masked, not counted as a negative."""
+    def _softmax_loss(self, u, item_vectors, positives, negatives, weight, from_history):
+        """Cross-entropy of each row's positive among the batch's positives and uniform negatives. In-batch
+        positives are drawn in proportion to popularity and negatives uniformly, so logits are corrected by log q
+        (Yi et al., RecSys 2019); another row's copy of the row's own positive is masked, not counted as a
+        negative, and so are history negatives (they train the history term only, as with BPR)."""
         candidates = torch.cat([positives, negatives])
         logits = u @ item_vectors[candidates].T  # [B, 2B]
         rows = torch.arange(len(positives))
         duplicate = candidates[None, :] == positives[:, None]
         duplicate[rows, rows] = False
+        duplicate[:, len(positives) :] |= from_history[None, :]
         logits = logits.masked_fill(duplicate, -torch.inf) - self._log_q[candidates]
         return (F.cross_entropy(logits, rows, reduction="none") * weight).sum() / weight.sum()
 
