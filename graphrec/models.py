@@ -237,8 +237,10 @@ class MultiBehaviourGCN(nn.Module):
             # Empirical-Bayes smoothing toward the catalogue-wide rate r (10 pseudo-touches), on a log10 scale
             # centred on r: an item touched by few users stays near 0 instead of inheriting an extreme rate.
             rate = target.sum() / touched.sum().clamp(min=1)
-            smoothed = (target + 10 * rate) / (touched + 10)
-            self._conversion = torch.log10(smoothed.clamp(min=1e-12) / rate.clamp(min=1e-12))
+            self._conversion_counts = (target, touched, rate)
+            self._conversion = self._conversion_rate(torch.arange(self.num_items))
+            users, items, _ = edges[self.target]
+            self._bought = PairLookup(users, items, torch.ones(len(users)), self.num_items)
         self.features = {}
         for name, embedding in self.feature_embedding.items():
             values = (features or {})[name].long()
@@ -285,8 +287,23 @@ class MultiBehaviourGCN(nn.Module):
 
     HISTORY_PARAMETERS = ("history_weight", "conversion_weight")
 
-    def history_scores(self, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """The history term for (user, item) pairs, or for all items ([B, num_items]) when items is None."""
+    def _conversion_rate(self, items: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        """log10(c_i / r) for `items`, leaving out `own` target interactions (1 where the scored user's own
+        purchase of the item is in the counts)."""
+        target, touched, rate = self._conversion_counts
+        bought = target[items] - (own if own is not None else 0)
+        smoothed = (bought + 10 * rate) / (touched[items] + 10)
+        return torch.log10(smoothed.clamp(min=1e-12) / rate.clamp(min=1e-12))
+
+    def history_scores(
+        self, users: torch.Tensor, items: torch.Tensor | None = None, leave_own_out: bool = False
+    ) -> torch.Tensor:
+        """The history term for (user, item) pairs, or for all items ([B, num_items]) when items is None.
+
+        `leave_own_out` (training): an item's conversion rate leaves out the user's own purchase of it, as for a
+        held-out purchase at evaluation; otherwise every training positive would look like a better seller than
+        the items the user buys next, and the learned weight would over-trust the rate.
+        """
         if not self.history_behaviours:
             return torch.zeros(len(users)) if items is not None else torch.zeros(len(users), self.num_items)
         total = 0
@@ -295,7 +312,8 @@ class MultiBehaviourGCN(nn.Module):
             total = total + weight * (lookup(users, items) if items is not None else lookup.rows(users))
         if self.use_conversion and self._touched is not None:
             if items is not None:
-                touched, rate = self._touched(users, items), self._conversion[items]
+                own = self._bought(users, items) if leave_own_out else None
+                touched, rate = self._touched(users, items), self._conversion_rate(items, own)
             else:
                 touched, rate = self._touched.rows(users), self._conversion[None, :]
             total = total + self.conversion_weight * touched * rate

@@ -158,6 +158,14 @@ def test_conversion_term_hand_computed():
     torch.testing.assert_close(rows[1], torch.zeros(3))
     pairs = model.history_scores(torch.tensor([0, 0, 3]), torch.tensor([1, 2, 0]))
     torch.testing.assert_close(pairs, torch.tensor([2 * expected[1], 0.0, 0.0]))
+    # In training an item's rate leaves out the scored user's own purchase: user 1 did not buy item 0, so nothing
+    # changes; made a buyer of it, the rate counts one buyer fewer.
+    own = model.history_scores(torch.tensor([1]), torch.tensor([0]), leave_own_out=True)
+    torch.testing.assert_close(own, torch.tensor([2 * expected[0]]))
+    model._bought = PairLookup(torch.tensor([1]), torch.tensor([0]), torch.ones(1), 3)
+    left_out = math.log10(((0 + 10 * rate) / (3 + 10)) / rate)
+    own = model.history_scores(torch.tensor([1]), torch.tensor([0]), leave_own_out=True)
+    torch.testing.assert_close(own, torch.tensor([2 * left_out]))
     assert not hasattr(
         MultiBehaviourGCN(4, 3, ["view", "purchase"], "purchase", ModelConfig(conversion=False)), "conversion_weight"
     )
