@@ -57,13 +57,12 @@ class ModelConfig:
     conversion: bool = True
     init_std: float = 0.1
     init: str = "normal"
+    normalize: bool = False
+    temperature: float = 0.1
 
     def __post_init__(self) -> None:
         if self.init not in ("normal", "spectral"):
             raise ValueError(f"model.init must be normal or spectral, not {self.init!r}")
-
-    normalize: bool = False
-    temperature: float = 0.1
 
 
 def _normalised_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int):
@@ -175,14 +174,16 @@ class MultiBehaviourGCN(nn.Module):
         self._history: dict[str, PairLookup] = {}
         self.features: dict[str, torch.Tensor] = {}
 
+    def _pair_keys(self, edges: dict[str, tuple[torch.Tensor, ...]], behaviours: list[str]) -> torch.Tensor:
+        """Distinct user * num_items + item keys of the pairs with any of `behaviours`."""
+        return torch.unique(torch.cat([edges[b][0].long() * self.num_items + edges[b][1].long() for b in behaviours]))
+
     def spectral_init(self, edges: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], seed: int = 0) -> None:
         """Start the user and item id embeddings from the top `dim` singular vectors of the symmetric-normalised
         adjacency of all behaviours together. LightGCN's propagation keeps that subspace (SVD-GCN, Peng et al.
         CIKM 2022), so training starts near where propagation leads instead of from noise: on Gowalla the first
         epochs gain about two epochs of progress. Randomised SVD (torch.svd_lowrank), seeded, a second or two."""
-        keys = torch.unique(
-            torch.cat([edges[b][0].long() * self.num_items + edges[b][1].long() for b in self.behaviours])
-        )
+        keys = self._pair_keys(edges, self.behaviours)
         users, items = keys // self.num_items, keys % self.num_items
         deg_u = torch.bincount(users, minlength=self.num_users).float().clamp(min=1)
         deg_i = torch.bincount(items, minlength=self.num_items).float().clamp(min=1)
@@ -225,10 +226,7 @@ class MultiBehaviourGCN(nn.Module):
             for b in self.history_behaviours
         }
         if self.use_conversion:
-            keys = torch.cat(
-                [edges[b][0].long() * self.num_items + edges[b][1].long() for b in self.history_behaviours]
-            )
-            keys = torch.unique(keys)
+            keys = self._pair_keys(edges, self.history_behaviours)
             self._touched = PairLookup(
                 keys // self.num_items, keys % self.num_items, torch.ones(len(keys)), self.num_items
             )
