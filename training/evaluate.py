@@ -72,8 +72,9 @@ def learned_variants(model: ModelConfig, train: TrainConfig, eval_config: EvalCo
     return variants
 
 
-def _slices(task: RecTask, cold_max: int) -> dict[str, tuple[Interactions, torch.Tensor | None]]:
-    """Truth restricted to cold users and to new items (no training interaction through any behaviour)."""
+def _slices(task: RecTask, cold_max: int) -> dict[str, tuple[Interactions, torch.Tensor | None, torch.Tensor | None]]:
+    """Per slice: its truth, the users evaluated (None: all with truth) and the items to compute an AUC among
+    (None: no AUC). Slices: cold users, and new items (no training interaction through any behaviour)."""
     activity = task.user_activity()
     cold_users = torch.nonzero(activity <= cold_max).flatten()
     item_seen = task.popularity() > 0
@@ -81,16 +82,16 @@ def _slices(task: RecTask, cold_max: int) -> dict[str, tuple[Interactions, torch
     items = task.truth.indices
     new = ~item_seen[items]
     new_items = Interactions.from_pairs(users[new], items[new], task.num_users, task.num_items)
-    return {"cold_users": (task.truth, cold_users), "new_items": (new_items, None, ~item_seen)}
+    return {"cold_users": (task.truth, cold_users, None), "new_items": (new_items, None, ~item_seen)}
 
 
 def _evaluate_scorer(score, task: RecTask, ks, slices) -> dict[str, Any]:
     result = evaluate_ranking(score, task.truth, task.exclude, ks, task.popularity())
-    for name, (truth, users, *candidates) in slices.items():
+    for name, (truth, users, candidates) in slices.items():
         part = evaluate_ranking(score, truth, task.exclude, ks, users=users)
         result[name] = {k: v for k, v in part.items() if k.startswith(("recall", "ndcg", "hr")) or k == "users"}
-        if candidates:  # new items: how well they are ordered among themselves
-            result[name]["auc"] = candidate_auc(score, truth, candidates[0])
+        if candidates is not None:  # new items: how well they are ordered among themselves
+            result[name]["auc"] = candidate_auc(score, truth, candidates)
     return result
 
 

@@ -233,9 +233,9 @@ class EmbeddingSystem(L.LightningModule):
             loss = (F.softplus(-margin) * weight).sum() / weight.sum()
         if self.model.history_behaviours:
             # The history term learns on top of the embeddings (detached), on every target triple.
-            history = self.model.history_scores(users, positives, leave_own_out=True) - self.model.history_scores(
-                users, negatives, leave_own_out=True
-            )
+            # A target triple's negative is never the user's own purchase, so only positives need leaving out.
+            positive_history = self.model.history_scores(users, positives, leave_own_out=True)
+            history = positive_history - self.model.history_scores(users, negatives)
             combined = F.softplus(-(margin.detach() + history))
             loss = loss + (combined * is_target).sum() / is_target.sum().clamp(min=1)
         base_items = self.model.item_inputs()
