@@ -112,6 +112,30 @@ def test_softmax_loss_trains(tmp_path, tasks):
     assert len(losses) == 3 and losses[-1] < losses[0] and summary["best_score"] > 0
 
 
+def test_softmax_loss_masks_copies_of_the_positive(tasks):
+    task = tasks["val"]
+    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL, {})
+    system = EmbeddingSystem(model.hyperparameters(), asdict(replace(FAST, loss="softmax")))
+    system.attach(task, None)
+    generator = torch.Generator().manual_seed(3)
+    u = torch.randn(6, 16, generator=generator)
+    items = torch.randn(task.num_items, 16, generator=generator)
+    positives = torch.tensor([5, 7, 5, 9, 5, 2])  # item 5 three times
+    negatives = torch.tensor([7, 1, 3, 5, 4, 8])  # 7 and 5 are other rows' positives
+    history = torch.tensor([False, False, True, False, False, False])
+    weight = torch.ones(6)
+    loss = system._softmax_loss(u, items, positives, negatives, weight, history)
+    # Reference: row r's candidates are every positive and negative except other copies of its own positive and
+    # the history negative, with logits u_r . v_c - log q_c.
+    candidates = torch.cat([positives, negatives])
+    expected = []
+    for r in range(6):
+        keep = [c for c in range(12) if c == r or (candidates[c] != positives[r] and not (c == 8))]
+        logits = u[r] @ items[candidates[keep]].T - system._log_q[candidates[keep]]
+        expected.append(-torch.log_softmax(logits, 0)[keep.index(r)])
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
+
+
 def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
     _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False)
     assert summary["best_checkpoint"].endswith("best.ckpt") and summary["best_score"] > 0

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from graphrec.artifacts import write_json_atomic
-from graphrec.metrics import evaluate_ranking
+from graphrec.metrics import evaluate_ranking, expand_rows
 from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup
 from graphrec.tasks import RecTask
 
@@ -254,13 +254,20 @@ class EmbeddingSystem(L.LightningModule):
         (Yi et al., RecSys 2019); another row's copy of the row's own positive is masked, not counted as a
         negative, and so are history negatives (they train the history term only, as with BPR)."""
         candidates = torch.cat([positives, negatives])
-        logits = u @ item_vectors[candidates].T  # [B, 2B]
-        rows = torch.arange(len(positives))
-        duplicate = candidates[None, :] == positives[:, None]
-        duplicate[rows, rows] = False
-        duplicate[:, len(positives) :] |= from_history[None, :]
-        logits = logits.masked_fill(duplicate, -torch.inf) - self._log_q[candidates]
-        return (F.cross_entropy(logits, rows, reduction="none") * weight).sum() / weight.sum()
+        bias = -self._log_q[candidates]
+        bias[len(positives) :] = bias[len(positives) :].masked_fill(from_history, -torch.inf)
+        logits = torch.addmm(bias, u, item_vectors[candidates].T)  # [B, 2B]
+        # The copies of a row's positive among the candidates, found by sorting (few: popular items repeat) rather
+        # than with a dense [B, 2B] comparison, which cost as much as the logits themselves.
+        ordered, order = torch.sort(candidates)
+        rows, index = expand_rows(
+            torch.searchsorted(ordered, positives), torch.searchsorted(ordered, positives, right=True)
+        )
+        columns = order[index]
+        own = columns == rows
+        logits = logits.index_put((rows[~own], columns[~own]), torch.tensor(-torch.inf))
+        target = torch.arange(len(positives))
+        return (F.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
 
     def validation_step(self, batch, batch_idx):
         if self.val_task is None:
