@@ -130,7 +130,7 @@ def test_softmax_loss_masks_copies_of_the_positive(tasks):
     candidates = torch.cat([positives, negatives])
     expected = []
     for r in range(6):
-        keep = [c for c in range(12) if c == r or (candidates[c] != positives[r] and not (c == 8))]
+        keep = [c for c in range(12) if c == r or (candidates[c] != positives[r] and c != 8)]  # 8: the history negative
         logits = u[r] @ items[candidates[keep]].T - system._log_q[candidates[keep]]
         expected.append(-torch.log_softmax(logits, 0)[keep.index(r)])
     assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
