@@ -255,7 +255,7 @@ class EmbeddingSystem(L.LightningModule):
         negative, and so are history negatives (they train the history term only, as with BPR)."""
         candidates = torch.cat([positives, negatives])
         bias = -self._log_q[candidates]
-        bias[len(positives) :] = bias[len(positives) :].masked_fill(from_history, -torch.inf)
+        bias[len(positives) :][from_history] = -torch.inf
         logits = torch.addmm(bias, u, item_vectors[candidates].T)  # [B, 2B]
         # The copies of a row's positive among the candidates, found by sorting (few: popular items repeat) rather
         # than with a dense [B, 2B] comparison, which cost as much as the logits themselves.
