@@ -79,16 +79,29 @@ def test_sampling_is_seeded_per_epoch(tasks):
     assert not torch.equal(first[2], other[2])
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tasks):
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tasks, schedule):
     task = tasks["val"]
-    full, _ = train_embeddings(task, None, SMALL, FAST, tmp_path / "full", progress=False)
-    train_embeddings(task, None, SMALL, replace(FAST, epochs=2), tmp_path / "resumed", progress=False)
-    resumed, summary = train_embeddings(task, None, SMALL, FAST, tmp_path / "resumed", progress=False)
+    config = replace(FAST, lr_schedule=schedule)
+    full, _ = train_embeddings(task, None, SMALL, config, tmp_path / "full", progress=False)
+    # Killed after 2 epochs (a refit for 2 epochs follows the same learning rates, so it stands in for the kill).
+    train_embeddings(task, None, SMALL, config.refit(2), tmp_path / "resumed", progress=False)
+    resumed, summary = train_embeddings(task, None, SMALL, config, tmp_path / "resumed", progress=False)
     assert summary["epochs_run"] == 4
+    assert not any(p.name.startswith("checkpoints.stale-") for p in (tmp_path / "resumed").iterdir())
     # The interrupted run's logs survive the resume.
     assert sorted(p.name for p in (tmp_path / "resumed" / "logs").iterdir()) == ["version_0", "version_1"]
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_linear_schedule_decays_to_zero_over_its_span(tmp_path, tasks):
+    config = replace(FAST, lr=0.02, lr_schedule="linear")
+    train_embeddings(tasks["val"], None, SMALL, config, tmp_path, progress=False)
+    metrics = pl.read_csv(tmp_path / "logs" / "version_0" / "metrics.csv")
+    rates = metrics["lr-Adam/pg1"].drop_nulls().to_list()
+    # Logged at the start of each of the 4 epochs: 1, 3/4, 1/2, 1/4 of the base rate.
+    assert rates == pytest.approx([0.02, 0.015, 0.01, 0.005])
 
 
 def test_checkpoint_of_a_different_run_is_not_resumed(tmp_path, tasks):
@@ -112,13 +125,14 @@ def test_softmax_loss_trains(tmp_path, tasks):
     assert len(losses) == 3 and losses[-1] < losses[0] and summary["best_score"] > 0
 
 
-def test_softmax_loss_masks_copies_of_the_positive(tasks):
+@pytest.mark.parametrize("dtype, atol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_softmax_loss_masks_copies_of_the_positive(tasks, dtype, atol):
     task = tasks["val"]
     model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL, {})
-    system = EmbeddingSystem(model.hyperparameters(), asdict(replace(FAST, loss="softmax")))
+    system = EmbeddingSystem(model.hyperparameters(), asdict(replace(FAST, loss="softmax", logits_dtype=dtype)))
     system.attach(task, None)
     generator = torch.Generator().manual_seed(3)
-    u = torch.randn(6, 16, generator=generator)
+    u = torch.randn(6, 16, generator=generator, requires_grad=True)
     items = torch.randn(task.num_items, 16, generator=generator)
     positives = torch.tensor([5, 7, 5, 9, 5, 2])  # item 5 three times
     negatives = torch.tensor([7, 1, 3, 5, 4, 8])  # 7 and 5 are other rows' positives
@@ -134,7 +148,11 @@ def test_softmax_loss_masks_copies_of_the_positive(tasks):
         keep = [c for c in range(12) if c == r or (candidates[c] != positives[r] and c not in masked)]
         logits = u[r] @ items[candidates[keep]].T - system._log_q[candidates[keep]]
         expected.append(-torch.log_softmax(logits, 0)[keep.index(r)])
-    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
+    reference = torch.stack(expected).mean()
+    assert torch.allclose(loss, reference, atol=atol)
+    (gradient,) = torch.autograd.grad(loss, u)
+    (expected_gradient,) = torch.autograd.grad(reference, u)
+    assert gradient.dtype == torch.float32 and torch.allclose(gradient, expected_gradient, atol=atol)
 
 
 def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
