@@ -84,7 +84,6 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--loss", choices=["bpr", "softmax"], default="bpr")
     parser.add_argument("--logits-dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--lr-schedule", choices=["constant", "linear"], default="constant")
     parser.add_argument("--normalize", action="store_true", help="cosine / temperature scores (see ModelConfig)")
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--no-history", action="store_true", help="no learned history term: pure dot-product model")
@@ -133,7 +132,6 @@ def main() -> None:
         l2=args.l2,
         loss=args.loss,
         logits_dtype=args.logits_dtype,
-        lr_schedule=args.lr_schedule,
         history_negatives=args.history_negatives,
     )
     start = time.perf_counter()
@@ -239,7 +237,6 @@ def write_markdown(payload: dict, markdown_table) -> None:
             f"lr {section['train']['lr']}, loss {section['train'].get('loss', 'bpr')}"
             + (", normalised embeddings" if section["model"].get("normalize") else "")
             + (f", L2 {section['train']['l2']}" if section["train"].get("l2", 1e-4) != 1e-4 else "")
-            + (", linear lr decay" if section["train"].get("lr_schedule") == "linear" else "")
             + (", bfloat16 logits" if section["train"].get("logits_dtype") == "bfloat16" else "")
             + ".",
             "",

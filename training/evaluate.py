@@ -132,7 +132,7 @@ def compare_methods(
             )
             epochs = summary["best_epoch"] + 1
             info["val"] = summary
-            train_config = train_config.refit(epochs)
+            train_config = replace(train_config, epochs=epochs)
         trained, summary = train_embeddings(
             test_task, None, model_config, train_config, out_dir / name / "test", resume=False, progress=progress
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -216,7 +216,7 @@ def run_pipeline(
             embeddings.target_event,
             embeddings.target_node,
             embeddings.model,
-            embeddings.train.refit(epochs),
+            replace(embeddings.train, epochs=epochs),
             previous,
         )
         report["stages"]["model"] = {

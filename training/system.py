@@ -15,12 +15,12 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -51,11 +51,7 @@ class TrainConfig:
             weights only.
         logits_dtype: `float32` or `bfloat16`: the precision of the sampled-softmax logits matmul (forward and
             backward), the bulk of a softmax step. bfloat16 makes it about 3x faster on CPUs with AVX512-BF16 or AMX
-            (and on GPUs); inputs are rounded to bfloat16 and the loss is computed in float32.
-        lr_schedule: `constant`, or `linear`: the learning rate falls linearly to zero over `schedule_epochs`
-            (annealing settles the embeddings where a constant rate keeps them moving; Gowalla gains from it).
-        schedule_epochs: epochs the schedule spans, default `epochs`. A refit for an epoch count chosen on
-            validation keeps the validation run's span, so it follows the same learning rates up to that epoch.
+            (and on GPUs); inputs are rounded to bfloat16, the log q correction and the loss stay in float32.
         history_negatives: share of target triples whose negative is drawn from the user's own auxiliary-behaviour
             items without the target behaviour (viewed or carted, not bought): these teach the history term the
             ranking within a user's history, where most future purchases are; the embeddings' own BPR loss skips
@@ -81,8 +77,6 @@ class TrainConfig:
     min_batches: int = 20
     loss: str = "bpr"
     logits_dtype: str = "float32"
-    lr_schedule: str = "constant"
-    schedule_epochs: int | None = None
     eval_every: int = 5
     patience: int = 4
     k: int = 20
@@ -96,12 +90,6 @@ class TrainConfig:
             raise ValueError(f"train.loss must be bpr or softmax, not {self.loss!r}")
         if self.logits_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"train.logits_dtype must be float32 or bfloat16, not {self.logits_dtype!r}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"train.lr_schedule must be constant or linear, not {self.lr_schedule!r}")
-
-    def refit(self, epochs: int) -> TrainConfig:
-        """These settings for a run of `epochs` that follows this run's learning-rate schedule."""
-        return replace(self, epochs=epochs, schedule_epochs=self.schedule_epochs or self.epochs)
 
 
 class NegativeSampler:
@@ -306,18 +294,12 @@ class EmbeddingSystem(L.LightningModule):
         names = self.model.HISTORY_PARAMETERS
         history = [p for n, p in self.model.named_parameters() if n in names]
         others = [p for n, p in self.model.named_parameters() if n not in names]
-        optimizer = torch.optim.Adam(
+        return torch.optim.Adam(
             [
                 {"params": others, "lr": self.train_config.lr},
                 {"params": history, "lr": self.train_config.lr * self.train_config.history_lr_scale},
             ]
         )
-        if self.train_config.lr_schedule == "constant":
-            return optimizer
-        per_epoch = self.trainer.estimated_stepping_batches // self.trainer.max_epochs
-        span = per_epoch * (self.train_config.schedule_epochs or self.train_config.epochs)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / span))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def model_scorer(model: MultiBehaviourGCN, history: bool = True):
@@ -373,15 +355,12 @@ def _same_run(out_dir: Path, hyperparameters: dict, train_config: TrainConfig, t
     """True when `out_dir` holds a checkpoint of this very run (same model, settings and data), so a killed run
     resumes; checkpoints of a different run are moved aside (kept as `checkpoints.stale-*`) and training starts
     fresh instead of continuing someone else's state."""
-    # More epochs continue a run; the hardware it runs on does not change it. A learning-rate schedule's span
-    # does: it sets every step's rate.
-    ignored = ("epochs", "schedule_epochs", "devices", "strategy", "accelerator")
-    train = {k: v for k, v in asdict(train_config).items() if k not in ignored}
-    if train_config.lr_schedule != "constant":
-        train["schedule_epochs"] = train_config.schedule_epochs or train_config.epochs
     key = {
         "hyperparameters": hyperparameters,
-        "train": train,
+        # More epochs continue a run; the hardware it runs on does not change it.
+        "train": {
+            k: v for k, v in asdict(train_config).items() if k not in ("epochs", "devices", "strategy", "accelerator")
+        },
         "data": _task_digest(task),
         "init": _init_digest(init),
     }
@@ -448,8 +427,6 @@ def train_embeddings(
         filename="best",
     )
     callbacks = [checkpoint]
-    if train_config.lr_schedule != "constant":
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if val_task is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=train_config.patience))
     trainer = L.Trainer(
