@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--loss", choices=["bpr", "softmax"], default="bpr")
     parser.add_argument("--logits-dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--fanouts", type=int, nargs="+", default=None, help="train on sampled neighbourhoods (see TrainConfig)"
+    )
     parser.add_argument("--normalize", action="store_true", help="cosine / temperature scores (see ModelConfig)")
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--no-history", action="store_true", help="no learned history term: pure dot-product model")
@@ -159,6 +162,7 @@ def main() -> None:
         l2=args.l2,
         loss=args.loss,
         logits_dtype=args.logits_dtype,
+        fanouts=args.fanouts,
         history_negatives=args.history_negatives,
     )
     start = time.perf_counter()
@@ -265,6 +269,7 @@ def write_markdown(payload: dict, markdown_table) -> None:
             + (", normalised embeddings" if section["model"].get("normalize") else "")
             + (f", L2 {section['train']['l2']}" if section["train"].get("l2", 1e-4) != 1e-4 else "")
             + (", bfloat16 logits" if section["train"].get("logits_dtype") == "bfloat16" else "")
+            + (f", sampled neighbourhoods {section['train']['fanouts']}" if section["train"].get("fanouts") else "")
             + ".",
             "",
             markdown_table(section["results"], [10, 20]),

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from graphrec.metrics import expand_rows
+from graphrec.sampling import Subgraph
 
 
 @dataclass
@@ -244,11 +245,16 @@ class MultiBehaviourGCN(nn.Module):
             values = (features or {})[name].long()
             self.features[name] = torch.where(values < 0, embedding.num_embeddings - 1, values)
 
-    def item_inputs(self) -> torch.Tensor:
-        """Layer-0 item vectors: id embedding plus feature embeddings. [num_items, dim]"""
-        vectors = self.item_embedding.weight
+    def item_inputs(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer-0 item vectors: id embedding plus feature embeddings, of `items` or of all. [num_items, dim]"""
+        if items is None:
+            vectors = self.item_embedding.weight
+            for name, embedding in self.feature_embedding.items():
+                vectors = vectors + self.feature_gate * embedding(self.features[name])
+            return vectors
+        vectors = self.item_embedding(items)
         for name, embedding in self.feature_embedding.items():
-            vectors = vectors + self.feature_gate * embedding(self.features[name])
+            vectors = vectors + self.feature_gate * embedding(self.features[name][items])
         return vectors
 
     def behaviour_weights(self) -> torch.Tensor:
@@ -276,6 +282,37 @@ class MultiBehaviourGCN(nn.Module):
         """Final user and item embeddings ([U, dim], [I, dim]) and the item vectors of every layer."""
         user_layers, item_layers = self.propagate_layers()
         return self.output(torch.stack(user_layers).mean(0)), self.output(torch.stack(item_layers).mean(0)), item_layers
+
+    def propagate_subgraph(self, subgraph: Subgraph) -> tuple[torch.Tensor, torch.Tensor]:
+        """User and item embeddings of a sampled neighbourhood ([len(users), dim], [len(items), dim]): the same
+        layers as `propagate()`, run on the subgraph's edges only. Edge weights are the full graph's
+        1 / sqrt(deg_u deg_i), scaled by deg / sampled deg of the receiving node, so a node that kept f of its
+        d neighbours sums them as if it had all d (GraphSAGE-style estimate). Nodes whose neighbours were all
+        kept, the seeds of a sampler with fanouts -1, get their `propagate()` embeddings exactly."""
+        if not self._graph:
+            raise RuntimeError("call set_graph() before propagate_subgraph()")
+        alpha = self.behaviour_weights()
+        user, item = self.user_embedding(subgraph.users), self.item_inputs(subgraph.items)
+        weights = []
+        for name in self.behaviours:
+            users, items = subgraph.edges[name]
+            deg_u, deg_i = self._graph[name][2], self._graph[name][3]
+            full_u, full_i = deg_u[subgraph.users[users]], deg_i[subgraph.items[items]]
+            sampled_u = torch.bincount(users, minlength=len(subgraph.users)).float()[users]
+            sampled_i = torch.bincount(items, minlength=len(subgraph.items)).float()[items]
+            norm = (full_u * full_i).clamp(min=1).rsqrt()
+            weights.append((users, items, norm * full_u / sampled_u, norm * full_i / sampled_i))
+        user_layers, item_layers = [user], [item]
+        for _ in range(self.config.num_layers):
+            next_user = torch.zeros_like(user)
+            next_item = torch.zeros_like(item)
+            for b, (users, items, to_user, to_item) in enumerate(weights):
+                next_user = next_user.index_add(0, users, item[items] * (alpha[b] * to_user)[:, None])
+                next_item = next_item.index_add(0, items, user[users] * (alpha[b] * to_item)[:, None])
+            user, item = next_user, next_item
+            user_layers.append(user)
+            item_layers.append(item)
+        return self.output(torch.stack(user_layers).mean(0)), self.output(torch.stack(item_layers).mean(0))
 
     def output(self, vectors: torch.Tensor) -> torch.Tensor:
         """Final embeddings from the layer mean: as is, or normalised and scaled (`config.normalize`)."""

@@ -6,7 +6,9 @@ import polars as pl
 import pytest
 import torch
 
+from graphrec.baselines import popularity_scorer
 from graphrec.graph import load_snapshot
+from graphrec.metrics import evaluate_ranking
 from graphrec.models import ModelConfig, MultiBehaviourGCN
 from graphrec.split import split_by_days, write_split
 from graphrec.tasks import task_from_snapshot
@@ -126,7 +128,7 @@ def test_softmax_loss_masks_copies_of_the_positive(tasks, dtype, atol):
     negatives = torch.tensor([7, 1, 3, 5, 4, 8])  # 7 and 5 are other rows' positives
     history = torch.tensor([False, False, True, False, False, False])
     weight = torch.ones(6)
-    loss = system._softmax_loss(u, items, positives, negatives, weight, history)
+    loss = system._softmax_loss(u, items[torch.cat([positives, negatives])], positives, negatives, weight, history)
     # Reference: row r's candidates are every positive and negative except other copies of its own positive and
     # the history negative, with logits u_r . v_c - log q_c.
     candidates = torch.cat([positives, negatives])
@@ -263,3 +265,45 @@ def test_history_term_trains_on_top_of_the_embeddings(tasks):
     system.zero_grad()
     system.training_step(tuple(t[~from_history] for t in batch), 0).backward()
     assert system.model.user_embedding.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_sampled_step_with_all_neighbours_equals_full_graph_step(tasks, loss):
+    task = tasks["val"]
+    batch = BPRTriples(task, "purchase", FAST, 0).batches[0]
+    steps = []
+    for fanouts in (None, [-1, -1]):
+        torch.manual_seed(0)
+        model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL)
+        system = EmbeddingSystem(model.hyperparameters(), asdict(replace(FAST, loss=loss, fanouts=fanouts)))
+        system.attach(task, None)
+        system.log = lambda *args, **kwargs: None
+        value = system.training_step(batch, 0)
+        value.backward()
+        steps.append((value, {n: p.grad for n, p in system.model.named_parameters()}))
+    (full, full_grads), (sampled, sampled_grads) = steps
+    assert torch.allclose(full, sampled, atol=1e-5)
+    for name, grad in full_grads.items():
+        other = sampled_grads[name]
+        if grad is None or other is None:  # a parameter outside this batch's graph (e.g. the history weights)
+            assert (grad if grad is not None else other) is None or (
+                grad if grad is not None else other
+            ).abs().sum() == 0
+            continue
+        assert torch.allclose(grad, other, atol=1e-5), name
+
+
+def test_neighbour_sampled_training_learns(tmp_path, tasks):
+    config = replace(FAST, epochs=6, fanouts=[10, 5])
+    _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, config, tmp_path, progress=False)
+    task = tasks["val"]
+    popularity = evaluate_ranking(popularity_scorer(task), task.truth, task.exclude, (20,), task.popularity())
+    assert summary["best_score"] > popularity["ndcg@20"]
+
+
+def test_fanouts_need_one_entry_per_layer():
+    with pytest.raises(ValueError, match="one entry per layer"):
+        EmbeddingSystem(
+            MultiBehaviourGCN(5, 5, ["purchase"], "purchase", SMALL).hyperparameters(),
+            asdict(replace(FAST, fanouts=[5])),
+        )

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from graphrec.artifacts import write_json_atomic
 from graphrec.metrics import evaluate_ranking, expand_rows
 from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup
+from graphrec.sampling import NeighbourSampler
 from graphrec.tasks import RecTask
 
 log = logging.getLogger("graphrec.training")
@@ -52,6 +53,11 @@ class TrainConfig:
         logits_dtype: `float32` or `bfloat16`: the precision of the sampled-softmax logits matmul (forward and
             backward), the bulk of a softmax step. bfloat16 makes it about 3x faster on CPUs with AVX512-BF16 or AMX
             (and on GPUs); inputs are rounded to bfloat16, the log q correction and the loss stay in float32.
+        fanouts: None (default): every step propagates the whole graph, exact and fast up to a few million
+            edges. A list, one entry per layer: every step propagates only the batch's sampled neighbourhood,
+            keeping up to that many neighbours per node and hop (-1: all; see `graphrec.sampling`), so a step's
+            cost and memory follow the batch, not the graph. Validation and export still propagate the whole
+            graph once, without gradients.
         history_negatives: share of target triples whose negative is drawn from the user's own auxiliary-behaviour
             items without the target behaviour (viewed or carted, not bought): these teach the history term the
             ranking within a user's history, where most future purchases are; the embeddings' own BPR loss skips
@@ -77,6 +83,7 @@ class TrainConfig:
     min_batches: int = 20
     loss: str = "bpr"
     logits_dtype: str = "float32"
+    fanouts: list[int] | None = None
     eval_every: int = 5
     patience: int = 4
     k: int = 20
@@ -212,24 +219,51 @@ class EmbeddingSystem(L.LightningModule):
         self.model = MultiBehaviourGCN(**hp)
         self.train_config = TrainConfig(**train_config)
         self.val_task: RecTask | None = None
+        self.sampler: NeighbourSampler | None = None
+        if self.train_config.fanouts is not None and len(self.train_config.fanouts) != self.model.config.num_layers:
+            raise ValueError(
+                f"train.fanouts needs one entry per layer ({self.model.config.num_layers}), "
+                f"not {self.train_config.fanouts!r}"
+            )
 
     def attach(self, task: RecTask, val_task: RecTask | None) -> None:
         """Give the model its training graph and the task it is validated on."""
         self.model.set_graph(task.edges, task.item_features)
         self.val_task = val_task
+        fanouts = self.train_config.fanouts
+        self.sampler = None
+        if fanouts is not None:
+            self.sampler = NeighbourSampler(task.edges, self.model.behaviours, task.num_users, task.num_items, fanouts)
         # Sampling probability of each item as a softmax candidate: half the batch are positives (by frequency
         # among the training triples, approximated by target + auxiliary popularity), half uniform negatives.
         popularity = task.popularity()
         self._log_q = torch.log(0.5 * popularity / popularity.sum().clamp(min=1) + 0.5 / task.num_items)
 
+    def _batch_vectors(self, users, positives, negatives, batch_idx):
+        """Embeddings of the batch's users, positives and negatives: from propagating the whole graph, or with
+        `train.fanouts` from propagating the batch's sampled neighbourhood."""
+        if self.sampler is None:
+            user_vectors, item_vectors, _ = self.model.propagate()
+            return user_vectors[users], item_vectors[positives], item_vectors[negatives]
+        # Seeded by (seed, epoch, batch, rank): a resumed run draws the same neighbourhoods.
+        key = (self.train_config.seed, self.current_epoch, batch_idx, self.global_rank)
+        generator = torch.Generator().manual_seed(hash(key) % 2**63)
+        subgraph = self.sampler.sample(users, torch.cat([positives, negatives]), generator)
+        user_vectors, item_vectors = self.model.propagate_subgraph(subgraph)
+        return (
+            user_vectors[subgraph.user_index(users)],
+            item_vectors[subgraph.item_index(positives)],
+            item_vectors[subgraph.item_index(negatives)],
+        )
+
     def training_step(self, batch, batch_idx):
         users, positives, negatives, is_target, from_history = batch
-        user_vectors, item_vectors, _ = self.model.propagate()
-        u = user_vectors[users]
+        u, positive_vectors, negative_vectors = self._batch_vectors(users, positives, negatives, batch_idx)
         weight = torch.where(is_target, 1.0, self.train_config.aux_weight)
-        margin = (u * (item_vectors[positives] - item_vectors[negatives])).sum(-1)
+        margin = (u * (positive_vectors - negative_vectors)).sum(-1)
         if self.train_config.loss == "softmax":
-            loss = self._softmax_loss(u, item_vectors, positives, negatives, weight, from_history)
+            candidates = torch.cat([positive_vectors, negative_vectors])
+            loss = self._softmax_loss(u, candidates, positives, negatives, weight, from_history)
         elif self.model.history_behaviours:
             # The embeddings learn from uniform negatives alone: whether a viewed item is bought is the history
             # term's job, and teaching it to the dot product left the embeddings weak on their own.
@@ -244,17 +278,16 @@ class EmbeddingSystem(L.LightningModule):
             history = positive_history - self.model.history_scores(users, negatives)
             combined = F.softplus(-(margin.detach() + history))
             loss = loss + (combined * is_target).sum() / is_target.sum().clamp(min=1)
-        base_items = self.model.item_inputs()
         l2 = (
             self.model.user_embedding.weight[users].square().sum()
-            + base_items[positives].square().sum()
-            + base_items[negatives].square().sum()
+            + self.model.item_inputs(positives).square().sum()
+            + self.model.item_inputs(negatives).square().sum()
         ) / len(users)
         total = loss + self.train_config.l2 * l2
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(users))
         return total
 
-    def _softmax_loss(self, u, item_vectors, positives, negatives, weight, from_history):
+    def _softmax_loss(self, u, candidate_vectors, positives, negatives, weight, from_history):
         """Cross-entropy of each row's positive among the batch's positives and uniform negatives. In-batch
         positives are drawn in proportion to popularity and negatives uniformly, so logits are corrected by log q
         (Yi et al., RecSys 2019); another row's copy of the row's own positive is masked, not counted as a
@@ -264,9 +297,9 @@ class EmbeddingSystem(L.LightningModule):
         bias[len(positives) :][from_history] = -torch.inf
         if self.train_config.logits_dtype == "bfloat16":
             # The bias stays in float32: log q near -15 would be rounded by up to 0.06 in bfloat16.
-            logits = (u.bfloat16() @ item_vectors[candidates].bfloat16().T).float() + bias  # [B, 2B]
+            logits = (u.bfloat16() @ candidate_vectors.bfloat16().T).float() + bias  # [B, 2B]
         else:
-            logits = torch.addmm(bias, u, item_vectors[candidates].T)
+            logits = torch.addmm(bias, u, candidate_vectors.T)
         # The copies of a row's positive among the candidates, found by sorting (few: popular items repeat) rather
         # than with a dense [B, 2B] comparison, which cost as much as the logits themselves.
         ordered, order = torch.sort(candidates)
