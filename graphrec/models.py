@@ -247,14 +247,10 @@ class MultiBehaviourGCN(nn.Module):
 
     def item_inputs(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """Layer-0 item vectors: id embedding plus feature embeddings, of `items` or of all. [num_items, dim]"""
-        if items is None:
-            vectors = self.item_embedding.weight
-            for name, embedding in self.feature_embedding.items():
-                vectors = vectors + self.feature_gate * embedding(self.features[name])
-            return vectors
-        vectors = self.item_embedding(items)
+        vectors = self.item_embedding.weight if items is None else self.item_embedding(items)
         for name, embedding in self.feature_embedding.items():
-            vectors = vectors + self.feature_gate * embedding(self.features[name][items])
+            values = self.features[name] if items is None else self.features[name][items]
+            vectors = vectors + self.feature_gate * embedding(values)
         return vectors
 
     def behaviour_weights(self) -> torch.Tensor:

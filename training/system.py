@@ -231,9 +231,11 @@ class EmbeddingSystem(L.LightningModule):
         self.model.set_graph(task.edges, task.item_features)
         self.val_task = val_task
         fanouts = self.train_config.fanouts
-        self.sampler = None
-        if fanouts is not None:
-            self.sampler = NeighbourSampler(task.edges, self.model.behaviours, task.num_users, task.num_items, fanouts)
+        self.sampler = (
+            None
+            if fanouts is None
+            else NeighbourSampler(task.edges, self.model.behaviours, task.num_users, task.num_items, fanouts)
+        )
         # Sampling probability of each item as a softmax candidate: half the batch are positives (by frequency
         # among the training triples, approximated by target + auxiliary popularity), half uniform negatives.
         popularity = task.popularity()
@@ -262,8 +264,8 @@ class EmbeddingSystem(L.LightningModule):
         weight = torch.where(is_target, 1.0, self.train_config.aux_weight)
         margin = (u * (positive_vectors - negative_vectors)).sum(-1)
         if self.train_config.loss == "softmax":
-            candidates = torch.cat([positive_vectors, negative_vectors])
-            loss = self._softmax_loss(u, candidates, positives, negatives, weight, from_history)
+            candidate_vectors = torch.cat([positive_vectors, negative_vectors])
+            loss = self._softmax_loss(u, candidate_vectors, positives, negatives, weight, from_history)
         elif self.model.history_behaviours:
             # The embeddings learn from uniform negatives alone: whether a viewed item is bought is the history
             # term's job, and teaching it to the dot product left the embeddings weak on their own.
