@@ -99,6 +99,17 @@ def sparse_matmul(a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.
     return _SparseMatmul.apply(a, a_t, x)
 
 
+def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Sparse CSR matrix of distinct (row, col) entries. A CSR product is several times faster on CPU than the
+    gather + index_add it replaces, forward and backward, even counting the sort that builds it."""
+    order = torch.argsort(rows * shape[1] + cols)
+    indptr = torch.zeros(shape[0] + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
+    with warnings.catch_warnings():  # CSR is "beta" in torch; see _normalised_adjacency
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(indptr, cols[order], values[order], shape, check_invariants=False)
+
+
 class PairLookup:
     """Values of (user, item) pairs in a sorted key array: gathers sparse matrix entries without densifying."""
 
@@ -289,22 +300,30 @@ class MultiBehaviourGCN(nn.Module):
             raise RuntimeError("call set_graph() before propagate_subgraph()")
         alpha = self.behaviour_weights()
         user, item = self.user_embedding(subgraph.users), self.item_inputs(subgraph.items)
-        weights = []
+        num_users, num_items = len(subgraph.users), len(subgraph.items)
+        matrices = []  # per behaviour: items -> users and users -> items, each with its transpose
         for name in self.behaviours:
             users, items = subgraph.edges[name]
             deg_u, deg_i = self._graph[name][2], self._graph[name][3]
             full_u, full_i = deg_u[subgraph.users[users]], deg_i[subgraph.items[items]]
-            sampled_u = torch.bincount(users, minlength=len(subgraph.users)).float()[users]
-            sampled_i = torch.bincount(items, minlength=len(subgraph.items)).float()[items]
+            sampled_u = torch.bincount(users, minlength=num_users).float()[users]
+            sampled_i = torch.bincount(items, minlength=num_items).float()[items]
             norm = (full_u * full_i).clamp(min=1).rsqrt()
-            weights.append((users, items, norm * full_u / sampled_u, norm * full_i / sampled_i))
+            to_user, to_item = norm * full_u / sampled_u, norm * full_i / sampled_i
+            matrices.append(
+                (
+                    _csr(users, items, to_user, (num_users, num_items)),
+                    _csr(items, users, to_user, (num_items, num_users)),
+                    _csr(items, users, to_item, (num_items, num_users)),
+                    _csr(users, items, to_item, (num_users, num_items)),
+                )
+            )
         user_layers, item_layers = [user], [item]
         for _ in range(self.config.num_layers):
-            next_user = torch.zeros_like(user)
-            next_item = torch.zeros_like(item)
-            for b, (users, items, to_user, to_item) in enumerate(weights):
-                next_user = next_user.index_add(0, users, item[items] * (alpha[b] * to_user)[:, None])
-                next_item = next_item.index_add(0, items, user[users] * (alpha[b] * to_item)[:, None])
+            next_user, next_item = 0, 0
+            for b, (to_users, to_users_t, to_items, to_items_t) in enumerate(matrices):
+                next_user = next_user + alpha[b] * sparse_matmul(to_users, to_users_t, item)
+                next_item = next_item + alpha[b] * sparse_matmul(to_items, to_items_t, user)
             user, item = next_user, next_item
             user_layers.append(user)
             item_layers.append(item)

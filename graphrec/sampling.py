@@ -47,16 +47,30 @@ class _Adjacency:
     def sample(self, nodes: torch.Tensor, fanout: int, generator: torch.Generator):
         """(source node, neighbour, behaviour) of up to `fanout` edges per node, uniformly without replacement."""
         starts, ends = self.indptr[nodes], self.indptr[nodes + 1]
-        rows, positions = expand_rows(starts, ends)
-        if fanout >= 0 and len(positions):
-            # A random key per edge; each node keeps its `fanout` smallest (sorted by node, then key).
-            keys = rows.double() + torch.rand(len(positions), generator=generator, dtype=torch.float64)
-            order = torch.argsort(keys)
-            rows, positions = rows[order], positions[order]
-            first = torch.cumsum(ends - starts, 0) - (ends - starts)
-            keep = torch.arange(len(rows)) - first[rows] < fanout
-            rows, positions = rows[keep], positions[keep]
+        if fanout < 0:
+            rows, positions = expand_rows(starts, ends)
+        else:
+            small = ends - starts <= fanout  # these keep all their edges
+            rows, positions = expand_rows(starts[small], ends[small])
+            rows = torch.nonzero(small).squeeze(1)[rows]
+            large = torch.nonzero(~small).squeeze(1)
+            offsets = _floyd(ends[large] - starts[large], fanout, generator)
+            rows = torch.cat([rows, large.repeat_interleave(fanout)])
+            positions = torch.cat([positions, (starts[large, None] + offsets).reshape(-1)])
         return nodes[rows], self.neighbours[positions], self.behaviour[positions]
+
+
+def _floyd(degrees: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` distinct offsets in [0, degree) per row, each subset equally likely: Floyd's algorithm, run for
+    all rows at once. Its cost is O(count^2) per row whatever the degree, where shuffling each row's offsets
+    would cost O(degree); a popular item has thousands of neighbours and keeps ten."""
+    chosen = torch.empty(len(degrees), count, dtype=torch.long)
+    for k in range(count):
+        top = degrees - count + k  # draw from [0, top]; if taken, take `top` itself, which cannot be
+        draw = (torch.rand(len(degrees), generator=generator, dtype=torch.float64) * (top + 1)).long()
+        taken = (chosen[:, :k] == draw[:, None]).any(1)
+        chosen[:, k] = torch.where(taken, top, draw)
+    return chosen
 
 
 class NeighbourSampler:

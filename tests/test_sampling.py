@@ -5,7 +5,7 @@ import torch
 
 from graphrec.graph import build_snapshot
 from graphrec.models import ModelConfig, MultiBehaviourGCN
-from graphrec.sampling import NeighbourSampler
+from graphrec.sampling import NeighbourSampler, _floyd
 from graphrec.tasks import task_from_snapshot
 from graphrec.validation import validate_events
 
@@ -84,6 +84,19 @@ def test_fanout_keeps_up_to_that_many_distinct_neighbours(task):
     assert torch.equal(counts, degree.clamp(max=4))
     drawn = set(zip(nodes.tolist(), neighbours.tolist(), kinds.tolist(), strict=True))
     assert len(drawn) == len(nodes)  # without replacement
+
+
+def test_floyd_draws_every_subset_equally_often():
+    generator = torch.Generator().manual_seed(3)
+    chosen = _floyd(torch.full((30_000,), 4), 2, generator)
+    assert ((chosen >= 0) & (chosen < 4)).all() and (chosen[:, 0] != chosen[:, 1]).all()
+    pairs = chosen.sort(1).values
+    counts = torch.bincount(pairs[:, 0] * 4 + pairs[:, 1], minlength=16)[[1, 2, 3, 6, 7, 11]]
+    assert counts.sum() == 30_000
+    assert ((counts / 30_000 - 1 / 6).abs() < 0.015).all(), counts  # 6 subsets, 1/6 each (sd 0.002)
+    mixed = _floyd(torch.tensor([5, 50, 5000]), 5, generator)
+    assert all(len(set(row.tolist())) == 5 for row in mixed) and (mixed < torch.tensor([[5], [50], [5000]])).all()
+    assert sorted(mixed[0].tolist()) == [0, 1, 2, 3, 4]
 
 
 def test_sampling_is_seeded(task):
