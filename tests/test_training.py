@@ -158,6 +158,10 @@ def test_ablation_wiring():
     assert variants["graphrec"][0].behaviours == [] and variants["graphrec"][1].aux_ratio > 0
     assert variants["graphrec_no_aux"][0].behaviours == ["purchase"] and variants["graphrec_no_aux"][1].aux_ratio == 0
     assert not variants["graphrec_no_features"][0].use_features
+    sampled = TrainConfig(fanouts=[10, 5, 5])
+    variants = {name: t for name, _, t in learned_variants(ModelConfig(), sampled, EvalConfig(), "purchase")}
+    assert variants["mf_bpr"].fanouts is None  # no layers to sample for
+    assert all(variants[name].fanouts == [10, 5, 5] for name in variants if name != "mf_bpr")
 
 
 def test_evaluation_job_writes_metrics(tmp_path, split_dir):

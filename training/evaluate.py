@@ -59,7 +59,9 @@ def learned_variants(model: ModelConfig, train: TrainConfig, eval_config: EvalCo
     single = {"behaviours": [target], "use_features": False, "history": False}
     variants = []
     if "mf_bpr" in eval_config.methods:
-        variants.append(("mf_bpr", replace(model, num_layers=0, **single), replace(train, aux_ratio=0.0)))
+        # No propagation, so nothing to sample: MF trains on its id vectors whatever `train.fanouts` says.
+        mf_train = replace(train, aux_ratio=0.0, fanouts=None)
+        variants.append(("mf_bpr", replace(model, num_layers=0, **single), mf_train))
     if "lightgcn" in eval_config.methods:
         variants.append(("lightgcn", replace(model, **single), replace(train, aux_ratio=0.0)))
     if "graphrec" in eval_config.methods:
