@@ -100,8 +100,8 @@ def sparse_matmul(a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.
 
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Sparse CSR matrix of distinct (row, col) entries. A CSR product is several times faster on CPU than the
-    gather + index_add it replaces, forward and backward, even counting the sort that builds it."""
+    """Sparse CSR matrix of distinct (row, col) entries. Propagating a sampled subgraph with CSR products instead
+    of gather + index_add halved a training step on CPU, counting the sorts that build the matrices."""
     order = torch.argsort(rows * shape[1] + cols)
     indptr = torch.zeros(shape[0] + 1, dtype=torch.long)
     indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
