@@ -43,8 +43,9 @@ def child(snapshot_dir: str, fanouts: str, steps: str) -> dict:
 
     torch.manual_seed(0)
     task = task_from_snapshot(load_snapshot(snapshot_dir))
-    sizes = {name: int(values.max()) + 1 for name, values in task.item_features.items() if len(values)}
-    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(), sizes)
+    model = MultiBehaviourGCN(
+        task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(), task.feature_sizes()
+    )
     config = TrainConfig(fanouts=json.loads(fanouts))
     system = EmbeddingSystem(model.hyperparameters(), asdict(config))
     system.attach(task, None)

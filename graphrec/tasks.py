@@ -41,6 +41,10 @@ class RecTask:
             counts += torch.bincount(items, minlength=self.num_items).float()
         return counts
 
+    def feature_sizes(self) -> dict[str, int]:
+        """Vocabulary size of each categorical item feature (its largest code + 1), as the model's embeddings need."""
+        return {name: int(values.max()) + 1 for name, values in self.item_features.items() if len(values)}
+
     def user_activity(self) -> torch.Tensor:
         """Training interaction counts per user over all behaviours."""
         counts = torch.zeros(self.num_users)

@@ -18,7 +18,7 @@ def task(small_shop):
 
 
 def make_model(task, **overrides):
-    sizes = {name: int(values.max()) + 1 for name, values in task.item_features.items()}
+    sizes = task.feature_sizes()
     model = MultiBehaviourGCN(
         task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(**overrides), sizes
     )

@@ -17,7 +17,7 @@ def task(small_shop):
 
 
 def make_model(task, num_layers):
-    sizes = {name: int(values.max()) + 1 for name, values in task.item_features.items()}
+    sizes = task.feature_sizes()
     config = ModelConfig(dim=16, num_layers=num_layers)
     model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, config, sizes)
     model.set_graph(task.edges, task.item_features)

@@ -438,8 +438,9 @@ def train_embeddings(
     train_config = train_config or TrainConfig()
     out_dir = Path(out_dir)
     L.seed_everything(train_config.seed, workers=True, verbose=False)
-    sizes = {name: int(values.max()) + 1 for name, values in task.item_features.items() if len(values)}
-    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, model_config, sizes)
+    model = MultiBehaviourGCN(
+        task.num_users, task.num_items, task.behaviours, task.target, model_config, task.feature_sizes()
+    )
     system = EmbeddingSystem(model.hyperparameters(), asdict(train_config))
     if model_config.init == "spectral":
         system.model.spectral_init(task.edges, train_config.seed)
