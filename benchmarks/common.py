@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 from pathlib import Path
 
@@ -29,3 +30,10 @@ def current_rss_gib() -> float:
 def reset_peak_rss() -> None:
     """Reset this process's VmHWM to its current RSS (Linux 4.0+), so `peak_rss_gib` then measures one phase."""
     Path("/proc/self/clear_refs").write_text("5")
+
+
+def write_results(results: Path, name: str, payload: dict, markdown: list[str]) -> None:
+    """Write a benchmark's figures twice: `<name>.json` for machines and `<name>.md` for people."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (results / f"{name}.md").write_text("\n".join(markdown) + "\n")

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from common import peak_rss_gib  # noqa: E402
+from common import peak_rss_gib, write_results  # noqa: E402
 
 
 def child_graphrec(events: Path, items: Path, content: Path, out: Path, cutoff: str) -> dict:
@@ -222,10 +222,10 @@ def main() -> None:
                 },
             }
         )
-    write_results(rows, args)
+    report(rows, args)
 
 
-def write_results(rows: list[dict], args) -> None:
+def report(rows: list[dict], args) -> None:
     command = "python benchmarks/graph_build.py --sizes " + " ".join(str(s) for s in args.sizes)
     info = machine()
     payload = {
@@ -237,8 +237,6 @@ def write_results(rows: list[dict], args) -> None:
         "results": rows,
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "graph_build.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         "# Graph build: Parquet events -> saved snapshot",
         "",
@@ -284,7 +282,7 @@ def write_results(rows: list[dict], args) -> None:
         f"{big['speedup']:.1f}x the reference (goal 10x).",
         "",
     ]
-    (RESULTS / "graph_build.md").write_text("\n".join(lines))
+    write_results(RESULTS, "graph_build", payload, lines)
     print("\n".join(lines))
 
 

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import current_rss_gib, peak_rss_gib, reset_peak_rss  # noqa: E402
+from common import current_rss_gib, peak_rss_gib, reset_peak_rss, write_results  # noqa: E402
 
 
 def child(snapshot_dir: str, fanouts: str, steps: str) -> dict:
@@ -147,8 +147,6 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sampling.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         "# Training step: full-graph propagation vs sampled neighbourhoods",
         "",
@@ -191,7 +189,7 @@ def main() -> None:
             for r in rows
         ),
     ]
-    (RESULTS / "sampling.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS, "sampling", payload, lines)
     print("\n".join(lines))
 
 
