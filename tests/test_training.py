@@ -149,6 +149,11 @@ def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
     _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False)
     assert summary["best_checkpoint"].endswith("best.ckpt") and summary["best_score"] > 0
     assert (tmp_path / "logs" / "version_0" / "metrics.csv").exists()
+    # The curve holds one score per validated epoch, and the best of it is the kept checkpoint's.
+    curve = summary["val_curve"]
+    assert len(curve) == summary["epochs_run"] // FAST.eval_every
+    assert max(curve.values()) == pytest.approx(summary["best_score"], abs=1e-6)
+    assert max(curve, key=curve.get) == summary["best_epoch"]
 
 
 def test_ablation_wiring():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -417,6 +417,19 @@ def _same_run(out_dir: Path, hyperparameters: dict, train_config: TrainConfig, t
     return False
 
 
+class ValidationCurve(Callback):
+    """Records the monitored validation score after each validation, so a run's summary shows how it got there."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.scores: dict[int, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        score = trainer.callback_metrics.get(self.monitor)
+        if score is not None and not trainer.sanity_checking:
+            self.scores[int(trainer.current_epoch)] = round(float(score), 6)
+
+
 def train_embeddings(
     task: RecTask,
     val_task: RecTask | None,
@@ -462,7 +475,8 @@ def train_embeddings(
         save_top_k=1,
         filename="best",
     )
-    callbacks = [checkpoint]
+    curve = ValidationCurve(monitor)
+    callbacks = [checkpoint, curve]
     if val_task is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=train_config.patience))
     trainer = L.Trainer(
@@ -497,6 +511,8 @@ def train_embeddings(
         "best_epoch": int(best_epoch),
         "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "monitor": monitor,
+        # Epoch -> score for the epochs validated in this fit (after a resume, those since the resume).
+        "val_curve": curve.scores,
         "log_dir": str(out_dir / "logs"),
     }
     return system.model, summary
