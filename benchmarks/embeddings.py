@@ -57,19 +57,21 @@ PUBLISHED = {
 # Each dataset's settings when the command names no others: the recorded run of its default section.
 RECIPES = {
     "taobao-mb": {"epochs": 30, "eval_every": 1, "patience": 3, "layers": 3},
-    # One behaviour, so no history term to lean on: a sampled softmax on 128-d plain dot products with a strong L2
-    # from the spectral start (README, Embeddings); bfloat16 logits keep the holdout run and the refit inside 30
-    # minutes on 2 cores. Baselines that need training (MF, LightGCN) would not fit beside it.
+    # One behaviour, so no history term to lean on: a sampled softmax on 256-d plain dot products with a strong L2
+    # from the spectral start (README, Embeddings); bfloat16 logits. It trains a fixed 8 epochs on all training data:
+    # the count where the holdout curve of section gowalla/dim256 peaks (its refit is this same run), since a holdout
+    # run plus a refit at 256 dimensions takes 41 minutes on 2 cores. Baselines that need training (MF, LightGCN)
+    # would not fit beside it.
     "gowalla": {
-        "epochs": 10,
+        "epochs": 8,
+        "holdout": False,
         "eval_every": 1,
-        "patience": 2,
         "loss": "softmax",
         "logits_dtype": "bfloat16",
         "init": "spectral",
         "lr": 0.01,
         "l2": 3e-2,
-        "dim": 128,
+        "dim": 256,
         "batch_size": 4096,
         "methods": ["popularity", "item_knn", "graphrec"],
         "no_ablations": True,
@@ -276,6 +278,7 @@ def write_markdown(payload: dict, markdown_table) -> None:
             f"## {name}",
             "",
             f"Command: `{section['command']}`  ",
+            *([f"Note: {section['note']}  "] if section.get("note") else []),
             f"Protocol: {section['protocol']}  ",
             f"Data: {json.dumps(section['stats'])}  ",
             f"Wall time {section['wall_seconds']:.0f} s for all methods, peak memory {section['peak_rss_gib']} GiB "
