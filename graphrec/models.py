@@ -21,6 +21,7 @@ the feature store.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import asdict, dataclass, field
 
@@ -138,6 +139,20 @@ class PairLookup:
         return out
 
 
+def deepcopy_sharing(module: nn.Module, memo: dict, shared: tuple[str, ...]) -> nn.Module:
+    """Deep-copy `module` except the attributes named in `shared`, which the copy references. For read-only data a
+    module carries beside its parameters (the training graph, the tasks): an averaged copy of the model (weight
+    averaging) then costs its parameters only, and torch cannot deep-copy the graph's sparse CSR tensors anyway."""
+    for name in shared:
+        value = module.__dict__.get(name)
+        if value is not None:
+            memo[id(value)] = value
+    clone = type(module).__new__(type(module))
+    memo[id(module)] = clone
+    clone.__setstate__(copy.deepcopy(module.__getstate__(), memo))
+    return clone
+
+
 class MultiBehaviourGCN(nn.Module):
     """Multi-behaviour LightGCN with learned behaviour weights, feature-aware item inputs and a history term."""
 
@@ -185,6 +200,11 @@ class MultiBehaviourGCN(nn.Module):
         self._graph: dict[str, tuple] = {}
         self._history: dict[str, PairLookup] = {}
         self.features: dict[str, torch.Tensor] = {}
+
+    def __deepcopy__(self, memo: dict) -> MultiBehaviourGCN:
+        # A copy shares the graph that set_graph() attached: nothing modifies it in place.
+        graph = ("_graph", "_history", "_touched", "_conversion_counts", "_conversion", "_bought", "features")
+        return deepcopy_sharing(self, memo, graph)
 
     def _pair_keys(self, edges: dict[str, tuple[torch.Tensor, ...]], behaviours: list[str]) -> torch.Tensor:
         """Distinct user * num_items + item keys of the pairs with any of `behaviours`."""

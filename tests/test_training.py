@@ -14,7 +14,7 @@ from graphrec.split import split_by_days, write_split
 from graphrec.tasks import task_from_snapshot
 from graphrec.validation import validate_events
 from training.evaluate import EvalConfig, learned_variants, run_evaluation
-from training.system import BPRTriples, EmbeddingSystem, TrainConfig, train_embeddings
+from training.system import BPRTriples, EmbeddingSystem, TrainConfig, evaluate_model, train_embeddings
 
 FAST = TrainConfig(epochs=4, batch_size=1024, eval_every=2, patience=2)
 SMALL = ModelConfig(dim=16, num_layers=2)
@@ -81,11 +81,24 @@ def test_sampling_is_seeded_per_epoch(tasks):
     assert not torch.equal(first[2], other[2])
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, tasks):
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, monkeypatch, tasks, ema_decay):
     task = tasks["val"]
-    full, _ = train_embeddings(task, None, SMALL, FAST, tmp_path / "full", progress=False)
-    train_embeddings(task, None, SMALL, replace(FAST, epochs=2), tmp_path / "resumed", progress=False)
-    resumed, summary = train_embeddings(task, None, SMALL, FAST, tmp_path / "resumed", progress=False)
+    config = replace(FAST, ema_decay=ema_decay)
+    full, _ = train_embeddings(task, None, SMALL, config, tmp_path / "full", progress=False)
+
+    def crash(system):
+        if system.current_epoch == 2:
+            raise RuntimeError("killed")
+
+    # A run that dies at the start of its third epoch (no validation ran: eval_every is 2 and there is no val task).
+    monkeypatch.setattr(EmbeddingSystem, "on_train_epoch_start", crash, raising=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_embeddings(task, None, SMALL, config, tmp_path / "resumed", progress=False)
+    monkeypatch.undo()
+    last = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 1  # the last completed epoch
+    resumed, summary = train_embeddings(task, None, SMALL, config, tmp_path / "resumed", progress=False)
     assert summary["epochs_run"] == 4
     assert not any(p.name.startswith("checkpoints.stale-") for p in (tmp_path / "resumed").iterdir())
     # The interrupted run's logs survive the resume.
@@ -154,6 +167,30 @@ def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
     assert len(curve) == summary["epochs_run"] // FAST.eval_every
     assert max(curve.values()) == pytest.approx(summary["best_score"], abs=1e-6)
     assert max(curve, key=curve.get) == summary["best_epoch"]
+
+
+def test_weight_averaging_validates_and_returns_the_average(tmp_path, tasks):
+    task = tasks["val"]
+    config = replace(FAST, epochs=4, patience=4)
+    raw, _ = train_embeddings(task, None, SMALL, config, tmp_path / "raw", progress=False)
+    # A decay near 0 makes the average the latest weights: the same model as training without averaging.
+    latest, _ = train_embeddings(
+        task, None, SMALL, replace(config, ema_decay=1e-9), tmp_path / "latest", progress=False
+    )
+    for name, a in raw.state_dict().items():
+        assert torch.allclose(a, latest.state_dict()[name], atol=1e-6), name
+    averaged, summary = train_embeddings(
+        task, task, SMALL, replace(config, ema_decay=0.9), tmp_path / "averaged", progress=False
+    )
+    assert not torch.allclose(raw.user_embedding.weight, averaged.user_embedding.weight, atol=1e-4)
+    # The kept checkpoint's score is the averaged model's, and the returned model is that checkpoint's.
+    score = evaluate_model(averaged, task, ks=(FAST.k,))[f"ndcg@{FAST.k}"]
+    assert score == pytest.approx(summary["best_score"], abs=1e-6)
+
+
+def test_ema_decay_must_be_a_fraction():
+    with pytest.raises(ValueError, match=r"train\.ema_decay"):
+        TrainConfig(ema_decay=1.0)
 
 
 def test_ablation_wiring():

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from graphrec.artifacts import write_json_atomic
 from graphrec.metrics import evaluate_ranking, expand_rows
-from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup
+from graphrec.models import ModelConfig, MultiBehaviourGCN, PairLookup, deepcopy_sharing
 from graphrec.sampling import NeighbourSampler
 from graphrec.tasks import RecTask
 
@@ -65,6 +65,11 @@ class TrainConfig:
         history_lr_scale: learning rate of the history term's weights relative to `lr`.
         min_batches: an epoch has at least this many batches (smaller ones where the data is small), so a small
             shop still gets optimiser steps: with 8192 triples a batch, 5,000 purchases were one step an epoch.
+        ema_decay: None (default) or a decay in (0, 1): keep an exponential moving average of the parameters,
+            updated after every optimiser step (Lightning's `EMAWeightAveraging`); validation, checkpoints, early
+            stopping and the returned model all use the average, the optimiser keeps stepping the raw weights. 0.99
+            averages over roughly the last 100 steps. It costs one copy of the module (parameters and the graph it
+            holds) and a pass over the parameters per step.
         eval_every: validate every this many epochs.
         patience: stop after this many validations without improvement of val ndcg@k.
         k: cut-off of the monitored metric.
@@ -84,6 +89,7 @@ class TrainConfig:
     loss: str = "bpr"
     logits_dtype: str = "float32"
     fanouts: list[int] | None = None
+    ema_decay: float | None = None
     eval_every: int = 5
     patience: int = 4
     k: int = 20
@@ -97,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"train.loss must be bpr or softmax, not {self.loss!r}")
         if self.logits_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"train.logits_dtype must be float32 or bfloat16, not {self.logits_dtype!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must be between 0 and 1 (exclusive) or null, not {self.ema_decay!r}")
 
 
 class NegativeSampler:
@@ -225,6 +233,10 @@ class EmbeddingSystem(L.LightningModule):
                 f"train.fanouts needs one entry per layer ({self.model.config.num_layers}), "
                 f"not {self.train_config.fanouts!r}"
             )
+
+    def __deepcopy__(self, memo: dict) -> EmbeddingSystem:
+        # The copy that weight averaging keeps shares the validation task, the sampler and the log q table.
+        return deepcopy_sharing(self, memo, ("val_task", "sampler", "_log_q"))
 
     def attach(self, task: RecTask, val_task: RecTask | None) -> None:
         """Give the model its training graph and the task it is validated on."""
@@ -467,18 +479,20 @@ def train_embeddings(
                     parameters[name][rows] = values
     system.attach(task, val_task)
     monitor = f"val_ndcg@{train_config.k}"
-    checkpoint = ModelCheckpoint(
-        dirpath=out_dir / "checkpoints",
-        save_last=True,
-        monitor=monitor if val_task else None,
-        mode="max",
-        save_top_k=1,
-        filename="best",
+    checkpoints = out_dir / "checkpoints"
+    # last.ckpt after every epoch, whatever the validation schedule, so a kill loses at most the epoch in progress
+    # (Lightning writes it to a temporary file and renames it into place).
+    latest = ModelCheckpoint(
+        dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
     )
     curve = ValidationCurve(monitor)
-    callbacks = [checkpoint, curve]
+    callbacks = [latest, curve]
+    if train_config.ema_decay is not None:
+        callbacks.append(EMAWeightAveraging(decay=train_config.ema_decay))
+    checkpoint = None
     if val_task is not None:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=train_config.patience))
+        checkpoint = ModelCheckpoint(dirpath=checkpoints, monitor=monitor, mode="max", save_top_k=1, filename="best")
+        callbacks += [checkpoint, EarlyStopping(monitor=monitor, mode="max", patience=train_config.patience)]
     trainer = L.Trainer(
         max_epochs=train_config.epochs,
         accelerator=train_config.accelerator,
@@ -496,11 +510,11 @@ def train_embeddings(
         limit_val_batches=1.0 if val_task is not None else 0,
         use_distributed_sampler=True,
     )
-    last = out_dir / "checkpoints" / "last.ckpt"
+    last = checkpoints / "last.ckpt"
     same = _same_run(out_dir, model.hyperparameters(), train_config, task, init)
     resume_from = str(last) if resume and same else None
     trainer.fit(system, datamodule=BPRDataModule(task, train_config), ckpt_path=resume_from)
-    best = checkpoint.best_model_path if val_task is not None and checkpoint.best_model_path else None
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         system.load_state_dict(state)
@@ -509,7 +523,11 @@ def train_embeddings(
         "epochs_run": trainer.current_epoch,
         "best_checkpoint": best,
         "best_epoch": int(best_epoch),
-        "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_score": (
+            float(checkpoint.best_model_score)
+            if checkpoint is not None and checkpoint.best_model_score is not None
+            else None
+        ),
         "monitor": monitor,
         # Epoch -> score for the epochs validated in this fit (after a resume, those since the resume).
         "val_curve": curve.scores,
