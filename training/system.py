@@ -68,8 +68,8 @@ class TrainConfig:
         ema_decay: None (default) or a decay in (0, 1): keep an exponential moving average of the parameters,
             updated after every optimiser step (Lightning's `EMAWeightAveraging`); validation, checkpoints, early
             stopping and the returned model all use the average, the optimiser keeps stepping the raw weights. 0.99
-            averages over roughly the last 100 steps. It costs one copy of the module (parameters and the graph it
-            holds) and a pass over the parameters per step.
+            averages over roughly the last 100 steps. It costs one more copy of the parameters (the copy shares the
+            graph) and a pass over them per step.
         eval_every: validate every this many epochs.
         patience: stop after this many validations without improvement of val ndcg@k.
         k: cut-off of the monitored metric.
