@@ -61,8 +61,8 @@ RECIPES = {
     # from the spectral start (README, Embeddings); bfloat16 logits; weights averaged (EMA, decay 0.99). It trains a
     # fixed 8 epochs on all training data, read off the holdout curve of section gowalla/ema-holdout: flat from epoch
     # 5 (0.1043-0.1053), epoch 8 within 0.0002 of its best (epoch 10) for 20 % less time; a holdout run plus a refit
-    # at 256 dimensions takes 41 minutes on 2 cores. Baselines
-    # that need training (MF, LightGCN) would not fit beside it.
+    # at 256 dimensions takes 41 minutes on 2 cores. Baselines that need training (MF, LightGCN) would not fit
+    # beside it.
     "gowalla": {
         "epochs": 8,
         "holdout": False,
