@@ -84,12 +84,13 @@ RECIPES = {
 
 
 def fixed_split_tasks(name: str):
-    from graphrec.adapters import TAOBAO_MB_TEST_TIME, read_gowalla, read_taobao_mb
-    from graphrec.graph import build_snapshot
-    from graphrec.schema import EVENTS
-    from graphrec.split import evaluation_targets
-    from graphrec.tasks import task_from_snapshot
-    from graphrec.validation import ValidationConfig, validate_table
+    from graphrec.data.adapters import TAOBAO_MB_TEST_TIME, read_gowalla, read_taobao_mb
+    from graphrec.data.config import ValidationConfig
+    from graphrec.data.schema import EVENTS
+    from graphrec.data.validation import validate_table
+    from graphrec.graph.snapshot import build_snapshot
+    from graphrec.graph.split import evaluation_targets
+    from graphrec.graph.tasks import task_from_snapshot
 
     root = SHARED / name
     if not root.exists():
@@ -149,10 +150,10 @@ def main() -> None:
     import polars as pl
     import torch
 
-    from graphrec.models import ModelConfig
-    from graphrec.tasks import holdout_task
-    from training.evaluate import EvalConfig, compare_methods, evaluate_events, markdown_table
-    from training.system import TrainConfig
+    from graphrec.embed.config import ModelConfig
+    from graphrec.graph.tasks import holdout_task
+    from training.config import EvalConfig, TrainConfig
+    from training.evaluate import compare_methods, evaluate_events, markdown_table
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import warnings
@@ -209,7 +210,8 @@ def main() -> None:
             if not source.exists():
                 sys.exit(f"dataset folder {source} not found; set GRAPHREC_SHARED_DATA")
         else:
-            from graphrec.generate import ShopConfig, generate_shop, write_shop
+            from graphrec.data.config import ShopConfig
+            from graphrec.data.shop import generate_shop, write_shop
 
             source, fmt, split_days = workdir / "shop", "contract", 7
             if not (source / "manifest.json").exists():
@@ -219,7 +221,7 @@ def main() -> None:
                     ),
                     source,
                 )
-        from graphrec.split import SplitConfig
+        from graphrec.graph.config import SplitConfig
 
         report = evaluate_events(
             source,

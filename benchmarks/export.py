@@ -41,7 +41,7 @@ from common import peak_rss_gib  # noqa: E402
 def synthetic_set(n: int, dim: int, seed: int = 0):
     import polars as pl
 
-    from graphrec.embedding_store import EmbeddingSet
+    from graphrec.embed.vectors import EmbeddingSet
 
     rng = np.random.default_rng(seed)
     users, items = n // 2, n - n // 2
@@ -59,7 +59,9 @@ def synthetic_set(n: int, dim: int, seed: int = 0):
 
 
 def bench_export(n: int, dim: int, workdir: Path) -> dict:
-    from graphrec.embedding_store import EmbeddingSet, ExportConfig, set_latest, stage_version, store_lock
+    from graphrec.embed.vectors import EmbeddingSet
+    from graphrec.store.config import ExportConfig
+    from graphrec.store.versions import set_latest, stage_version, store_lock
 
     store = workdir / "export"
     first = synthetic_set(n, dim)
@@ -87,8 +89,9 @@ def bench_export(n: int, dim: int, workdir: Path) -> dict:
 
 
 def bench_materialize(rows: int, dim: int, redis_address: str | None, workdir: Path) -> dict:
-    from graphrec.embedding_store import ExportConfig, set_latest, stage_version, store_lock
-    from graphrec.feature_store import FeatureStoreConfig, open_store, publish_online
+    from graphrec.store.config import ExportConfig, FeatureStoreConfig
+    from graphrec.store.feast_repo import open_store, publish_online
+    from graphrec.store.versions import set_latest, stage_version, store_lock
 
     result = {"rows": rows}
     open_store(workdir / "warm-up", FeatureStoreConfig())  # import Feast (several seconds) outside the timings
@@ -124,8 +127,9 @@ def percentiles(samples: list[float]) -> dict:
 
 
 def bench_reads(redis_address: str | None, requests: int, workdir: Path) -> dict:
-    from graphrec.embedding_store import load_version
-    from graphrec.feature_store import FeatureStoreConfig, OnlineEmbeddings
+    from graphrec.store.config import FeatureStoreConfig
+    from graphrec.store.online import OnlineEmbeddings
+    from graphrec.store.versions import load_version
 
     result = {"requests": requests}
     paths = {"sqlite": (FeatureStoreConfig(), ["feast"])}
@@ -161,15 +165,16 @@ def bench_compact(workdir: Path, events: int, epochs: int) -> dict:
     import polars as pl
     import torch
 
-    from graphrec.embedding_store import decode_compact, encode_compact
-    from graphrec.generate import ShopConfig, generate_shop
-    from graphrec.graph import load_snapshot
+    from graphrec.data.config import ShopConfig
+    from graphrec.data.shop import generate_shop
+    from graphrec.data.validation import validate_events
+    from graphrec.embed.inference import embeddings_from_model
+    from graphrec.graph.snapshot import load_snapshot
+    from graphrec.graph.split import split_by_days, write_split
+    from graphrec.graph.tasks import task_from_snapshot
     from graphrec.metrics import evaluate_ranking
-    from graphrec.split import split_by_days, write_split
-    from graphrec.tasks import task_from_snapshot
-    from graphrec.validation import validate_events
-    from training.export import embeddings_from_model
-    from training.system import TrainConfig
+    from graphrec.store.codecs import decode_compact, encode_compact
+    from training.config import TrainConfig
     from training.train import train_job
 
     shop = generate_shop(ShopConfig(seed=7, target_events=events, n_users=events // 40, n_items=events // 25))
@@ -211,10 +216,11 @@ def bench_drift(workdir: Path, split: Path, current, epochs: int, task, dim: int
     it. Reports both drift sections and that alignment leaves ranking unchanged."""
     import torch
 
-    from graphrec.embedding_store import ExportConfig, align_to
+    from graphrec.embed.inference import embeddings_from_model
     from graphrec.metrics import evaluate_ranking
-    from training.export import embeddings_from_model
-    from training.system import TrainConfig
+    from graphrec.store.alignment import align_to
+    from graphrec.store.config import ExportConfig
+    from training.config import TrainConfig
     from training.train import train_job
 
     train_job(split / "val" / "snapshot", workdir / "model-week-before", train=TrainConfig(epochs=epochs, seed=1))
@@ -358,7 +364,7 @@ def main() -> None:
     started = time.perf_counter()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="graphrec-export-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    from graphrec.feature_store import local_redis_server
+    from tests.support import local_redis_server
 
     with local_redis_server(workdir) as redis_address:
         if redis_address is None:

@@ -31,7 +31,7 @@ from common import peak_rss_gib, write_results  # noqa: E402
 def child_graphrec(events: Path, items: Path, content: Path, out: Path, cutoff: str) -> dict:
     import polars as pl
 
-    from graphrec.graph import build_snapshot, save_snapshot
+    from graphrec.graph.snapshot import build_snapshot, save_snapshot
 
     start = time.perf_counter()
     snapshot = build_snapshot(pl.scan_parquet(events), cutoff, pl.read_parquet(items), pl.read_parquet(content))
@@ -115,7 +115,7 @@ def child_reference(events: Path, items: Path, content: Path, out: Path, cutoff:
 
 
 def child_validate(raw_events: Path, out: Path) -> dict:
-    from graphrec.validation import validate_events
+    from graphrec.data.validation import validate_events
 
     start = time.perf_counter()
     result = validate_events(raw_events)
@@ -134,7 +134,8 @@ def run_child(kind: str, *args: str) -> dict:
 def prepare(size: int, workdir: Path) -> tuple[Path, str, int]:
     import polars as pl
 
-    from graphrec.generate import ShopConfig, generate_shop, write_shop
+    from graphrec.data.config import ShopConfig
+    from graphrec.data.shop import generate_shop, write_shop
 
     shop_dir = workdir / f"shop-{size}"
     if not (shop_dir / "manifest.json").exists():
@@ -232,7 +233,7 @@ def report(rows: list[dict], args) -> None:
         "benchmark": "graph_build",
         "command": command,
         "machine": info,
-        "data": "generated shop (graphrec.generate.ShopConfig.scaled_to(size), seed 7), validated events",
+        "data": "generated shop (graphrec.data.shop.ShopConfig.scaled_to(size), seed 7), validated events",
         "goal": {"events_per_s_at_10M": 2_000_000, "peak_rss_gib": 3.0, "speedup": 10},
         "results": rows,
         "date": time.strftime("%Y-%m-%d"),

@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,10 +35,13 @@ from common import current_rss_gib, peak_rss_gib, reset_peak_rss, write_results 
 def child(snapshot_dir: str, fanouts: str, steps: str) -> dict:
     import torch
 
-    from graphrec.graph import load_snapshot
-    from graphrec.models import ModelConfig, MultiBehaviourGCN
-    from graphrec.tasks import task_from_snapshot
-    from training.system import BPRTriples, EmbeddingSystem, NegativeSampler, TrainConfig
+    from graphrec.embed.config import ModelConfig
+    from graphrec.embed.model import MultiBehaviourGCN
+    from graphrec.graph.snapshot import load_snapshot
+    from graphrec.graph.tasks import task_from_snapshot
+    from training.config import TrainConfig
+    from training.data import BPRTriples, NegativeSampler
+    from training.system import EmbeddingSystem
 
     torch.manual_seed(0)
     task = task_from_snapshot(load_snapshot(snapshot_dir))
@@ -47,7 +49,7 @@ def child(snapshot_dir: str, fanouts: str, steps: str) -> dict:
         task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(), task.feature_sizes()
     )
     config = TrainConfig(fanouts=json.loads(fanouts))
-    system = EmbeddingSystem(model.hyperparameters(), asdict(config))
+    system = EmbeddingSystem(model, config)
     system.attach(task, None)
     system.log = lambda *args, **kwargs: None  # no Trainer here
     optimizer = system.configure_optimizers()
@@ -141,7 +143,7 @@ def main() -> None:
     payload = {
         "benchmark": "sampling",
         "command": "python benchmarks/sampling.py " + " ".join(sys.argv[1:]),
-        "data": "generated shop (graphrec.generate, ShopConfig.scaled_to(size)), snapshot of all events",
+        "data": "generated shop (graphrec.data.shop, ShopConfig.scaled_to(size)), snapshot of all events",
         "settings": {"model": "dim 64, 3 layers, features", "train": "BPR, batch 4096", "fanouts": args.fanouts},
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from graphrec.generate import ShopConfig, generate_shop
+from graphrec.data.config import ShopConfig
+from graphrec.data.shop import generate_shop
 
 SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -32,7 +33,7 @@ def small_shop():
 def redis_server(tmp_path_factory):
     """A throwaway redis-server on a loopback port (skips where redis-server is not installed); yields
     `host:port`."""
-    from graphrec.feature_store import local_redis_server
+    from tests.support import local_redis_server
 
     with local_redis_server(tmp_path_factory.mktemp("redis")) as address:
         if address is None:
@@ -42,6 +43,6 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture
 def free_port() -> int:
-    from graphrec.feature_store import free_loopback_port
+    from tests.support import free_loopback_port
 
     return free_loopback_port()

@@ -12,46 +12,29 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import torch
 
-from graphrec.adapters import open_dataset
 from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
-from graphrec.baselines import history_scorer, item_knn_scorer, popularity_scorer
-from graphrec.graph import GraphConfig, load_snapshot
+from graphrec.data.adapters import open_dataset
+from graphrec.data.config import ValidationConfig
+from graphrec.data.validation import read_validated, validate_dataset
+from graphrec.embed.baselines import history_scorer, item_knn_scorer, popularity_scorer
+from graphrec.embed.config import ModelConfig
+from graphrec.embed.scoring import model_scorer
+from graphrec.graph.config import GraphConfig, SplitConfig
+from graphrec.graph.snapshot import load_snapshot
+from graphrec.graph.split import split_by_days, write_split
+from graphrec.graph.tasks import RecTask, task_from_snapshot
 from graphrec.metrics import Interactions, candidate_auc, evaluate_ranking
-from graphrec.models import ModelConfig
-from graphrec.split import SplitConfig, split_by_days, write_split
-from graphrec.tasks import RecTask, task_from_snapshot
-from graphrec.validation import ValidationConfig, read_validated, validate_dataset
-from training.system import TrainConfig, model_scorer, train_embeddings
+from training.config import EvalConfig, TrainConfig
+from training.trainer import train_embeddings
 
 log = logging.getLogger("graphrec.evaluate")
-
-
-@dataclass
-class EvalConfig:
-    """What to compare and how to slice.
-
-    Args:
-        ks: cut-offs.
-        methods: any of popularity, history, item_knn, mf_bpr, lightgcn, graphrec.
-        ablations: also train graphrec without auxiliary behaviours and without catalog features.
-        cold_user_max_events: users with at most this many training interactions form the cold-user slice.
-        knn_neighbours: neighbours kept per item by item-kNN.
-    """
-
-    ks: list[int] = field(default_factory=lambda: [10, 20])
-    methods: list[str] = field(
-        default_factory=lambda: ["popularity", "history", "item_knn", "mf_bpr", "lightgcn", "graphrec"]
-    )
-    ablations: bool = True
-    cold_user_max_events: int = 5
-    knn_neighbours: int = 100
 
 
 def learned_variants(model: ModelConfig, train: TrainConfig, eval_config: EvalConfig, target: str):

@@ -8,101 +8,50 @@ Run it with `graphrec run --config conf/default.yaml`. Every stage writes a comp
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
-from datetime import timedelta
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
-from graphrec.adapters import InputConfig, open_dataset
 from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
-from graphrec.embedding_store import ExportConfig
-from graphrec.feature_store import FeatureStoreConfig
-from graphrec.generate import generate_shop, write_shop
-from graphrec.graph import GraphConfig, build_snapshot, save_snapshot
-from graphrec.models import ModelConfig
-from graphrec.split import SplitConfig, split_by_days, write_split
-from graphrec.validation import ValidationConfig, read_validated, validate_dataset
-from training.evaluate import EvalConfig, run_evaluation
+from graphrec.data.adapters import open_dataset
+from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
+from graphrec.data.shop import generate_shop, write_shop
+from graphrec.data.validation import read_validated, validate_dataset
+from graphrec.errors import InputError
+from graphrec.graph.config import GraphConfig, SplitConfig
+from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
+from graphrec.graph.split import split_validated
+from training.config import EmbeddingStageConfig, ExportStageConfig
+from training.evaluate import run_evaluation
 from training.export import export_job
-from training.system import TrainConfig
-from training.train import train_job
+from training.train import train_job, warm_start_source
 
 log = logging.getLogger("graphrec.pipeline")
 
 
-@dataclass
-class EmbeddingStageConfig:
-    """The embedding stages of the job: evaluate against baselines on the split, then train on all data.
+class _Stages:
+    """Numbered stage lines: one INFO line as each stage ends, with what it produced and how long it took."""
 
-    Args:
-        enabled: run the stages (needs the split).
-        target_event: behaviour to predict.
-        target_node: item or content.
-        model: model hyperparameters.
-        train: optimisation settings; the epoch count for the final model comes from the evaluation.
-        evaluation: methods and slices of the evaluation.
-        warm_start: start the final model from the previous run's model (`workdir/model`) where there is one,
-            so successive embedding versions stay in one space (see the export's drift report).
-    """
+    def __init__(self, total: int) -> None:
+        self.total, self.number, self.started = total, 0, time.perf_counter()
 
-    enabled: bool = True
-    target_event: str = "purchase"
-    target_node: str = "item"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(ablations=False))
-    warm_start: bool = True
+    def start(self) -> None:
+        self.number += 1
+        self.started = time.perf_counter()
 
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 2)
 
-@dataclass
-class ExportStageConfig:
-    """Publishing the final model's embeddings (see `graphrec export`).
-
-    Args:
-        enabled: run the stage (needs the model stage).
-        store: the embedding store directory; it outlives runs (versions accumulate there).
-        versions: versioning settings (versions kept, alignment, compatibility threshold).
-        feature_store: the Feast online store (SQLite by default, Redis by connection string).
-    """
-
-    enabled: bool = True
-    store: str = "artifacts/store"
-    versions: ExportConfig = field(default_factory=ExportConfig)
-    feature_store: FeatureStoreConfig = field(default_factory=FeatureStoreConfig)
-
-
-def _warm_start_source(model_dir: Path, embeddings: EmbeddingStageConfig) -> Path | None:
-    """The previous run's model if a warm start from it is possible (same target and dimension, ids recorded)."""
-    if not (model_dir / "model.json").exists():
-        return None
-    metadata = json.loads((model_dir / "model.json").read_text())
-    hyperparameters = metadata.get("hyperparameters", {})
-    reasons = []
-    if not (model_dir / "ids").is_dir():
-        reasons.append("it records no ids")
-    if hyperparameters.get("config", {}).get("dim") != embeddings.model.dim:
-        reasons.append("its dimension differs")
-    if metadata.get("target") != {"event": embeddings.target_event, "node": embeddings.target_node}:
-        reasons.append("its target differs")
-    if reasons:
-        log.info("not warm-starting from %s: %s", model_dir, "; ".join(reasons))
-        return None
-    return model_dir
-
-
-def _stage(number: int, total: int, name: str):
-    log.info("[%d/%d] %s", number, total, name)
-    return time.perf_counter()
+    def done(self, name: str, message: str, *args: Any) -> None:
+        log.info(f"[%d/%d] %s: {message} (%.1fs)", self.number, self.total, name, *args, self.seconds())
 
 
 def run_pipeline(
     workdir: str | Path = "artifacts/default",
     input: InputConfig | None = None,
+    shop: ShopConfig | None = None,
     validation: ValidationConfig | None = None,
     graph: GraphConfig | None = None,
     split: SplitConfig | None = None,
@@ -113,6 +62,7 @@ def run_pipeline(
     embeddings = embeddings or EmbeddingStageConfig()
     export = export or ExportStageConfig()
     input = input or InputConfig()
+    shop = shop or ShopConfig()
     validation = validation or ValidationConfig()
     graph = graph or GraphConfig()
     split = split or SplitConfig()
@@ -122,74 +72,75 @@ def run_pipeline(
     report: dict[str, Any] = {"kind": "run_report", "started_at": utc_now_iso(), "stages": {}}
     modelled = split.enabled and embeddings.enabled
     total = 3 + (1 if split.enabled else 0) + (2 if modelled else 0) + (1 if modelled and export.enabled else 0)
+    stages = _Stages(total)
 
-    t = _stage(1, total, "input")
-    if input.format == "generated":
-        shop = generate_shop(input.shop)
-        source_dir = write_shop(shop, workdir / "raw")
-        tables, sources, notes = open_dataset("contract", source_dir)
-        log.info(
-            "generated %s events, %s impressions into %s",
-            f"{shop.stats['events']:,}",
-            f"{shop.stats['impressions']:,}",
-            source_dir,
-        )
-    else:
-        if not input.path:
-            raise ValueError(f"input.path is required for input.format={input.format!r}")
-        tables, sources, notes = open_dataset(input.format, input.path)
-    fingerprint = fingerprint_inputs({name: path for name, path in sources.items()})
+    stages.start()
+    tables, sources, notes, input_stats = open_input(input, shop, workdir / "raw")
+    fingerprint = fingerprint_inputs(dict(sources))
     report["stages"]["input"] = {
         "format": input.format,
         "sources": fingerprint,
         "notes": notes,
-        "seconds": round(time.perf_counter() - t, 2),
+        **input_stats,
+        "seconds": stages.seconds(),
     }
+    stages.done("input", "%s", _describe_input(input, input_stats, sources))
 
-    t = _stage(2, total, "validate")
+    stages.start()
     validated_dir = workdir / "validated"
     validation_report = validate_dataset(tables, validated_dir, validation, fingerprint)
+    tables_report = {
+        name: {k: r[k] for k in ("input_rows", "used", "deduplicated", "quarantined", "reasons")}
+        for name, r in validation_report["tables"].items()
+    }
     report["stages"]["validate"] = {
         "dir": str(validated_dir),
-        "tables": {
-            name: {k: r[k] for k in ("input_rows", "used", "deduplicated", "quarantined", "reasons")}
-            for name, r in validation_report["tables"].items()
-        },
+        "tables": tables_report,
         "cross_checks": validation_report["cross_checks"],
-        "seconds": round(time.perf_counter() - t, 2),
+        "seconds": stages.seconds(),
     }
+    stages.done(
+        "validate",
+        "%s rows used, %s deduplicated, %s quarantined",
+        f"{sum(r['used'] for r in tables_report.values()):,}",
+        f"{sum(r['deduplicated'] for r in tables_report.values()):,}",
+        f"{sum(r['quarantined'] for r in tables_report.values()):,}",
+    )
 
-    t = _stage(3, total, "graph snapshot")
+    stages.start()
     events, items, content, _ = read_validated(validated_dir)
-    last = events.select(pl.col("timestamp").max()).collect().item()
-    cutoff = last + timedelta(seconds=1)  # strictly-before semantics: the full snapshot includes the last event
-    snapshot = build_snapshot(events, cutoff, items, content, graph, fingerprint)
+    snapshot = build_snapshot(events, default_cutoff(events), items, content, graph, fingerprint)
     save_snapshot(snapshot, workdir / "snapshot")
     report["stages"]["snapshot"] = {
         "dir": str(workdir / "snapshot"),
         "cutoff": snapshot.manifest["cutoff"],
         "num_nodes": snapshot.manifest["num_nodes"],
         "num_edges": snapshot.manifest["num_edges"],
-        "seconds": round(time.perf_counter() - t, 2),
+        "seconds": stages.seconds(),
     }
-    log.info(
-        "snapshot: %s nodes, %s edges",
+    stages.done(
+        "snapshot",
+        "%s nodes, %s edges before %s",
         f"{sum(snapshot.manifest['num_nodes'].values()):,}",
         f"{sum(snapshot.manifest['num_edges'].values()):,}",
+        snapshot.manifest["cutoff"],
     )
 
     if split.enabled:
-        t = _stage(4, total, "temporal split")
-        windows = split_by_days(events, split.val_days, split.test_days)
-        summary = write_split(events, windows, workdir / "split", items, content, graph, fingerprint=fingerprint)
-        report["stages"]["split"] = {
-            "dir": str(workdir / "split"),
-            **summary,
-            "seconds": round(time.perf_counter() - t, 2),
-        }
+        stages.start()
+        summary = split_validated(validated_dir, workdir / "split", split, graph, fingerprint=fingerprint)
+        report["stages"]["split"] = {"dir": str(workdir / "split"), **summary, "seconds": stages.seconds()}
+        target = summary["targets"].get(f"test/{embeddings.target_event}_{embeddings.target_node}", {})
+        stages.done(
+            "split",
+            "validation from %s, test from %s; %s test targets",
+            summary["split"]["train_end"][:10],
+            summary["split"]["val_end"][:10],
+            f"{target.get('pairs', 0):,}",
+        )
 
     if split.enabled and embeddings.enabled:
-        t = _stage(5, total, "evaluate embeddings against baselines")
+        stages.start()
         evaluation = run_evaluation(
             workdir / "split",
             workdir / "evaluation",
@@ -200,15 +151,18 @@ def run_pipeline(
             embeddings.evaluation,
         )
         ours = evaluation["results"].get("graphrec", {})
+        ndcg = {name: round(r["ndcg@20"], 4) for name, r in evaluation["results"].items() if "ndcg@20" in r}
         report["stages"]["evaluate"] = {
             "dir": str(workdir / "evaluation"),
-            "ndcg@20": {name: round(r["ndcg@20"], 4) for name, r in evaluation["results"].items()},
-            "seconds": round(time.perf_counter() - t, 2),
+            "ndcg@20": ndcg,
+            "seconds": stages.seconds(),
         }
-        t = _stage(6, total, "train the embedding model on the full snapshot")
+        stages.done("evaluate", "test NDCG@20 %s", ", ".join(f"{name} {value:.4f}" for name, value in ndcg.items()))
+
+        stages.start()
         # The epoch count chosen on the validation window (and confirmed on the test window) is reused on all data.
         epochs = ours.get("epochs", embeddings.train.epochs)
-        previous = _warm_start_source(workdir / "model", embeddings) if embeddings.warm_start else None
+        previous = warm_start_source(workdir / "model", embeddings) if embeddings.warm_start else None
         metadata = train_job(
             workdir / "snapshot",
             workdir / "model",
@@ -224,24 +178,44 @@ def run_pipeline(
             "epochs": epochs,
             "behaviour_weights": metadata["behaviour_weights"] if metadata else None,
             "warm_start": metadata["warm_start"] if metadata else None,
-            "seconds": round(time.perf_counter() - t, 2),
+            "seconds": stages.seconds(),
         }
+        warm = metadata["warm_start"] if metadata else None
+        stages.done(
+            "model",
+            "%d epochs on every event, %s",
+            epochs,
+            f"warm-started from {warm['from']}" if warm else "from scratch",
+        )
         if export.enabled and metadata is not None:
-            t = _stage(7, total, "publish embeddings to the feature store")
+            stages.start()
             metrics = {"evaluation": {k: v for k, v in ours.items() if "@" in k or k == "epochs"}}
             manifest = export_job(workdir / "model", export.store, None, export.versions, export.feature_store, metrics)
+            drift = manifest["drift"]
             report["stages"]["export"] = {
                 "store": export.store,
                 "version": manifest["version"],
                 "space": manifest["space"],
                 "rows": manifest["rows"],
-                "drift": {k: manifest["drift"].get(k) for k in ("previous_version", "mean_cosine", "compatible")},
+                "drift": {k: drift.get(k) for k in ("previous_version", "mean_cosine", "compatible")},
                 "online_store": export.feature_store.online_store if export.feature_store.enabled else None,
-                "seconds": round(time.perf_counter() - t, 2),
+                "seconds": stages.seconds(),
             }
+            stages.done(
+                "export",
+                "version %s live in %s (%s; online: %s)",
+                manifest["version"],
+                export.store,
+                f"aligned to {drift['previous_version']}, mean cosine {drift.get('mean_cosine')}"
+                if drift.get("previous_version")
+                else "first version",
+                export.feature_store.online_store if export.feature_store.enabled else "disabled",
+            )
 
     report["config"] = {
+        "workdir": str(workdir),
         "input": asdict(input),
+        "shop": asdict(shop),
         "validation": asdict(validation),
         "graph": asdict(graph),
         "split": asdict(split),
@@ -254,3 +228,28 @@ def run_pipeline(
     write_json_atomic(workdir / "run_report.json", report)
     log.info("done in %.1fs; report: %s", report["seconds"], workdir / "run_report.json")
     return report
+
+
+def open_input(
+    input: InputConfig, shop: ShopConfig, raw_dir: Path
+) -> tuple[dict[str, Any], dict[str, Path], dict[str, Any], dict[str, Any]]:
+    """The input tables of a run: the generated shop (written to `raw_dir`) or the files `input` names.
+
+    Returns the tables, their source paths, the adapter's notes and, for a generated shop, its statistics.
+    """
+    if input.format == "generated":
+        generated = generate_shop(shop)
+        source_dir = write_shop(generated, raw_dir)
+        tables, sources, notes = open_dataset("contract", source_dir)
+        return tables, sources, notes, {"generated": generated.stats}
+    if not input.path:
+        raise InputError(f"input.path is required for input.format={input.format!r}")
+    tables, sources, notes = open_dataset(input.format, input.path)
+    return tables, sources, notes, {}
+
+
+def _describe_input(input: InputConfig, stats: dict[str, Any], sources: dict[str, Path]) -> str:
+    if "generated" in stats:
+        shop = stats["generated"]
+        return f"generated shop: {shop['events']:,} events, {shop['impressions']:,} impressions"
+    return f"{input.format} from {input.path}: {', '.join(sorted(sources))}"

@@ -9,23 +9,21 @@ With `--train.strategy ddp --train.devices 2` Lightning runs two processes; only
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
 
-from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
+from graphrec.embed.artifact import is_model, load_model, read_model_info, save_model
+from graphrec.embed.config import ModelConfig
 from graphrec.errors import GraphrecError
-from graphrec.graph import Snapshot, load_snapshot
-from graphrec.models import ModelConfig, MultiBehaviourGCN
-from graphrec.tasks import task_from_snapshot
-from training.system import TrainConfig, train_embeddings
+from graphrec.graph.snapshot import Snapshot, load_snapshot
+from graphrec.graph.tasks import task_from_snapshot, window_task
+from training.config import EmbeddingStageConfig, TrainConfig
+from training.trainer import train_embeddings
 
 log = logging.getLogger("graphrec.train")
 
@@ -55,8 +53,7 @@ def train_job(
     val_task = None
     if validation is not None:
         window = Path(validation)
-        targets = pl.read_parquet(window / f"{target_event}_{target_node}_targets.parquet")
-        val_task = task_from_snapshot(load_snapshot(window / "snapshot"), targets, target_event, target_node)
+        val_task = window_task(window, target_event, target_node)
         if (val_task.num_users, val_task.num_items) != (task.num_users, task.num_items):
             # Validation needs the same node index space as training: train on the validation window's snapshot.
             trained_on = window / "snapshot"
@@ -70,29 +67,7 @@ def train_job(
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     if rank != 0:  # under DDP every process trains; one writes the artifact
         return None
-    metadata = {
-        "kind": "embedding_model",
-        "created_at": utc_now_iso(),
-        "hyperparameters": trained.hyperparameters(),
-        "train": asdict(train),
-        "target": {"event": target_event, "node": target_node},
-        "snapshot": {
-            "path": str(trained_on),
-            "cutoff": loaded.manifest["cutoff"],
-            "input_fingerprint": loaded.manifest.get("input_fingerprint", {}),
-        },
-        "training": summary,
-        "behaviour_weights": dict(zip(trained.behaviours, trained.behaviour_weights().tolist(), strict=True)),
-        "warm_start": warm,
-        "code_version": code_version(),
-    }
-    with atomic_directory(out) as staging:
-        save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, staging / "model.safetensors")
-        # The ids of every embedding row, so a later model can warm-start from this one without its snapshot.
-        (staging / "ids").mkdir()
-        for node, count in (("user", trained.num_users), (target_node, trained.num_items)):
-            loaded.ids_of(node, np.arange(count)).to_frame().write_parquet(staging / "ids" / f"{node}.parquet")
-        write_json_atomic(staging / "model.json", metadata)
+    metadata = save_model(trained, out, loaded, trained_on, target_event, target_node, asdict(train), summary, warm)
     log.info("model written to %s", out)
     return metadata
 
@@ -108,6 +83,7 @@ def warm_start_parameters(
     """Initial values from a previous model for the nodes of `snapshot` it already knew (matched by original id)."""
     previous = Path(previous)
     old, metadata = load_model(previous)
+    info = read_model_info(previous)
     if old.config.dim != config.dim:
         raise GraphrecError(
             f"{previous}: dimension {old.config.dim}, cannot warm-start a model of dimension {config.dim}"
@@ -115,10 +91,7 @@ def warm_start_parameters(
     init: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
     shared = {}
     for node, name in (("user", "user_embedding.weight"), (target_node, "item_embedding.weight")):
-        path = previous / "ids" / f"{node}.parquet"
-        if not path.exists():
-            raise GraphrecError(f"{path}: missing; the model predates warm starts, train once without --warm_start")
-        old_ids = pl.read_parquet(path).to_series()
+        old_ids = info.ids(node)
         new_index = snapshot.index_of(node, old_ids)  # null where the node is gone
         keep = new_index.is_not_null().to_numpy()
         rows = torch.from_numpy(new_index.drop_nulls().to_numpy().astype(np.int64))
@@ -142,13 +115,21 @@ def warm_start_parameters(
     return init, {"from": str(previous), "created_at": metadata.get("created_at"), "shared": shared}
 
 
-def load_model(path: str | Path) -> tuple[MultiBehaviourGCN, dict[str, Any]]:
-    """Rebuild a trained model from its artifact (attach a graph with `set_graph` before propagating)."""
-    path = Path(path)
-    metadata = json.loads((path / "model.json").read_text())
-    hp = dict(metadata["hyperparameters"])
-    # Artifacts written before the conversion term existed have none.
-    hp["config"] = ModelConfig(**{"conversion": False, **hp["config"]})
-    model = MultiBehaviourGCN(**hp)
-    model.load_state_dict(load_file(path / "model.safetensors"))
-    return model, metadata
+def warm_start_source(model_dir: str | Path, embeddings: EmbeddingStageConfig) -> Path | None:
+    """`model_dir` if a model there can warm-start one configured by `embeddings` (same target and dimension,
+    ids recorded); None, with the reason logged, otherwise."""
+    model_dir = Path(model_dir)
+    if not is_model(model_dir):
+        return None
+    info = read_model_info(model_dir)
+    reasons = []
+    if not info.has_ids:
+        reasons.append("it records no ids")
+    if info.dim != embeddings.model.dim:
+        reasons.append(f"its dimension is {info.dim}, not {embeddings.model.dim}")
+    if (info.target_event, info.target_node) != (embeddings.target_event, embeddings.target_node):
+        reasons.append("its target differs")
+    if reasons:
+        log.info("not warm-starting from %s: %s", model_dir, "; ".join(reasons))
+        return None
+    return model_dir

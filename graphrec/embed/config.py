@@ -1,0 +1,40 @@
+"""Hyperparameters of the embedding model (no heavy imports, so the command line can show them quickly)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of `MultiBehaviourGCN`.
+
+    Args:
+        dim: embedding size.
+        num_layers: propagation layers (0 = matrix factorisation).
+        behaviours: behaviours used for propagation; empty = every behaviour of the task.
+        use_features: add catalog feature embeddings to the item inputs.
+        history: add the learned history term to ranking scores.
+        conversion: the history term includes the item's conversion rate for items the user touched.
+        init_std: standard deviation of the initial embeddings.
+        init: `normal` (N(0, init_std)) or `spectral`: the id embeddings start from the top singular vectors of
+            the normalised user-item adjacency (see `spectral_init`), scaled to the normal start's mean norm.
+        normalize: L2-normalise the final embeddings and scale them by 1 / sqrt(temperature), so the dot product
+            is the cosine divided by the temperature (the form sampled-softmax training wants).
+        temperature: that temperature.
+    """
+
+    dim: int = 64
+    num_layers: int = 3
+    behaviours: list[str] = field(default_factory=list)
+    use_features: bool = True
+    history: bool = True
+    conversion: bool = True
+    init_std: float = 0.1
+    init: str = "normal"
+    normalize: bool = False
+    temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.init not in ("normal", "spectral"):
+            raise ValueError(f"model.init must be normal or spectral, not {self.init!r}")

@@ -1,0 +1,75 @@
+"""Settings of the store stage: how embedding versions are published and where they are served from.
+
+Plain dataclasses with no heavy imports, so the command line can show them without loading Feast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ExportConfig:
+    """How versions are published.
+
+    Args:
+        keep: versions kept in `embeddings/` (older ones are deleted after a publish; LATEST is never deleted).
+        history_keep: versions kept in the feature store's offline history (the point-in-time record the ranker
+            trains on); None keeps every version ever published.
+        align: rotate each new version onto the live one (orthogonal Procrustes on shared entities).
+        min_cosine: mean cosine of shared entities after alignment at or above which the new version shares the
+            previous version's space (a consumer may keep using both); below it the version opens a new space.
+        neighbours: k of the top-k neighbour overlap reported in the drift section.
+        stability_sample: query entities per type for the neighbour overlap (cosine uses all shared ones).
+        stability_pool: shared entities per type sampled as the neighbour candidates of those queries.
+        seed: seed of that sample.
+    """
+
+    keep: int = 5
+    history_keep: int | None = None
+    align: bool = True
+    min_cosine: float = 0.5
+    neighbours: int = 20
+    stability_sample: int = 1000
+    stability_pool: int = 20000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.keep < 1 or (self.history_keep is not None and self.history_keep < 1):
+            raise ValueError("export.versions.keep and history_keep must be at least 1 (history_keep may be null)")
+
+
+ONLINE_DTYPES = ("float32", "float16", "int8")
+
+
+@dataclass
+class FeatureStoreConfig:
+    """Where and how embeddings are served.
+
+    Args:
+        enabled: keep a Feast repo over the embedding store and write the live version to its online store.
+        online_store: sqlite (embedded, `<store>/feast/online.db`) or redis.
+        redis: Redis connection string in Feast's format, `host:port[,db=0,password=...,ssl=true]`.
+        project: the Feast project name (Redis keys are namespaced by it).
+        online_dtype: float32 (exact), float16 or int8 (per-vector scale) online vectors.
+        online_write: how an export fills the online store: `materialize` (Feast's materialize over the new
+            version's cutoff, read back from the offline history) or `push` (`write_to_online_store` with the
+            version's rows as exported: about 3.5x faster here, as it skips Feast's dask read of the history).
+        ttl_days: how long Feast treats a version as valid after its cutoff in historical joins.
+    """
+
+    enabled: bool = True
+    online_store: str = "sqlite"
+    redis: str = "localhost:6379"
+    project: str = "graphrec"
+    online_dtype: str = "float32"
+    online_write: str = "materialize"
+    ttl_days: int = 3650
+
+    def __post_init__(self) -> None:
+        if self.online_store not in ("sqlite", "redis"):
+            raise ValueError(f"feature_store.online_store must be sqlite or redis, not {self.online_store!r}")
+        if self.online_write not in ("materialize", "push"):
+            raise ValueError(f"feature_store.online_write must be materialize or push, not {self.online_write!r}")
+        if self.online_dtype not in ONLINE_DTYPES:
+            raise ValueError(f"feature_store.online_dtype must be one of {ONLINE_DTYPES}, not {self.online_dtype!r}")

@@ -1,0 +1,121 @@
+"""Publishing embedding versions: stage, write online, swap LATEST, retire; and rollback and sync.
+
+The order is what makes a kill harmless: a version is complete on disk and held by the online store before
+`LATEST` moves, and a failure writing the online store (say Redis is down) removes the staged version again, so
+the store is left exactly as it was. One writer at a time holds the store lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from graphrec.embed.vectors import EmbeddingSet
+from graphrec.store.config import ExportConfig, FeatureStoreConfig
+from graphrec.store.feast_repo import prune_history, publish_online, repo_dir
+from graphrec.store.versions import (
+    StoreError,
+    apply_retention,
+    describe,
+    fault_point,
+    latest_version,
+    list_versions,
+    previous_version,
+    require_latest,
+    set_latest,
+    stage_version,
+    store_lock,
+    verify_version,
+    versions_dir,
+)
+
+log = logging.getLogger("graphrec.store")
+
+
+def _discard(store: Path, version: str) -> None:
+    """Remove a staged version that never went live (and its offline history links)."""
+    for link in (repo_dir(store) / "data").glob(f"*/{version}.parquet"):
+        link.unlink(missing_ok=True)
+    directory = versions_dir(store) / version
+    if directory.exists():
+        trash = versions_dir(store) / f".{version}.deleted-{uuid.uuid4().hex[:8]}"
+        os.rename(directory, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def publish_embeddings(
+    store: str | Path,
+    embeddings: EmbeddingSet,
+    info: dict[str, Any],
+    export: ExportConfig | None = None,
+    feature_store: FeatureStoreConfig | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    """Stage `embeddings` as a new version, write it online, then make it LATEST and apply retention.
+
+    Returns the manifest, the online write's summary (None when the feature store is disabled) and the versions
+    retired. On an online-store failure the staged version is removed and LATEST is untouched.
+    """
+    export = export or ExportConfig()
+    feature_store = feature_store or FeatureStoreConfig()
+    store = Path(store)
+    compact = feature_store.online_dtype if feature_store.online_dtype != "float32" else None
+    with store_lock(store):
+        manifest = stage_version(store, embeddings, export, info, compact)
+        version = manifest["version"]
+        online = None
+        if feature_store.enabled:
+            try:
+                online = publish_online(store, feature_store, version)
+            except BaseException:
+                _discard(store, version)
+                raise
+        fault_point("before_latest")
+        set_latest(store, version)
+        fault_point("after_latest")
+        deleted = apply_retention(store, export.keep)
+        if feature_store.enabled:
+            prune_history(store, export.history_keep)
+    return manifest, online, deleted
+
+
+def rollback(
+    store: str | Path = "artifacts/store", to: str | None = None, feature_store: FeatureStoreConfig | None = None
+) -> str:
+    """Make `to` (default: the version before LATEST) live again: verified, written online, then LATEST."""
+    feature_store = feature_store or FeatureStoreConfig()
+    store = Path(store)
+    require_latest(store)
+    with store_lock(store):
+        current = require_latest(store)
+        target = to or previous_version(store, current)
+        if target is None:
+            raise StoreError(f"{versions_dir(store)}: no version older than {current} to roll back to")
+        if target not in list_versions(store):
+            raise StoreError(f"{versions_dir(store)}: no version {target!r} (have: {', '.join(list_versions(store))})")
+        verify_version(store, target)
+        if feature_store.enabled:
+            publish_online(store, feature_store, target, exact=True)
+        set_latest(store, target)
+    log.info("rolled back from %s to %s", current, target)
+    return target
+
+
+def sync_online(store: str | Path = "artifacts/store", feature_store: FeatureStoreConfig | None = None) -> str:
+    """Write the LATEST version to the online store again (after an online-store outage or a config change)."""
+    feature_store = feature_store or FeatureStoreConfig()
+    require_latest(store)  # before the lock, which would create the directory
+    with store_lock(store):
+        version = require_latest(store)
+        verify_version(store, version)
+        publish_online(store, feature_store, version, exact=True)
+    return version
+
+
+def store_summary(store: str | Path) -> dict[str, Any]:
+    """The store's versions and the live one (for `graphrec export list`)."""
+
+    return {"store": str(store), "latest": latest_version(store), "versions": describe(store)}

@@ -1,0 +1,349 @@
+"""Versioned embedding store: every export is a complete, checksummed, immutable version directory.
+
+Layout under a store directory:
+
+    embeddings/<version>/user.parquet      user_id, embedding FixedSizeList<float32, dim>, event_timestamp,
+    embeddings/<version>/item.parquet      model_version (and item_id / content_id in the other files)
+    embeddings/<version>/content.parquet
+    embeddings/<version>/manifest.json     version, created_at, cutoff, dim, row counts, model config, data
+                                           fingerprint, metrics, drift report, sha256 of every file
+    embeddings/LATEST                      the live version's name
+
+Versions are `v000001`, `v000002`, ... A version is written beside its final place, fsynced and renamed in
+(`atomic_directory`); `LATEST` is swapped with an atomic rename. Readers verify every file's sha256 against the
+manifest and refuse a version that does not match. One writer at a time holds `embeddings/.lock` (flock).
+
+Drift control: embeddings retrained from scratch live in a different basis each time. A new version is rotated
+onto the live one by orthogonal Procrustes over the entities both share (one rotation for users, items and
+modules, so every dot product within the version is unchanged), and its stability (mean cosine of the same entity,
+top-k neighbour overlap) is recorded. Versions whose aligned stability reaches `min_cosine` share the previous
+version's `space`; otherwise the version opens a new space, and a consumer trained on an older space must not mix
+them (`check_compatible`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from graphrec.artifacts import atomic_directory, code_version, file_sha256, write_json_atomic
+from graphrec.embed.vectors import ENTITIES, ID_COLUMN, EmbeddingSet
+from graphrec.errors import GraphrecError
+from graphrec.store.codecs import encode_compact
+from graphrec.store.config import ExportConfig
+
+log = logging.getLogger("graphrec.store.versions")
+
+VERSION_PATTERN = re.compile(r"^v(\d{6,})$")
+STORE_FORMAT = 1
+# Fault injection for the kill tests: the process SIGKILLs itself when it reaches the named step.
+FAULT_ENV = "GRAPHREC_FAULT_AT"
+
+
+class StoreError(GraphrecError):
+    """The embedding store is missing, corrupt (checksum mismatch) or asked for a version it does not hold."""
+
+
+class IncompatibleEmbeddingsError(GraphrecError):
+    """A consumer was trained on an embedding space that the requested version does not share."""
+
+
+def fault_point(name: str) -> None:
+    """Kill this process (SIGKILL, no cleanup) if `GRAPHREC_FAULT_AT` names this step; for crash tests."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def versions_dir(store: str | Path) -> Path:
+    return Path(store) / "embeddings"
+
+
+def list_versions(store: str | Path) -> list[str]:
+    """Complete versions in the store, oldest first (staging directories are not versions)."""
+    root = versions_dir(store)
+    if not root.is_dir():
+        return []
+    found = [p.name for p in root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name)]
+    return sorted(found, key=lambda name: int(name[1:]))
+
+
+def latest_version(store: str | Path) -> str | None:
+    """The live version named by `LATEST`, or None for an empty store."""
+    pointer = versions_dir(store) / "LATEST"
+    if not pointer.exists():
+        return None
+    name = pointer.read_text().strip()
+    if not VERSION_PATTERN.match(name):
+        raise StoreError(f"{pointer}: does not name a version ({name!r})")
+    return name
+
+
+def require_latest(store: str | Path) -> str:
+    """The live version, or a StoreError saying why there is none."""
+    if not versions_dir(store).is_dir():
+        raise StoreError(f"{store}: not an embedding store (no embeddings/ directory)")
+    version = latest_version(store)
+    if version is None:
+        raise StoreError(f"{versions_dir(store)}: the store holds no published version")
+    return version
+
+
+def _next_version(store: str | Path) -> str:
+    # Numbers are never reused: the newest version is never deleted by retention, so max + 1 is fresh.
+    existing = [int(v[1:]) for v in list_versions(store)]
+    return f"v{(max(existing) if existing else 0) + 1:06d}"
+
+
+@contextlib.contextmanager
+def store_lock(store: str | Path) -> Iterator[None]:
+    """Hold the store's writer lock (one export or rollback at a time); fails fast if another holds it."""
+    root = versions_dir(store)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise StoreError(f"{root}: another export or rollback holds the store's lock") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _timestamps(value: datetime, n: int) -> pa.Array:
+    micros = int(value.timestamp()) * 1_000_000 + value.microsecond
+    return pa.array(np.full(n, micros, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _embedding_table(
+    entity: str,
+    ids: pl.Series,
+    vectors: np.ndarray,
+    cutoff: datetime,
+    created: datetime,
+    version: str,
+    compact: str | None = None,
+) -> pa.Table:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    id_values = ids.to_arrow()
+    if pa.types.is_large_string(id_values.type):  # polars' default; plain string is what other readers expect
+        id_values = id_values.cast(pa.string())
+    columns = {
+        ID_COLUMN[entity]: id_values,
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+        "event_timestamp": _timestamps(cutoff, n),
+        "created_timestamp": _timestamps(created, n),
+        "model_version": pa.array([version] * n, pa.string()),
+    }
+    if compact:
+        columns[f"embedding_{compact}"] = pa.array(encode_compact(vectors, compact), pa.binary())
+    return pa.table(columns)
+
+
+def _read_vectors(path: Path, entity: str) -> tuple[pl.Series, np.ndarray]:
+    table = pq.read_table(path)
+    column = table.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    vectors = column.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    ids = pl.from_arrow(table.column(ID_COLUMN[entity]).combine_chunks())
+    return ids.rename(ID_COLUMN[entity]), vectors
+
+
+def set_latest(store: str | Path, version: str) -> None:
+    """Point `LATEST` at `version` with an atomic rename (the version must be complete and verified)."""
+    root = versions_dir(store)
+    for stale in root.glob(".LATEST.tmp-*"):  # left by a killed writer (callers hold the store lock)
+        stale.unlink(missing_ok=True)
+    tmp = root / f".LATEST.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as handle:
+        handle.write(version + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    fault_point("latest_staged")
+    os.replace(tmp, root / "LATEST")
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(store: str | Path, version: str) -> dict[str, Any]:
+    path = versions_dir(store) / version / "manifest.json"
+    if not path.exists():
+        raise StoreError(f"{versions_dir(store)}: no version {version!r} (have: {', '.join(list_versions(store))})")
+    return json.loads(path.read_text())
+
+
+def verify_version(store: str | Path, version: str) -> dict[str, Any]:
+    """Check every file of `version` against the sha256 in its manifest; returns the manifest."""
+    manifest = read_manifest(store, version)
+    directory = versions_dir(store) / version
+    for name, expected in manifest["sha256"].items():
+        path = directory / name
+        if not path.exists():
+            raise StoreError(f"{path}: missing; version {version} is incomplete and is refused")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise StoreError(
+                f"{path}: sha256 {actual[:12]}... does not match the manifest's {expected[:12]}...; "
+                f"version {version} is corrupt and is refused"
+            )
+    return manifest
+
+
+def load_version(store: str | Path, version: str | None = None, verify: bool = True) -> EmbeddingSet:
+    """Read a version (default: LATEST) after verifying its checksums."""
+    version = version or require_latest(store)
+    manifest = verify_version(store, version) if verify else read_manifest(store, version)
+    directory = versions_dir(store) / version
+    ids, vectors = {}, {}
+    for entity in manifest["rows"]:
+        ids[entity], vectors[entity] = _read_vectors(directory / f"{entity}.parquet", entity)
+    return EmbeddingSet(ids, vectors, datetime.fromisoformat(manifest["cutoff"]), {"manifest": manifest})
+
+
+def check_compatible(store: str | Path, consumer_version: str, version: str | None = None) -> dict[str, Any]:
+    """Raise unless `version` (default LATEST) shares the embedding space of `consumer_version`, the version a
+    consumer (the ranker, the API) was trained on; returns the version's manifest."""
+    version = version or require_latest(store)
+    manifest = read_manifest(store, version)
+    consumer = read_manifest(store, consumer_version) if (versions_dir(store) / consumer_version).exists() else None
+    consumer_space = consumer["space"] if consumer else consumer_version
+    if manifest["space"] != consumer_space:
+        raise IncompatibleEmbeddingsError(
+            f"embedding version {version} is in space {manifest['space']}, but the consumer was trained on "
+            f"{consumer_version} (space {consumer_space}); retrain the consumer or roll the store back"
+        )
+    return manifest
+
+
+def stage_version(
+    store: str | Path,
+    embeddings: EmbeddingSet,
+    config: ExportConfig,
+    info: dict[str, Any],
+    compact: str | None = None,
+) -> dict:
+    """Write a new complete version beside LATEST (not yet live) and return its manifest. Call under `store_lock`.
+
+    The new vectors are aligned to the live version first (see `align_to`); `info` goes into the manifest
+    (model config, data fingerprint, metrics, ...); `compact` (float16 / int8) adds `embedding_<dtype>` copies.
+    """
+    version = _next_version(store)
+    live = latest_version(store)
+    drift: dict[str, Any] = {"previous_version": None, "compatible": None, "reason": "first version"}
+    space = version
+    if live is not None:
+        from graphrec.store.alignment import align_to  # scipy and torch: only a writer needs them
+
+        previous = load_version(store, live)
+        previous.info["version"] = live
+        embeddings, drift = align_to(previous, embeddings, config)
+        if drift["compatible"]:
+            space = previous.info["manifest"]["space"]
+    fault_point("before_stage")
+    created = datetime.now(UTC).replace(microsecond=0)
+    with atomic_directory(versions_dir(store) / version) as staging:
+        sha = {}
+        for entity in ENTITIES:
+            if entity not in embeddings.ids:
+                continue
+            table = _embedding_table(
+                entity,
+                embeddings.ids[entity],
+                embeddings.vectors[entity],
+                embeddings.cutoff,
+                created,
+                version,
+                compact,
+            )
+            pq.write_table(table, staging / f"{entity}.parquet", compression="zstd")
+            sha[f"{entity}.parquet"] = file_sha256(staging / f"{entity}.parquet")
+            fault_point(f"staged_{entity}")
+        manifest = {
+            "kind": "embedding_version",
+            "format": STORE_FORMAT,
+            "version": version,
+            "space": space,
+            "created_at": created.isoformat(),
+            "online_dtype": compact or "float32",
+            "cutoff": embeddings.cutoff.isoformat(),
+            "dim": embeddings.dim,
+            "rows": embeddings.rows(),
+            "id_dtypes": {e: str(embeddings.ids[e].dtype) for e in embeddings.ids},
+            "drift": drift,
+            **info,
+            "code_version": code_version(),
+            "sha256": sha,
+        }
+        write_json_atomic(staging / "manifest.json", manifest)
+        fault_point("before_rename")
+    fault_point("after_rename")
+    log.info(
+        "staged embedding version %s (%s rows, dim %d, space %s)",
+        version,
+        ", ".join(f"{e} {n:,}" for e, n in embeddings.rows().items()),
+        embeddings.dim,
+        space,
+    )
+    return manifest
+
+
+def apply_retention(store: str | Path, keep: int) -> list[str]:
+    """Delete the oldest versions beyond `keep` (never the LATEST one); returns the deleted names."""
+    live = latest_version(store)
+    versions = list_versions(store)
+    doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v != live]
+    for version in doomed:
+        # Rename first so a kill mid-delete never leaves a half-deleted directory that looks like a version.
+        trash = versions_dir(store) / f".{version}.deleted-{uuid.uuid4().hex[:8]}"
+        os.rename(versions_dir(store) / version, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    for stale in versions_dir(store).glob(".*.deleted-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return doomed
+
+
+def previous_version(store: str | Path, version: str | None = None) -> str | None:
+    """The version before `version` (default LATEST) among those kept."""
+    version = version or latest_version(store)
+    older = [v for v in list_versions(store) if version is None or int(v[1:]) < int(version[1:])]
+    return older[-1] if older else None
+
+
+def describe(store: str | Path) -> list[dict[str, Any]]:
+    """One line per kept version: name, created, cutoff, rows, space, drift, and whether it is LATEST."""
+    live = latest_version(store)
+    lines = []
+    for version in list_versions(store):
+        manifest = read_manifest(store, version)
+        lines.append(
+            {
+                "version": version,
+                "latest": version == live,
+                "created_at": manifest["created_at"],
+                "cutoff": manifest["cutoff"],
+                "rows": manifest["rows"],
+                "space": manifest["space"],
+                "mean_cosine": manifest["drift"].get("mean_cosine"),
+            }
+        )
+    return lines

@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from graphrec.data.config import ValidationConfig
+from graphrec.data.schema import EVENT_TYPES
+from graphrec.data.validation import (
+    validate_content,
+    validate_dataset,
+    validate_events,
+    validate_impressions,
+    validate_items,
+)
+from graphrec.errors import InputError, RejectedInputError, SchemaError
+
+LENIENT = ValidationConfig(max_bad_fraction=1.0, reference_time="2024-06-01T00:00:00+00:00")
+
+
+def write_csv(tmp_path, text: str, name: str = "events.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def assert_reconciled(result, input_rows: int):
+    report = result.report
+    assert report.input_rows == input_rows
+    assert report.used + report.deduplicated + report.quarantined == input_rows
+    assert result.frame.height == report.used
+    assert result.quarantine.height == report.deduplicated + report.quarantined
+
+
+def test_missing_required_column_names_file_column_and_type(tmp_path):
+    path = write_csv(tmp_path, "user_id,item_id,timestamp\n1,2,1700000000\n")
+    with pytest.raises(SchemaError) as info:
+        validate_events(path)
+    message = str(info.value)
+    assert "events.csv" in message and "'event_type'" in message and "string event names" in message
+
+
+def test_events_need_item_or_content_column(tmp_path):
+    path = write_csv(tmp_path, "user_id,event_type,timestamp\n1,view,1700000000\n")
+    with pytest.raises(SchemaError, match=r"at least one of the columns \['item_id', 'content_id'\]"):
+        validate_events(path)
+
+
+def test_mistyped_column_names_expected_type(tmp_path):
+    frame = pl.DataFrame(
+        {"user_id": [1.0, 2.0], "item_id": [1, 2], "event_type": ["view"] * 2, "timestamp": [1_700_000_000] * 2}
+    )
+    path = tmp_path / "events.parquet"
+    frame.write_parquet(path)
+    with pytest.raises(SchemaError, match=r"events.parquet: column 'user_id' has type Float64; expected integer or"):
+        validate_events(path)
+
+
+def test_boolean_timestamp_is_mistyped():
+    frame = pl.DataFrame({"user_id": [1], "item_id": [1], "event_type": ["view"], "timestamp": [True]})
+    with pytest.raises(SchemaError, match="column 'timestamp' has type Boolean"):
+        validate_events(frame)
+
+
+def test_header_only_file_is_a_clear_error(tmp_path):
+    path = write_csv(tmp_path, "user_id,item_id,event_type,timestamp\n")
+    with pytest.raises(InputError, match=r"events\.csv: no data rows"):
+        validate_events(path)
+
+
+def test_row_problems_are_quarantined_with_reasons_and_reconciled(tmp_path):
+    path = write_csv(
+        tmp_path,
+        "user_id,item_id,content_id,event_type,timestamp\n"
+        "1,10,,pv,1700000000\n"  # used (alias pv -> view)
+        "1,10,,pv,1700000000\n"  # exact duplicate
+        ",11,,buy,1700000100\n"  # null user
+        "2,,,buy,1700000100\n"  # neither item nor content
+        "3,12,,scroll,1700000100\n"  # unknown event type
+        "4,13,,fav,not-a-time\n"  # unparsable timestamp
+        "5,14,,cart,4102444800\n"  # 2100-01-01: far future
+        "6,,m1,click,1700000200\n",  # used, content event
+    )
+    result = validate_events(path, LENIENT)
+    assert_reconciled(result, 8)
+    assert result.report.used == 2 and result.report.deduplicated == 1 and result.report.quarantined == 5
+    reasons = dict(zip(result.quarantine["row_number"], result.quarantine["reason"], strict=True))
+    assert reasons == {
+        2: "duplicate",
+        3: "null_user_id",
+        4: "no_item_id_or_content_id",
+        5: "unknown_event_type",
+        6: "unparsable_timestamp",
+        7: "future_timestamp",
+    }
+    assert result.frame["event_type"].cast(pl.String).to_list() == ["view", "click"]
+    # Quarantined rows keep their raw values.
+    assert result.quarantine.filter(pl.col("reason") == "unknown_event_type")["event_type"].item() == "scroll"
+
+
+def test_rejects_file_over_bad_share_threshold(tmp_path):
+    rows = "".join(f"{i},{i},view,1700000000\n" for i in range(90)) + "".join(
+        f",{i},view,1700000000\n" for i in range(10)
+    )
+    path = write_csv(tmp_path, "user_id,item_id,event_type,timestamp\n" + rows)
+    with pytest.raises(RejectedInputError) as info:
+        validate_events(path, ValidationConfig(max_bad_fraction=0.05))
+    assert "10.0% of rows are bad" in str(info.value) and "null_user_id=10" in str(info.value)
+    assert info.value.report["input_rows"] == 100 and info.value.report["rejected"]
+    assert validate_events(path, ValidationConfig(max_bad_fraction=0.2)).report.used == 90
+
+
+def test_duplicates_do_not_count_as_bad():
+    frame = pl.DataFrame(
+        {"user_id": [1] * 10, "item_id": [1] * 10, "event_type": ["view"] * 10, "timestamp": [1_700_000_000] * 10}
+    )
+    result = validate_events(frame, ValidationConfig(max_bad_fraction=0.0))
+    assert result.report.used == 1 and result.report.deduplicated == 9
+
+
+def test_ids_keep_their_type_and_value(tmp_path):
+    path = write_csv(
+        tmp_path,
+        "user_id,item_id,event_type,timestamp\n007,100,view,1700000000\nabc,200,view,1700000001\n",
+    )
+    frame = validate_events(path).frame
+    assert frame["user_id"].dtype == pl.String and frame["user_id"].to_list() == ["007", "abc"]
+    assert frame["item_id"].dtype == pl.Int64 and frame["item_id"].to_list() == [100, 200]
+
+
+def test_leading_zero_ids_stay_strings(tmp_path):
+    path = write_csv(tmp_path, "user_id,item_id,event_type,timestamp\n007,1,view,1700000000\n008,2,view,1700000000\n")
+    assert validate_events(path).frame["user_id"].to_list() == ["007", "008"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (1_700_000_000, datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        (1_700_000_000_000, datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        ("2023-11-14T23:13:20+01:00", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        ("2023-11-14T22:13:20Z", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        ("2023-11-14 22:13:20", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+    ],
+)
+def test_timestamps_normalise_to_utc(raw, expected):
+    frame = pl.DataFrame({"user_id": [1], "item_id": [1], "event_type": ["view"], "timestamp": [raw]})
+    result = validate_events(frame)
+    assert result.frame["timestamp"].dtype == pl.Datetime("us", "UTC")
+    assert result.frame["timestamp"].item() == expected
+
+
+def test_timezone_aware_datetimes_convert_to_utc():
+    stamp = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+    frame = pl.DataFrame({"user_id": [1], "item_id": [1], "event_type": ["view"], "timestamp": [stamp]}).with_columns(
+        pl.col("timestamp").dt.convert_time_zone("Europe/Berlin")
+    )
+    assert validate_events(frame).frame["timestamp"].item() == stamp
+
+
+def test_epoch_seconds_misread_as_too_old_are_quarantined():
+    # Mostly milliseconds, one value in seconds: the seconds value lands in 1970 and is quarantined, not the file.
+    frame = pl.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "item_id": [1, 2, 3],
+            "event_type": ["view"] * 3,
+            "timestamp": [1_700_000_000_000, 1_700_000_001_000, 1_700_000_002],
+        }
+    )
+    result = validate_events(frame, LENIENT)
+    assert result.report.notes["timestamp_unit"] == "ms"
+    assert result.quarantine["reason"].to_list() == ["timestamp_before_min"]
+
+
+def test_event_aliases_from_config():
+    frame = pl.DataFrame(
+        {"user_id": [1, 2], "item_id": [1, 2], "event_type": ["Checkout", "PV"], "timestamp": [1_700_000_000] * 2}
+    )
+    config = ValidationConfig(event_aliases={"checkout": "purchase"})
+    assert validate_events(frame, config).frame["event_type"].cast(pl.String).to_list() == ["purchase", "view"]
+
+
+def test_alias_to_unknown_canonical_type_is_an_error():
+    with pytest.raises(SchemaError, match="'checkout' maps to 'bought'"):
+        ValidationConfig(event_aliases={"checkout": "bought"}).aliases()
+
+
+def test_all_canonical_types_pass():
+    frame = pl.DataFrame(
+        {
+            "user_id": list(range(5)),
+            "item_id": list(range(5)),
+            "event_type": list(EVENT_TYPES),
+            "timestamp": [1_700_000_000] * 5,
+        }
+    )
+    assert validate_events(frame).report.used == 5
+
+
+def test_impressions_flags_and_slots():
+    frame = pl.DataFrame(
+        {
+            "request_id": ["r1", "r1", "r1", "r2"],
+            "user_id": ["u", "u", "u", "v"],
+            "content_id": ["a", "b", "c", "a"],
+            "slot": ["0", "1", "-1", "x"],
+            "timestamp": ["2024-01-01T00:00:00Z"] * 4,
+            "clicked": ["1", "0", "0", "2"],
+        }
+    )
+    result = validate_impressions(frame, LENIENT)
+    assert_reconciled(result, 4)
+    assert result.frame["clicked"].to_list() == [1, 0]
+    assert result.quarantine["reason"].to_list() == ["invalid_slot", "invalid_slot"]
+
+
+def test_invalid_click_flag_is_quarantined():
+    frame = pl.DataFrame(
+        {
+            "request_id": [1, 1],
+            "user_id": [1, 1],
+            "content_id": [1, 2],
+            "slot": [0, 1],
+            "timestamp": [1_700_000_000] * 2,
+            "clicked": [1, 5],
+        }
+    )
+    assert validate_impressions(frame, LENIENT).quarantine["reason"].to_list() == ["invalid_clicked"]
+
+
+def test_items_conflicting_duplicates_are_quarantined():
+    frame = pl.DataFrame({"item_id": [1, 1, 1, 2], "category": ["a", "a", "b", "c"], "price": [1.0, 1.0, 2.0, -3.0]})
+    result = validate_items(frame, LENIENT)
+    assert_reconciled(result, 4)
+    assert dict(zip(result.quarantine["row_number"], result.quarantine["reason"], strict=True)) == {
+        2: "duplicate",
+        3: "conflicting_duplicate_item_id",
+        4: "invalid_price",
+    }
+
+
+def test_content_item_lists_parse_from_strings():
+    frame = pl.DataFrame(
+        {
+            "content_id": ["a", "b", "c"],
+            "module_type": ["carousel", "banner", "teaser"],
+            "item_ids": ["1|2|3", "[4, 5]", ""],
+        }
+    )
+    result = validate_content(frame)
+    assert result.frame["item_ids"].dtype == pl.List(pl.Int64)
+    assert result.frame["item_ids"].to_list() == [[1, 2, 3], [4, 5], []]
+
+
+def test_validate_dataset_writes_tables_quarantine_and_report(tmp_path, small_shop):
+    out = tmp_path / "validated"
+    report = validate_dataset({"events": small_shop.events, "items": small_shop.items}, out)
+    assert report["tables"]["events"]["reconciled"]
+    assert json.loads((out / "report.json").read_text())["status"] == "ok"
+    assert pl.read_parquet(out / "events.parquet").height == report["tables"]["events"]["used"]
+    assert (out / "quarantine" / "events.parquet").exists()
+    assert report["cross_checks"]["event_items_not_in_catalog"] == 0
+
+
+def test_rejected_dataset_leaves_previous_version_intact(tmp_path, small_shop):
+    out = tmp_path / "validated"
+    validate_dataset({"events": small_shop.events}, out)
+    before = (out / "events.parquet").read_bytes()
+    bad = small_shop.events.with_columns(pl.lit(None, dtype=pl.String).alias("user_id"))
+    with pytest.raises(RejectedInputError, match=r"validated\.rejected"):
+        validate_dataset({"events": bad}, out)
+    assert (out / "events.parquet").read_bytes() == before
+    rejected = json.loads((tmp_path / "validated.rejected" / "report.json").read_text())
+    assert rejected["status"] == "rejected" and rejected["report"]["quarantined"] == bad.height
+    assert pl.read_parquet(tmp_path / "validated.rejected" / "quarantine" / "events.parquet").height == bad.height

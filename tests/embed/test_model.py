@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from graphrec.data.validation import validate_events
+from graphrec.embed.config import ModelConfig
+from graphrec.embed.model import MultiBehaviourGCN, PairLookup, _normalised_adjacency, sparse_matmul
+from graphrec.graph.snapshot import build_snapshot
+from graphrec.graph.tasks import task_from_snapshot
+
+
+@pytest.fixture(scope="module")
+def task(small_shop):
+    events = validate_events(small_shop.events).frame
+    return task_from_snapshot(build_snapshot(events, "2026-01-12", small_shop.items, small_shop.content))
+
+
+def make_model(task, **overrides):
+    sizes = task.feature_sizes()
+    model = MultiBehaviourGCN(
+        task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(**overrides), sizes
+    )
+    model.set_graph(task.edges, task.item_features)
+    return model
+
+
+def user_edges(task, users):
+    edges, local = {}, torch.full((task.num_users,), -1)
+    local[users] = torch.arange(len(users))
+    for behaviour, (u, i, _) in task.edges.items():
+        keep = local[u] >= 0
+        edges[behaviour] = (local[u[keep]], i[keep])
+    return edges
+
+
+def test_inductive_embedding_equals_training_embedding(task):
+    model = make_model(task, num_layers=3)
+    with torch.no_grad():
+        user_vectors, _, item_layers = model.propagate()
+        users = torch.arange(0, task.num_users, 7)
+        inductive = model.embed_users(user_edges(task, users), len(users), item_layers, users)
+    assert torch.allclose(inductive, user_vectors[users], atol=1e-6)
+
+
+def test_inductive_item_embedding_equals_training_embedding(task):
+    model = make_model(task, num_layers=2)
+    with torch.no_grad():
+        model.feature_gate.fill_(0.7)  # features take part
+        _, item_vectors, _ = model.propagate()
+        user_layers, _ = model.propagate_layers()
+        items = torch.arange(0, task.num_items, 5)
+        local = torch.full((task.num_items,), -1)
+        local[items] = torch.arange(len(items))
+        edges = {}
+        for behaviour, (u, i, _) in task.edges.items():
+            keep = local[i] >= 0
+            edges[behaviour] = (local[i[keep]], u[keep])
+        features = {name: values[items] for name, values in task.item_features.items()}
+        inductive = model.embed_items(edges, len(items), user_layers, features, items)
+        cold = model.embed_items({}, len(items), user_layers, features)  # a new item: features only
+    assert torch.allclose(inductive, item_vectors[items], atol=1e-6)
+    assert cold.abs().sum(1).min() > 0
+
+
+def test_new_user_embedding_comes_from_its_items(task):
+    model = make_model(task)
+    with torch.no_grad():
+        _, _, item_layers = model.propagate()
+        edges = {"view": (torch.tensor([0, 0]), torch.tensor([1, 2]))}
+        vector = model.embed_users(edges, 1, item_layers)
+        empty = model.embed_users({}, 1, item_layers)
+    assert vector.abs().sum() > 0 and empty.abs().sum() == 0
+
+
+def test_single_behaviour_without_features_is_lightgcn(task):
+    model = make_model(task, behaviours=["purchase"], use_features=False, history=False)
+    assert model.behaviours == ["purchase"] and len(model.feature_embedding) == 0
+    assert model.history_behaviours == []
+    with torch.no_grad():
+        _, _, layers = model.propagate()
+    assert torch.equal(layers[0], model.item_embedding.weight)
+
+
+def test_features_give_items_without_interactions_a_vector(task):
+    model = make_model(task)
+    model.item_embedding.weight.data.zero_()
+    model.feature_gate.data.fill_(1.0)
+    assert model.item_inputs().abs().sum(1).min() > 0
+
+
+def test_history_term_only_uses_auxiliary_behaviours(task):
+    model = make_model(task)
+    assert task.target not in model.history_behaviours
+    with torch.no_grad():
+        model.history_weight.fill_(1.0)
+    users, items, _ = task.edges["view"]
+    expected = torch.zeros(len(users))
+    for behaviour in model.history_behaviours:
+        lookup = PairLookup(*task.edges[behaviour][:2], torch.log1p(task.edges[behaviour][2]), task.num_items)
+        expected += lookup(users, items)
+    assert torch.allclose(model.history_scores(users, items), expected)
+    rows = model.history_scores(users[:5])
+    assert torch.allclose(rows[torch.arange(5), items[:5]], expected[:5])
+
+
+def test_pair_lookup_misses_are_zero():
+    lookup = PairLookup(torch.tensor([0, 2]), torch.tensor([1, 3]), torch.tensor([5.0, 7.0]), num_items=4)
+    assert lookup(torch.tensor([0, 2, 1]), torch.tensor([1, 3, 1])).tolist() == [5.0, 7.0, 0.0]
+    assert lookup.rows(torch.tensor([2])).tolist() == [[0.0, 0.0, 0.0, 7.0]]
+
+
+def test_normalized_embeddings_are_cosine_over_temperature(task):
+    model = make_model(task, num_layers=2, normalize=True, temperature=0.25)
+    with torch.no_grad():
+        users, items, item_layers = model.propagate()
+        assert torch.allclose(users.norm(dim=1), torch.full((task.num_users,), 2.0), atol=1e-4)
+        assert torch.allclose(items.norm(dim=1), torch.full((task.num_items,), 2.0), atol=1e-4)
+        # The inductive path applies the same normalisation.
+        picked = torch.arange(0, task.num_users, 11)
+        inductive = model.embed_users(user_edges(task, picked), len(picked), item_layers, user_ids=picked)
+    assert torch.allclose(inductive, users[picked], atol=1e-5)
+
+
+def test_sparse_matmul_matches_dense_forward_and_gradient():
+    users, items = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([1, 3, 0, 0, 2, 3])
+    forward, backward, _, _ = _normalised_adjacency(users, items, 3, 4)
+    x = torch.randn(4, 5, dtype=torch.float32, requires_grad=True)
+    y = torch.randn(3, 5)
+    (sparse_matmul(forward, backward, x) * y).sum().backward()
+    dense = forward.to_dense()
+    x_dense = x.detach().clone().requires_grad_(True)
+    (dense @ x_dense * y).sum().backward()
+    torch.testing.assert_close(sparse_matmul(forward, backward, x), dense @ x)
+    torch.testing.assert_close(x.grad, x_dense.grad)
+
+
+def test_conversion_term_hand_computed():
+    # Items 0..2. Views: users 0, 1, 2 on item 0; user 0 on item 1. Purchases: user 3 bought item 0, user 1 item 2.
+    views = (torch.tensor([0, 1, 2, 0]), torch.tensor([0, 0, 0, 1]), torch.ones(4))
+    buys = (torch.tensor([3, 1]), torch.tensor([0, 2]), torch.ones(2))
+    model = MultiBehaviourGCN(4, 3, ["view", "purchase"], "purchase", ModelConfig(dim=4, num_layers=1))
+    model.set_graph({"view": views, "purchase": buys})
+    rate = 2 / 4  # 2 buyers over 4 (user, item) view pairs
+    expected = [
+        math.log10(((1 + 10 * rate) / (3 + 10)) / rate),
+        math.log10(((0 + 10 * rate) / (1 + 10)) / rate),
+        math.log10(((1 + 10 * rate) / (0 + 10)) / rate),
+    ]
+    torch.testing.assert_close(model._conversion, torch.tensor(expected))
+    with torch.no_grad():
+        model.history_weight.zero_()
+        model.conversion_weight.fill_(2.0)
+    # Only items the user touched through an auxiliary behaviour get the term: user 0 viewed items 0 and 1.
+    rows = model.history_scores(torch.tensor([0, 3]))
+    torch.testing.assert_close(rows[0], torch.tensor([2 * expected[0], 2 * expected[1], 0.0]))
+    torch.testing.assert_close(rows[1], torch.zeros(3))
+    pairs = model.history_scores(torch.tensor([0, 0, 3]), torch.tensor([1, 2, 0]))
+    torch.testing.assert_close(pairs, torch.tensor([2 * expected[1], 0.0, 0.0]))
+    # In training an item's rate leaves out the scored user's own purchase: user 1 did not buy item 0, so nothing
+    # changes; made a buyer of it, the rate counts one buyer fewer.
+    own = model.history_scores(torch.tensor([1]), torch.tensor([0]), leave_own_out=True)
+    torch.testing.assert_close(own, torch.tensor([2 * expected[0]]))
+    model._bought = PairLookup(torch.tensor([1]), torch.tensor([0]), torch.ones(1), 3)
+    left_out = math.log10(((0 + 10 * rate) / (3 + 10)) / rate)
+    own = model.history_scores(torch.tensor([1]), torch.tensor([0]), leave_own_out=True)
+    torch.testing.assert_close(own, torch.tensor([2 * left_out]))
+    assert not hasattr(
+        MultiBehaviourGCN(4, 3, ["view", "purchase"], "purchase", ModelConfig(conversion=False)), "conversion_weight"
+    )
+
+
+def test_spectral_init_starts_from_the_graph(task):
+    def training_auc(model):
+        users, items, _ = task.edges["purchase"]
+        negatives = torch.randint(0, task.num_items, (len(users),), generator=torch.Generator().manual_seed(0))
+        u, i = model.user_embedding.weight, model.item_embedding.weight
+        positive = (u[users] * i[items]).sum(-1)
+        negative = (u[users] * i[negatives]).sum(-1)
+        return float((positive > negative).float().mean())
+
+    normal = make_model(task, init="normal")
+    spectral = make_model(task, init="spectral")
+    spectral.spectral_init(task.edges, seed=0)
+    again = make_model(task, init="spectral")
+    again.spectral_init(task.edges, seed=0)
+    torch.testing.assert_close(spectral.user_embedding.weight, again.user_embedding.weight)
+    # Interacting pairs are already close in the spectral start, not in the random one.
+    assert training_auc(spectral) > 0.75 and training_auc(normal) < 0.6
+    norms = spectral.user_embedding.weight.norm(dim=1).mean()
+    assert abs(float(norms) - 0.1 * 64**0.5) < 1e-3
+    with pytest.raises(ValueError, match=r"model\.init"):
+        ModelConfig(init="xavier")

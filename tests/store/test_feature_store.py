@@ -1,0 +1,264 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from graphrec.data.validation import validate_events
+from graphrec.embed.config import ModelConfig
+from graphrec.embed.inference import embeddings_from_model
+from graphrec.embed.vectors import EmbeddingSet
+from graphrec.graph.split import split_by_days, write_split
+from graphrec.store.config import ExportConfig, FeatureStoreConfig
+from graphrec.store.feast_repo import FeatureStoreError, historical_embeddings
+from graphrec.store.online import OnlineEmbeddings
+from graphrec.store.publish import publish_embeddings, rollback
+from graphrec.store.versions import VERSION_PATTERN, latest_version, list_versions, load_version, versions_dir
+from tests.store.test_versions import make_set, rotated
+from training.config import TrainConfig
+from training.export import export_job
+
+SQLITE = FeatureStoreConfig()
+
+
+def as_bits(vectors) -> np.ndarray:
+    return np.stack(vectors).astype(np.float32).view(np.uint32)
+
+
+def assert_online_equals(reader: OnlineEmbeddings, exported, version: str) -> None:
+    for entity, ids in exported.ids.items():
+        vectors, versions = reader.get(entity, ids.to_list())
+        assert set(versions) == {version}
+        assert np.array_equal(as_bits(vectors), exported.vectors[entity].view(np.uint32)), entity
+
+
+@pytest.mark.parametrize("write", ["materialize", "push"])
+def test_sqlite_online_round_trip_is_bit_exact(tmp_path, write):
+    config = FeatureStoreConfig(online_write=write)
+    manifest, online, _ = publish_embeddings(tmp_path, make_set(), {}, None, config)
+    assert online["method"] == ("materialize" if write == "materialize" else "write_to_online_store")
+    assert online["rows"] == 133
+    reader = OnlineEmbeddings(tmp_path, SQLITE)
+    assert_online_equals(reader, load_version(tmp_path), manifest["version"])
+    vectors, versions = reader.get("user", ["u001", "nobody"])
+    assert vectors[1] is None and versions[1] is None
+    assert (tmp_path / "feast" / "feature_store.yaml").exists() and (tmp_path / "feast" / "online.db").exists()
+
+
+def test_truncated_registry_is_rebuilt(tmp_path):
+    publish_embeddings(tmp_path, make_set(), {}, None, SQLITE)
+    registry = tmp_path / "feast" / "registry.db"
+    registry.write_bytes(registry.read_bytes()[:37])  # as if killed while Feast rewrote it in place
+    publish_embeddings(tmp_path, rotated(make_set(), 1, noise=0.3), {}, None, SQLITE)
+    assert_online_equals(OnlineEmbeddings(tmp_path, SQLITE), load_version(tmp_path), "v000002")
+    assert list((tmp_path / "feast").glob("registry.db.corrupt-*"))
+
+
+def test_historical_retrieval_gives_each_time_the_version_live_then(tmp_path):
+    base = make_set()
+    cutoffs = [datetime(2026, 1, day, tzinfo=UTC) for day in (10, 17, 24)]
+    for seed, cutoff in enumerate(cutoffs):
+        shifted = rotated(base, seed, noise=0.3)
+        shifted.cutoff = cutoff
+        publish_embeddings(tmp_path, shifted, {}, None, SQLITE)
+    times = [datetime(2026, 1, d, h, tzinfo=UTC) for d, h in ((5, 0), (10, 0), (12, 9), (20, 0), (24, 0), (31, 23))]
+    expected = [None, "v000001", "v000001", "v000002", "v000003", "v000003"]
+    requests = pl.DataFrame({"item_id": [14] * len(times), "event_timestamp": times})
+    answer = historical_embeddings(tmp_path, SQLITE, "item", requests)
+    assert answer.height == len(times) and answer["model_version"].to_list() == expected
+    assert answer["event_timestamp"].to_list() == times  # request order kept
+    for row, version in zip(answer.iter_rows(named=True), expected, strict=True):
+        if version is None:
+            assert row["embedding"] is None
+        else:
+            exported = load_version(tmp_path, version).vectors["item"][2]  # item id 14 is row 2
+            assert np.array_equal(np.asarray(row["embedding"], dtype=np.float32), exported)
+    users = historical_embeddings(
+        tmp_path, SQLITE, "user", pl.DataFrame({"user_id": ["u007", "u008"], "event_timestamp": times[2:4]})
+    )
+    assert users["model_version"].to_list() == ["v000001", "v000002"]
+
+
+def test_history_outlives_retention_unless_capped(tmp_path):
+    base = make_set()
+    for seed in range(3):
+        publish_embeddings(tmp_path, rotated(base, seed, noise=0.3), {}, ExportConfig(keep=1), SQLITE)
+    assert list_versions(tmp_path) == ["v000003"]
+    assert sorted(p.stem for p in (tmp_path / "feast" / "data" / "user").iterdir()) == ["v000001", "v000002", "v000003"]
+    publish_embeddings(tmp_path, base, {}, ExportConfig(keep=1, history_keep=2), SQLITE)
+    assert sorted(p.stem for p in (tmp_path / "feast" / "data" / "user").iterdir()) == ["v000003", "v000004"]
+
+
+def test_rollback_rewrites_the_online_store(tmp_path):
+    base = make_set()
+    publish_embeddings(tmp_path, base, {}, None, SQLITE)
+    publish_embeddings(tmp_path, rotated(base, 1, noise=0.3), {}, None, SQLITE)
+    assert rollback(tmp_path, None, SQLITE) == "v000001" and latest_version(tmp_path) == "v000001"
+    assert_online_equals(OnlineEmbeddings(tmp_path, SQLITE), load_version(tmp_path, "v000001"), "v000001")
+    with pytest.raises(Exception, match="no version 'v000009'"):
+        rollback(tmp_path, "v000009", SQLITE)
+
+
+def test_rows_of_another_version_read_as_missing(tmp_path):
+    base = make_set()
+    publish_embeddings(tmp_path, base, {}, None, SQLITE)
+    smaller = EmbeddingSet(
+        {**base.ids, "user": base.ids["user"].head(10)},
+        {**{e: v + 0.01 for e, v in base.vectors.items()}, "user": base.vectors["user"][:10] + 0.01},
+        datetime(2026, 2, 1, tzinfo=UTC),
+    )
+    publish_embeddings(tmp_path, smaller, {}, None, SQLITE)
+    vectors, versions = OnlineEmbeddings(tmp_path, SQLITE, expect_version="v000002").get("user", ["u001", "u040"])
+    assert versions == ["v000002", "v000001"] and vectors[0] is not None and vectors[1] is None
+    # v000002 was aligned to v000001 (same space), so a space-aware reader keeps the older row ...
+    vectors, _ = OnlineEmbeddings.live(tmp_path, SQLITE).get("user", ["u001", "u040"])
+    assert vectors[0] is not None and vectors[1] is not None
+    # ... and drops it once the live version is in a new space.
+    unrelated = make_set(seed=9, n_users=10)
+    unrelated.cutoff = datetime(2026, 3, 1, tzinfo=UTC)
+    assert publish_embeddings(tmp_path, unrelated, {}, None, SQLITE)[0]["space"] == "v000003"
+    vectors, _ = OnlineEmbeddings.live(tmp_path, SQLITE).get("user", ["u001", "u040"])
+    assert vectors[0] is not None and vectors[1] is None
+
+
+def test_redis_round_trip_through_feast_and_direct(tmp_path, redis_server):
+    config = FeatureStoreConfig(online_store="redis", redis=redis_server, project=f"t{uuid.uuid4().hex[:8]}")
+    base = make_set()
+    publish_embeddings(tmp_path, base, {}, None, config)
+    publish_embeddings(tmp_path, rotated(base, 1, noise=0.3), {}, None, config)
+    for backend in ("feast", "redis"):
+        assert_online_equals(OnlineEmbeddings(tmp_path, config, backend=backend), load_version(tmp_path), "v000002")
+    # An older version written over a newer one: graphrec is the only writer, so Feast's timestamp check is off.
+    rollback(tmp_path, "v000001", config)
+    for backend in ("feast", "redis"):
+        assert_online_equals(OnlineEmbeddings(tmp_path, config, backend=backend), load_version(tmp_path), "v000001")
+
+
+def test_redis_down_leaves_the_store_intact(tmp_path, redis_server, free_port):
+    live = FeatureStoreConfig(online_store="redis", redis=redis_server, project=f"t{uuid.uuid4().hex[:8]}")
+    publish_embeddings(tmp_path, make_set(), {}, None, live)
+    down = FeatureStoreConfig(online_store="redis", redis=f"127.0.0.1:{free_port}", project=live.project)
+    with pytest.raises(FeatureStoreError, match=rf"redis at 127.0.0.1:{free_port} failed .* LATEST are unchanged"):
+        publish_embeddings(tmp_path, rotated(make_set(), 1, noise=0.3), {}, None, down)
+    assert list_versions(tmp_path) == ["v000001"] and latest_version(tmp_path) == "v000001"
+    assert not list((tmp_path / "feast" / "data").glob("*/v000002.parquet"))
+    assert_online_equals(OnlineEmbeddings(tmp_path, live, backend="redis"), load_version(tmp_path), "v000001")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_compact_online_vectors(tmp_path, dtype):
+    config = FeatureStoreConfig(online_dtype=dtype)
+    publish_embeddings(tmp_path, make_set(), {}, None, config)
+    exported = load_version(tmp_path)
+    vectors, versions = OnlineEmbeddings(tmp_path, config).get("item", exported.ids["item"].to_list())
+    error = np.abs(np.stack(vectors) - exported.vectors["item"]).max()
+    assert versions[0] == "v000001" and 0 < error < 0.05
+
+
+# --- the export job on a trained model -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, small_shop):
+    from training.train import train_job
+
+    events = validate_events(small_shop.events).frame
+    root = tmp_path_factory.mktemp("export")
+    write_split(events, split_by_days(events, 3, 3), root / "split", small_shop.items, small_shop.content)
+    train_job(
+        root / "split" / "test" / "snapshot",
+        root / "model",
+        model=ModelConfig(dim=16, num_layers=2),
+        train=TrainConfig(epochs=2, batch_size=1024),
+    )
+    return root / "model"
+
+
+def test_export_job_publishes_users_items_and_modules(tmp_path, model_dir):
+    from graphrec.embed.artifact import load_model
+    from graphrec.graph.snapshot import load_snapshot
+    from graphrec.graph.tasks import task_from_snapshot
+
+    manifest = export_job(model_dir, tmp_path, metrics={"evaluation": {"ndcg@20": 0.2}})
+    model, metadata = load_model(model_dir)
+    snapshot = load_snapshot(metadata["snapshot"]["path"])
+    task = task_from_snapshot(snapshot)
+    model.set_graph(task.edges, task.item_features)
+    with torch.no_grad():
+        users, items, _ = model.propagate()
+    exported = load_version(tmp_path)
+    np.testing.assert_allclose(exported.vectors["user"], users.numpy(), atol=1e-6)
+    np.testing.assert_allclose(exported.vectors["item"], items.numpy(), atol=1e-6)
+    assert exported.ids["item"].to_list() == snapshot.ids_of("item", np.arange(task.num_items)).to_list()
+    content = manifest["content_embeddings"]
+    n_content = snapshot.data["content"].num_nodes
+    assert manifest["rows"]["content"] == n_content
+    assert content["from_interactions"] + content["from_featured_items"] + content["zero_vector"] == n_content
+    assert content["from_interactions"] > 0 and np.abs(exported.vectors["content"]).sum() > 0
+    assert manifest["metrics"]["evaluation"]["ndcg@20"] == 0.2 and manifest["model"]["hyperparameters"]
+    assert manifest["data_fingerprint"] == metadata["snapshot"]["input_fingerprint"]
+    # Retraining-free re-export of the same model is the same space, aligned to itself.
+    again = export_job(model_dir, tmp_path)
+    assert again["drift"]["mean_cosine"] > 0.999 and again["space"] == manifest["space"]
+
+
+def test_export_refuses_a_snapshot_of_another_size(tmp_path, model_dir, small_shop):
+    with pytest.raises(Exception, match="export with its own snapshot"):
+        embeddings_from_model(model_dir, model_dir.parent / "split" / "val" / "snapshot")
+
+
+@pytest.fixture(scope="module")
+def store_with_one_version(tmp_path_factory, model_dir):
+    store = tmp_path_factory.mktemp("store") / "store"
+    export_job(model_dir, store, export=ExportConfig())
+    return store
+
+
+FAULT_POINTS = [
+    "before_stage",
+    "staged_user",
+    "staged_content",
+    "before_rename",
+    "after_rename",
+    "online_written",
+    "latest_staged",
+    "before_latest",
+    "after_latest",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", FAULT_POINTS)
+def test_sigkill_at_any_point_leaves_a_valid_store(tmp_path, model_dir, store_with_one_version, point):
+    store = tmp_path / "store"
+    shutil.copytree(store_with_one_version, store)
+    command = [sys.executable, "-m", "training.cli", "export", "--model", str(model_dir), "--export.store", str(store)]
+    result = subprocess.run(command, env={**os.environ, "GRAPHREC_FAULT_AT": point}, capture_output=True, timeout=300)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    live = latest_version(store)
+    assert live == ("v000002" if point == "after_latest" else "v000001")
+    load_version(store, live)  # checksums verified
+    load_version(store, "v000001")
+    for directory in versions_dir(store).iterdir():
+        if VERSION_PATTERN.match(directory.name):
+            assert (directory / "manifest.json").exists()
+    # The next run cleans up and publishes normally.
+    manifest = export_job(model_dir, store)
+    assert latest_version(store) == manifest["version"] and load_version(store).rows() == manifest["rows"]
+    assert not [p for p in versions_dir(store).iterdir() if ".tmp-" in p.name]
+    assert_online_equals(OnlineEmbeddings(store, SQLITE), load_version(store), manifest["version"])
+
+
+def test_cli_export_list_and_bad_rollback(tmp_path, store_with_one_version):
+    from training.cli import main
+
+    assert main(["export", "rollback", "--export.store", str(store_with_one_version)]) == 2
+    assert main(["export", "list", "--export.store", str(store_with_one_version)]) == 0

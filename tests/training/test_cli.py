@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import yaml
+
+from training.cli import main
+
+
+def test_run_end_to_end_from_yaml(tmp_path):
+    config = {
+        "workdir": str(tmp_path / "run"),
+        "input": {"format": "generated"},
+        "shop": {
+            "target_events": 15_000,
+            "n_users": 400,
+            "n_items": 600,
+            "n_content": 12,
+            "n_categories": 10,
+            "n_brands": 30,
+            "days": 21,
+            "corrupt_fraction": 0.002,
+        },
+        "split": {"val_days": 5, "test_days": 5},
+        "embeddings": {
+            "model": {"dim": 16},
+            "train": {"epochs": 4, "eval_every": 2},
+            "evaluation": {"methods": ["popularity", "history", "graphrec"], "ablations": False},
+        },
+        "export": {"store": str(tmp_path / "store")},
+    }
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(path)]) == 0
+    report = json.loads((tmp_path / "run" / "run_report.json").read_text())
+    events = report["stages"]["validate"]["tables"]["events"]
+    assert events["input_rows"] == events["used"] + events["deduplicated"] + events["quarantined"]
+    assert events["quarantined"] > 0  # the injected faults
+    assert report["stages"]["snapshot"]["num_edges"]["user__view__item"] > 0
+    assert report["stages"]["split"]["targets"]["test/purchase_item"]["pairs"] > 0
+    assert report["stages"]["evaluate"]["ndcg@20"]["graphrec"] >= 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    for stage in ("raw", "validated", "snapshot", "split", "evaluation", "model"):
+        assert (tmp_path / "run" / stage).is_dir()
+    assert report["config"]["shop"]["target_events"] == 15_000
+    export = report["stages"]["export"]
+    assert export["version"] == "v000001" and export["rows"]["user"] > 0 and export["online_store"] == "sqlite"
+    assert (tmp_path / "store" / "embeddings" / "LATEST").read_text().strip() == "v000001"
+    assert (tmp_path / "store" / "feast" / "online.db").exists()
+    # A second run warm-starts from the first run's model and publishes v000002 in the same embedding space.
+    assert main(["run", "--config", str(path)]) == 0
+    report = json.loads((tmp_path / "run" / "run_report.json").read_text())
+    assert report["stages"]["model"]["warm_start"]["shared"]["user"] > 0
+    assert report["stages"]["export"]["version"] == "v000002"
+    assert report["stages"]["export"]["drift"]["compatible"] is True
+
+
+def test_generate_validate_build_graph_commands(tmp_path):
+    assert main(["generate", "--out", str(tmp_path / "shop"), "--events", "8000", "--shop.seed", "5"]) == 0
+    manifest = json.loads((tmp_path / "shop" / "manifest.json").read_text())
+    assert manifest["config"]["seed"] == 5 and manifest["config"]["target_events"] == 8000
+    assert main(["validate", "--input.path", str(tmp_path / "shop"), "--out", str(tmp_path / "valid")]) == 0
+    assert (
+        main(
+            [
+                "build-graph",
+                "--validated",
+                str(tmp_path / "valid"),
+                "--out",
+                str(tmp_path / "snap"),
+                "--cutoff",
+                "2026-01-20",
+            ]
+        )
+        == 0
+    )
+    snap = json.loads((tmp_path / "snap" / "manifest.json").read_text())
+    assert snap["cutoff"] == "2026-01-20T00:00:00+00:00"
+    assert (
+        main(
+            [
+                "split",
+                "--validated",
+                str(tmp_path / "valid"),
+                "--out",
+                str(tmp_path / "split"),
+                "--split.val_days",
+                "3",
+                "--split.test_days",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert pl.read_parquet(tmp_path / "split" / "test" / "purchase_item_targets.parquet").height > 0
+
+
+def test_bad_input_prints_one_clear_line_without_traceback(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "events.csv").write_text("user_id;item_id;event_type;timestamp\n1;2;view;1700000000\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "validate",
+            "--input.path",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "graphrec: error:" in result.stderr and "pass delimiter=';'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,362 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import polars as pl
+import pytest
+import torch
+
+from graphrec.data.validation import validate_events
+from graphrec.embed.baselines import popularity_scorer
+from graphrec.embed.config import ModelConfig
+from graphrec.embed.model import MultiBehaviourGCN
+from graphrec.embed.scoring import evaluate_model
+from graphrec.graph.snapshot import load_snapshot
+from graphrec.graph.split import split_by_days, write_split
+from graphrec.graph.tasks import task_from_snapshot
+from graphrec.metrics import evaluate_ranking
+from training.config import EvalConfig, TrainConfig
+from training.data import BPRTriples
+from training.evaluate import learned_variants, run_evaluation
+from training.system import EmbeddingSystem
+from training.trainer import train_embeddings
+
+FAST = TrainConfig(epochs=4, batch_size=1024, eval_every=2, patience=2)
+SMALL = ModelConfig(dim=16, num_layers=2)
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory, small_shop):
+    events = validate_events(small_shop.events).frame
+    out = tmp_path_factory.mktemp("split") / "split"
+    write_split(events, split_by_days(events, 3, 3), out, small_shop.items, small_shop.content)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tasks(split_dir):
+    result = {}
+    for name in ("val", "test"):
+        targets = pl.read_parquet(split_dir / name / "purchase_item_targets.parquet")
+        result[name] = task_from_snapshot(load_snapshot(split_dir / name / "snapshot"), targets)
+    return result
+
+
+def pairs(users, items, num_items):
+    return set((users * num_items + items).tolist())
+
+
+def test_no_held_out_positive_in_training_graph_or_samples(tasks):
+    task = tasks["val"]
+    truth_users = torch.repeat_interleave(torch.arange(task.num_users), task.truth.counts())
+    held_out = pairs(truth_users, task.truth.indices, task.num_items)
+    train_target = pairs(task.edges["purchase"][0], task.edges["purchase"][1], task.num_items)
+    # Held-out positives the user had not bought before are absent from the training purchase edges.
+    new_pairs = held_out - train_target
+    assert new_pairs
+    every = set()
+    for u, i, _ in task.edges.values():
+        every |= pairs(u, i, task.num_items)
+    saw_history_negative = False
+    for epoch in range(3):
+        for users, positives, negatives, is_target, from_history in BPRTriples(task, "purchase", FAST, epoch):
+            # Target positives are training purchases only, never a held-out purchase...
+            assert not (pairs(users[is_target], positives[is_target], task.num_items) & new_pairs)
+            # ...every positive is an edge of the training graph (events before the cutoff)...
+            assert pairs(users, positives, task.num_items) <= every
+            # ...a target triple's negative is never a training purchase of the user (it may be an item the user
+            # only viewed: a history negative)...
+            target_negatives = pairs(users[is_target], negatives[is_target], task.num_items)
+            assert not (target_negatives & train_target)
+            saw_history_negative |= bool(target_negatives & every)
+            # ...and an auxiliary triple's negative is never a training positive of any behaviour.
+            assert not (pairs(users[~is_target], negatives[~is_target], task.num_items) & every)
+            # Negatives flagged as history ones are the user's own items, the others never are.
+            assert pairs(users[from_history], negatives[from_history], task.num_items) <= every
+            assert not (pairs(users[~from_history], negatives[~from_history], task.num_items) & every)
+            assert not from_history[~is_target].any()
+    assert saw_history_negative
+
+
+def test_sampling_is_seeded_per_epoch(tasks):
+    first = BPRTriples(tasks["val"], "purchase", FAST, epoch=1).batches[0]
+    again = BPRTriples(tasks["val"], "purchase", FAST, epoch=1).batches[0]
+    other = BPRTriples(tasks["val"], "purchase", FAST, epoch=2).batches[0]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[2], other[2])
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, monkeypatch, tasks, ema_decay):
+    task = tasks["val"]
+    config = replace(FAST, ema_decay=ema_decay)
+    full, _ = train_embeddings(task, None, SMALL, config, tmp_path / "full", progress=False)
+
+    def crash(system):
+        if system.current_epoch == 2:
+            raise RuntimeError("killed")
+
+    # A run that dies at the start of its third epoch (no validation ran: eval_every is 2 and there is no val task).
+    monkeypatch.setattr(EmbeddingSystem, "on_train_epoch_start", crash, raising=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_embeddings(task, None, SMALL, config, tmp_path / "resumed", progress=False)
+    monkeypatch.undo()
+    last = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 1  # the last completed epoch
+    resumed, summary = train_embeddings(task, None, SMALL, config, tmp_path / "resumed", progress=False)
+    assert summary["epochs_run"] == 4
+    assert not any(p.name.startswith("checkpoints.stale-") for p in (tmp_path / "resumed").iterdir())
+    # The interrupted run's logs survive the resume.
+    assert sorted(p.name for p in (tmp_path / "resumed" / "logs").iterdir()) == ["version_0", "version_1"]
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_checkpoint_of_a_different_run_is_not_resumed(tmp_path, tasks):
+    task = tasks["val"]
+    train_embeddings(task, None, SMALL, replace(FAST, epochs=3, lr=0.05), tmp_path / "work", progress=False)
+    fresh, summary = train_embeddings(task, None, SMALL, replace(FAST, epochs=2), tmp_path / "work", progress=False)
+    reference, _ = train_embeddings(task, None, SMALL, replace(FAST, epochs=2), tmp_path / "reference", progress=False)
+    assert summary["epochs_run"] == 2
+    assert any(p.name.startswith("checkpoints.stale-") for p in (tmp_path / "work").iterdir())
+    for a, b in zip(fresh.state_dict().values(), reference.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_softmax_loss_trains(tmp_path, tasks):
+    config = replace(FAST, loss="softmax", epochs=3)
+    _, summary = train_embeddings(
+        tasks["val"], tasks["val"], replace(SMALL, normalize=True), config, tmp_path, progress=False
+    )
+    metrics = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    losses = [float(line.split(",")[2]) for line in metrics[1:] if line.split(",")[2]]
+    assert len(losses) == 3 and losses[-1] < losses[0] and summary["best_score"] > 0
+
+
+@pytest.mark.parametrize("dtype, atol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_softmax_loss_masks_copies_of_the_positive(tasks, dtype, atol):
+    task = tasks["val"]
+    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL, {})
+    system = EmbeddingSystem(model, replace(FAST, loss="softmax", logits_dtype=dtype))
+    system.attach(task, None)
+    generator = torch.Generator().manual_seed(3)
+    u = torch.randn(6, 16, generator=generator, requires_grad=True)
+    items = torch.randn(task.num_items, 16, generator=generator)
+    positives = torch.tensor([5, 7, 5, 9, 5, 2])  # item 5 three times
+    negatives = torch.tensor([7, 1, 3, 5, 4, 8])  # 7 and 5 are other rows' positives
+    history = torch.tensor([False, False, True, False, False, False])
+    weight = torch.ones(6)
+    loss = system._softmax_loss(u, items[torch.cat([positives, negatives])], positives, negatives, weight, history)
+    # Reference: row r's candidates are every positive and negative except other copies of its own positive and
+    # the history negative, with logits u_r . v_c - log q_c.
+    candidates = torch.cat([positives, negatives])
+    masked = set((len(positives) + torch.nonzero(history).flatten()).tolist())
+    expected = []
+    for r in range(6):
+        keep = [c for c in range(12) if c == r or (candidates[c] != positives[r] and c not in masked)]
+        logits = u[r] @ items[candidates[keep]].T - system._log_q[candidates[keep]]
+        expected.append(-torch.log_softmax(logits, 0)[keep.index(r)])
+    reference = torch.stack(expected).mean()
+    assert torch.allclose(loss, reference, atol=atol)
+    (gradient,) = torch.autograd.grad(loss, u)
+    (expected_gradient,) = torch.autograd.grad(reference, u)
+    assert gradient.dtype == torch.float32 and torch.allclose(gradient, expected_gradient, atol=atol)
+
+
+def test_early_stopping_keeps_best_checkpoint(tmp_path, tasks):
+    _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, replace(FAST, epochs=6), tmp_path, progress=False)
+    assert summary["best_checkpoint"].endswith("best.ckpt") and summary["best_score"] > 0
+    assert (tmp_path / "logs" / "version_0" / "metrics.csv").exists()
+    # The curve holds one score per validated epoch, and the best of it is the kept checkpoint's.
+    curve = summary["val_curve"]
+    assert len(curve) == summary["epochs_run"] // FAST.eval_every
+    assert max(curve.values()) == pytest.approx(summary["best_score"], abs=1e-6)
+    assert max(curve, key=curve.get) == summary["best_epoch"]
+
+
+def test_weight_averaging_validates_and_returns_the_average(tmp_path, tasks):
+    task = tasks["val"]
+    config = replace(FAST, epochs=4, patience=4)
+    raw, _ = train_embeddings(task, None, SMALL, config, tmp_path / "raw", progress=False)
+    # A decay near 0 makes the average the latest weights: the same model as training without averaging.
+    latest, _ = train_embeddings(
+        task, None, SMALL, replace(config, ema_decay=1e-9), tmp_path / "latest", progress=False
+    )
+    for name, a in raw.state_dict().items():
+        assert torch.allclose(a, latest.state_dict()[name], atol=1e-6), name
+    averaged, summary = train_embeddings(
+        task, task, SMALL, replace(config, ema_decay=0.9), tmp_path / "averaged", progress=False
+    )
+    assert not torch.allclose(raw.user_embedding.weight, averaged.user_embedding.weight, atol=1e-4)
+    # The kept checkpoint's score is the averaged model's, and the returned model is that checkpoint's.
+    score = evaluate_model(averaged, task, ks=(FAST.k,))[f"ndcg@{FAST.k}"]
+    assert score == pytest.approx(summary["best_score"], abs=1e-6)
+
+
+def test_ema_decay_must_be_a_fraction():
+    with pytest.raises(ValueError, match=r"train\.ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
+def test_ablation_wiring():
+    variants = {
+        name: (m, t)
+        for name, m, t in learned_variants(ModelConfig(), TrainConfig(), EvalConfig(ablations=True), "purchase")
+    }
+    assert variants["mf_bpr"][0].num_layers == 0 and variants["mf_bpr"][0].behaviours == ["purchase"]
+    assert variants["lightgcn"][0].behaviours == ["purchase"] and not variants["lightgcn"][0].use_features
+    assert variants["graphrec"][0].behaviours == [] and variants["graphrec"][1].aux_ratio > 0
+    assert variants["graphrec_no_aux"][0].behaviours == ["purchase"] and variants["graphrec_no_aux"][1].aux_ratio == 0
+    assert not variants["graphrec_no_features"][0].use_features
+    sampled = TrainConfig(fanouts=[10, 5, 5])
+    variants = {name: t for name, _, t in learned_variants(ModelConfig(), sampled, EvalConfig(), "purchase")}
+    assert variants["mf_bpr"].fanouts is None  # no layers to sample for
+    assert all(variants[name].fanouts == [10, 5, 5] for name in variants if name != "mf_bpr")
+
+
+def test_evaluation_job_writes_metrics(tmp_path, split_dir):
+    report = run_evaluation(
+        split_dir, tmp_path / "eval", model=SMALL, train=FAST, eval_config=EvalConfig(ablations=False)
+    )
+    results = report["results"]
+    assert {"popularity", "history", "item_knn", "mf_bpr", "lightgcn", "graphrec", "graphrec_dot_only"} <= set(results)
+    for metrics in results.values():
+        assert 0 <= metrics["ndcg@20"] <= 1 and metrics["users"] == report["task_stats"]["test"]["users_evaluated"]
+    assert (tmp_path / "eval" / "metrics.md").read_text().count("| graphrec |") == 1
+    assert (tmp_path / "eval" / "curves.png").stat().st_size > 0
+
+
+def test_train_job_writes_model_artifact(tmp_path, split_dir):
+    from graphrec.embed.artifact import load_model
+    from training.train import train_job
+
+    metadata = train_job(
+        split_dir / "test" / "snapshot", tmp_path / "model", validation=split_dir / "val", model=SMALL, train=FAST
+    )
+    model, loaded = load_model(tmp_path / "model")
+    assert loaded["snapshot"]["cutoff"] == metadata["snapshot"]["cutoff"]
+    assert model.config.dim == SMALL.dim and loaded["training"]["best_score"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.work", "model"]
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path, split_dir):
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "training.cli",
+        "--verbose",  # Lightning's per-process banner is shown only with --verbose
+        "train",
+        "--snapshot",
+        str(split_dir / "test" / "snapshot"),
+        "--out",
+        str(tmp_path / "model"),
+        "--embeddings.model.dim",
+        "16",
+        "--embeddings.train.epochs",
+        "2",
+        "--embeddings.train.batch_size",
+        "512",
+        "--embeddings.train.strategy",
+        "ddp",
+        "--embeddings.train.devices",
+        "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stdout + result.stderr  # Lightning's banner of the second process
+    from graphrec.embed.artifact import load_model
+
+    _, metadata = load_model(tmp_path / "model")
+    assert metadata["train"]["strategy"] == "ddp" and metadata["train"]["devices"] == 2
+    assert metadata["training"]["epochs_run"] == 2
+
+
+def test_warm_start_carries_known_ids_over(tmp_path, split_dir):
+    from graphrec.embed.artifact import load_model
+    from graphrec.graph.snapshot import load_snapshot
+    from training.train import train_job, warm_start_parameters
+
+    train_job(split_dir / "val" / "snapshot", tmp_path / "old", model=SMALL, train=replace(FAST, epochs=2))
+    old, _ = load_model(tmp_path / "old")
+    old_users = pl.read_parquet(tmp_path / "old" / "ids" / "user.parquet").to_series()
+    snapshot = load_snapshot(split_dir / "test" / "snapshot")  # a week more data: more users, same items
+    init, info = warm_start_parameters(tmp_path / "old", SMALL, snapshot, "item", list(old.behaviours), "purchase")
+    rows, values = init["user_embedding.weight"]
+    assert info["shared"]["user"] == len(old_users) == len(rows)
+    # Row r of the new model gets the old embedding of the same original user id.
+    new_ids = snapshot.ids_of("user", rows.numpy()).to_list()
+    old_position = {user: i for i, user in enumerate(old_users.to_list())}
+    expected = old.user_embedding.weight[[old_position[u] for u in new_ids]]
+    assert torch.equal(values, expected)
+    assert torch.equal(init["behaviour_logits"][1], old.behaviour_logits.detach())
+    metadata = train_job(
+        split_dir / "test" / "snapshot",
+        tmp_path / "new",
+        model=SMALL,
+        train=replace(FAST, epochs=2),
+        warm_start=tmp_path / "old",
+    )
+    assert metadata["warm_start"]["shared"]["item"] > 0
+    with pytest.raises(Exception, match="dimension 16"):
+        warm_start_parameters(tmp_path / "old", ModelConfig(dim=8), snapshot, "item", list(old.behaviours), "purchase")
+
+
+def test_history_term_trains_on_top_of_the_embeddings(tasks):
+    task = tasks["val"]
+    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL)
+    system = EmbeddingSystem(model, replace(FAST, l2=0.0))
+    system.attach(task, None)
+    system.log = lambda *args, **kwargs: None
+    batch = next(b for b in BPRTriples(task, "purchase", FAST, 0) if b[4].any())
+    from_history = batch[4]
+    # Triples with history negatives only: the embeddings get no gradient, the history weights do.
+    only_history = tuple(t[from_history] for t in batch)
+    system.training_step(only_history, 0).backward()
+    assert system.model.user_embedding.weight.grad.abs().sum() == 0
+    assert system.model.item_embedding.weight.grad.abs().sum() == 0
+    assert system.model.history_weight.grad.abs().sum() > 0 and system.model.conversion_weight.grad != 0
+    system.zero_grad()
+    system.training_step(tuple(t[~from_history] for t in batch), 0).backward()
+    assert system.model.user_embedding.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_sampled_step_with_all_neighbours_equals_full_graph_step(tasks, loss):
+    task = tasks["val"]
+    batch = BPRTriples(task, "purchase", FAST, 0).batches[0]
+    steps = []
+    for fanouts in (None, [-1, -1]):
+        torch.manual_seed(0)
+        model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL)
+        system = EmbeddingSystem(model, replace(FAST, loss=loss, fanouts=fanouts))
+        system.attach(task, None)
+        system.log = lambda *args, **kwargs: None
+        value = system.training_step(batch, 0)
+        value.backward()
+        steps.append((value, {n: p.grad for n, p in system.model.named_parameters()}))
+    (full, full_grads), (sampled, sampled_grads) = steps
+    assert torch.allclose(full, sampled, atol=1e-5)
+    for name, grad in full_grads.items():
+        other = sampled_grads[name]
+        if grad is None or other is None:  # a parameter outside this batch's graph (e.g. the history weights)
+            present = grad if grad is not None else other
+            assert present is None or present.abs().sum() == 0, name
+            continue
+        assert torch.allclose(grad, other, atol=1e-5), name
+
+
+def test_neighbour_sampled_training_learns(tmp_path, tasks):
+    config = replace(FAST, epochs=6, fanouts=[10, 5])
+    _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, config, tmp_path, progress=False)
+    task = tasks["val"]
+    popularity = evaluate_ranking(popularity_scorer(task), task.truth, task.exclude, (20,), task.popularity())
+    assert summary["best_score"] > popularity["ndcg@20"]
+
+
+def test_fanouts_need_one_entry_per_layer():
+    with pytest.raises(ValueError, match="one entry per layer"):
+        EmbeddingSystem(MultiBehaviourGCN(5, 5, ["purchase"], "purchase", SMALL), replace(FAST, fanouts=[5]))

@@ -1,0 +1,357 @@
+"""The `graphrec` console command: one subcommand per job, each a thin wrapper over a library function or job.
+
+Options come from typed signatures and YAML (`--config conf/<command>.yaml`) through jsonargparse. A setting has
+one name in every command (`--embeddings.model.dim` in `run`, `train` and `evaluate`; `--export.store` in `run`
+and every `export` command), and `graphrec <command> --print_config` writes a YAML that `--config` reads back.
+Only light config modules are imported here: each command imports its stage when it runs, so `--help` is fast.
+Input errors print one clear line, no traceback, and exit 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
+from graphrec.errors import GraphrecError
+from graphrec.graph.config import GraphConfig, SplitConfig
+from training.config import EmbeddingStageConfig, ExportStageConfig
+from training.logs import LOG_FORMATS, setup_logging
+
+log = logging.getLogger("graphrec")
+
+EXIT_OK = 0
+EXIT_INPUT_ERROR = 2
+
+_SIZE_FIELDS = {"target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands"}
+
+
+def generate(out: str = "artifacts/shop", shop: ShopConfig = ShopConfig(), events: int | None = None) -> None:  # noqa: B008
+    """Generate a shop (events, catalog, content modules, impressions and click truth) as Parquet.
+
+    Args:
+        out: output directory.
+        shop: the generated shop (sizes, behaviour, seed); the same group as in `graphrec run`.
+        events: target event count; picks users, items and modules for it, overriding the sizes in `shop`.
+    """
+    from graphrec.data.shop import generate_shop, write_shop
+
+    config = shop
+    if events is not None:
+        config = ShopConfig.scaled_to(events, **{k: v for k, v in asdict(shop).items() if k not in _SIZE_FIELDS})
+    generated = generate_shop(config)
+    write_shop(generated, out)
+    log.info(
+        "wrote %s events, %s impressions to %s",
+        f"{generated.stats['events']:,}",
+        f"{generated.stats['impressions']:,}",
+        out,
+    )
+
+
+def validate(
+    input: InputConfig = InputConfig(format="contract"),  # noqa: B008
+    out: str = "artifacts/validated",
+    validation: ValidationConfig = ValidationConfig(),  # noqa: B008
+) -> None:
+    """Validate input tables into typed Parquet, a quarantine of bad rows and a reconciled report.
+
+    Args:
+        input: the tables to read: `--input.path` (a directory of contract tables, or the file or directory an
+            adapter reads) and `--input.format` (contract, or an adapter: taobao-userbehavior, ecomm, taobao-mb,
+            gowalla, mind).
+        out: output directory for the validated dataset.
+        validation: validation settings (event aliases, timestamp handling, bad-row threshold).
+    """
+    from graphrec.artifacts import fingerprint_inputs
+    from graphrec.data.adapters import open_dataset
+    from graphrec.data.validation import validate_dataset
+
+    tables, sources, _ = open_dataset(*_input_source(input))
+    report = validate_dataset(tables, out, validation, fingerprint_inputs(dict(sources)))
+    for name, table in report["tables"].items():
+        log.info(
+            "%s: %s rows used, %s deduplicated, %s quarantined",
+            name,
+            f"{table['used']:,}",
+            f"{table['deduplicated']:,}",
+            f"{table['quarantined']:,}",
+        )
+    log.info("validated dataset: %s", out)
+
+
+def build_graph(
+    validated: str,
+    out: str = "artifacts/snapshot",
+    cutoff: str | None = None,
+    graph: GraphConfig = GraphConfig(),  # noqa: B008
+) -> None:
+    """Build a graph snapshot from a validated dataset, with only events strictly before the cutoff.
+
+    Args:
+        validated: a validated dataset directory (from `graphrec validate`).
+        out: output directory of the snapshot.
+        cutoff: ISO-8601 time (UTC when no offset is given); defaults to one second after the last event.
+        graph: snapshot settings (decay half-life, catalog nodes, component statistics).
+    """
+    from graphrec.artifacts import fingerprint_inputs
+    from graphrec.data.validation import read_validated
+    from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
+
+    events, items, content, paths = read_validated(validated)
+    snapshot = build_snapshot(
+        events, cutoff or default_cutoff(events), items, content, graph, fingerprint_inputs(paths)
+    )
+    save_snapshot(snapshot, out)
+    log.info(
+        "snapshot before %s: %s edges -> %s",
+        snapshot.manifest["cutoff"],
+        f"{sum(snapshot.manifest['num_edges'].values()):,}",
+        out,
+    )
+
+
+def split(
+    validated: str,
+    out: str = "artifacts/split",
+    split: SplitConfig = SplitConfig(),  # noqa: B008
+    graph: GraphConfig = GraphConfig(),  # noqa: B008
+) -> None:
+    """Write validation and test snapshots and their evaluation targets from a validated dataset.
+
+    Args:
+        validated: a validated dataset directory (from `graphrec validate`).
+        out: output directory.
+        split: the window sizes in whole days (`--split.val_days`, `--split.test_days`), as in `graphrec run`.
+        graph: snapshot settings.
+    """
+    from graphrec.graph.split import split_validated
+
+    summary = split_validated(validated, out, split, graph)
+    log.info("split at %s and %s -> %s", summary["split"]["train_end"], summary["split"]["val_end"], out)
+
+
+def run(
+    workdir: str = "artifacts/default",
+    input: InputConfig = InputConfig(),  # noqa: B008
+    shop: ShopConfig = ShopConfig(),  # noqa: B008
+    validation: ValidationConfig = ValidationConfig(),  # noqa: B008
+    graph: GraphConfig = GraphConfig(),  # noqa: B008
+    split: SplitConfig = SplitConfig(),  # noqa: B008
+    embeddings: EmbeddingStageConfig = EmbeddingStageConfig(),  # noqa: B008
+    export: ExportStageConfig = ExportStageConfig(),  # noqa: B008
+) -> None:
+    """Run the main job end to end: input, validation, graph snapshot, temporal split, embeddings, feature store.
+
+    Args:
+        workdir: directory for every artifact of the run and its run_report.json.
+        input: where events come from (`generated`: the shop configured by `shop`).
+        shop: the generated shop, used when input.format is `generated`.
+        validation: validation settings.
+        graph: snapshot settings.
+        split: temporal split settings.
+        embeddings: the embedding stages (evaluation against baselines, final model).
+        export: publishing the final model's embeddings to the versioned store and Feast.
+    """
+    from training.pipeline import run_pipeline
+
+    run_pipeline(workdir, input, shop, validation, graph, split, embeddings, export)
+
+
+def evaluate(
+    input: InputConfig = InputConfig(format="contract"),  # noqa: B008
+    out: str = "artifacts/evaluation",
+    split: SplitConfig = SplitConfig(),  # noqa: B008
+    validation: ValidationConfig = ValidationConfig(),  # noqa: B008
+    graph: GraphConfig = GraphConfig(),  # noqa: B008
+    embeddings: EmbeddingStageConfig = EmbeddingStageConfig(),  # noqa: B008
+) -> None:
+    """Evaluate graphrec's embeddings against baselines on any events input, split by time.
+
+    Args:
+        input: `--input.path`: an events file or contract directory (or an adapter's input with
+            `--input.format`), or a split directory written by `graphrec split` / `graphrec run` (it has split.json).
+        out: output directory: metrics.json, metrics.md, curves.png (and validated/, split/ for raw input).
+        split: validation and test window sizes in days.
+        validation: validation settings.
+        graph: snapshot settings.
+        embeddings: the target, model, optimisation and evaluation settings (as in `graphrec run`).
+    """
+    from training.evaluate import evaluate_events, run_evaluation
+
+    e = embeddings
+    format, path = _input_source(input)
+    if (Path(path) / "split.json").exists():
+        report = run_evaluation(path, out, e.target_event, e.target_node, e.model, e.train, e.evaluation)
+    else:
+        report = evaluate_events(
+            path, out, format, e.target_event, e.target_node, split, validation, graph, e.model, e.train, e.evaluation
+        )
+    log.info("wrote %s/metrics.md (%d methods, %.0fs)", out, len(report["results"]), report["seconds"])
+
+
+def train(
+    snapshot: str,
+    out: str = "artifacts/model",
+    val_window: str | None = None,
+    embeddings: EmbeddingStageConfig = EmbeddingStageConfig(),  # noqa: B008
+    warm_start_from: str | None = None,
+) -> None:
+    """Train embeddings on a graph snapshot and save the model artifact.
+
+    Args:
+        snapshot: a snapshot directory (from build-graph, split or run).
+        out: output directory of the model artifact.
+        val_window: a split window directory (e.g. .../split/val) to early-stop on its targets.
+        embeddings: the target, model and optimisation settings (as in `graphrec run`); with
+            `embeddings.warm_start` a compatible model already at `out` is the starting point.
+        warm_start_from: a previous model artifact to start from instead (known users and items start from its
+            embeddings, which keeps the new embeddings in the previous version's space).
+    """
+    from training.train import train_job, warm_start_source
+
+    previous = warm_start_from
+    if previous is None and embeddings.warm_start:
+        previous = warm_start_source(out, embeddings)
+    e = embeddings
+    metadata = train_job(snapshot, out, val_window, e.target_event, e.target_node, e.model, e.train, previous)
+    if metadata is not None:
+        summary = metadata["training"]
+        score = f", {summary['monitor']} {summary['best_score']:.4f}" if summary.get("best_score") is not None else ""
+        log.info("model written to %s (%d epochs%s)", out, summary["epochs_run"], score)
+
+
+def export_publish(
+    model: str = "artifacts/default/model",
+    snapshot: str | None = None,
+    export: ExportStageConfig = ExportStageConfig(),  # noqa: B008
+) -> None:
+    """Publish a trained model's user, item and content embeddings as the store's new live version.
+
+    Args:
+        model: a model artifact directory (from `graphrec train` or `graphrec run`).
+        snapshot: the snapshot to embed on; defaults to the one the model was trained on.
+        export: the store (`--export.store`), versioning and feature-store settings, as in `graphrec run`.
+    """
+    from training.export import export_job
+
+    if not export.enabled:
+        log.info("export.enabled is false: nothing published")
+        return
+    export_job(model, export.store, snapshot, export.versions, export.feature_store)
+
+
+def export_rollback(to: str | None = None, export: ExportStageConfig = ExportStageConfig()) -> None:  # noqa: B008
+    """Make an older kept version live again (verified first; the online store is rewritten with it).
+
+    Args:
+        to: the version to restore (e.g. v000003); defaults to the one before LATEST.
+        export: the store (`--export.store`) and the feature-store settings used when exporting.
+    """
+    from graphrec.store.publish import rollback
+
+    rollback(export.store, to, export.feature_store)
+
+
+def export_sync(export: ExportStageConfig = ExportStageConfig()) -> None:  # noqa: B008
+    """Write the LATEST version to the online store again (after an outage, or to fill a new Redis).
+
+    Args:
+        export: the store (`--export.store`) and the feature-store settings.
+    """
+    from graphrec.store.publish import sync_online
+
+    version = sync_online(export.store, export.feature_store)
+    log.info("online store holds %s again", version)
+
+
+def export_list(export: ExportStageConfig = ExportStageConfig()) -> None:  # noqa: B008
+    """Print the store's versions as JSON: created, cutoff, rows, space, stability, and which one is LATEST.
+
+    Args:
+        export: the store to list (`--export.store`).
+    """
+    import json
+
+    from graphrec.store.publish import store_summary
+
+    print(json.dumps(store_summary(export.store), indent=2))
+
+
+def _input_source(input: InputConfig) -> tuple[str, str]:
+    """(format, path) of a command that reads existing files (the generated shop is `graphrec generate`'s job)."""
+    if input.format == "generated":
+        raise GraphrecError("input.format generated: generate the shop with `graphrec generate` and pass its directory")
+    if not input.path:
+        raise GraphrecError("--input.path is required: the file or directory to read")
+    return input.format, input.path
+
+
+DESCRIPTION = "Graph neural network homepage personalisation: events -> graph -> embeddings -> feature store."
+COMMANDS = {
+    "generate": generate,
+    "validate": validate,
+    "build-graph": build_graph,
+    "split": split,
+    "run": run,
+    "evaluate": evaluate,
+    "train": train,
+    "export": {
+        "_help": "Publish a model's embeddings to the feature store, list versions, roll back or resync the online "
+        "store (`graphrec export --model ...` publishes).",
+        "publish": export_publish,
+        "rollback": export_rollback,
+        "sync": export_sync,
+        "list": export_list,
+    },
+}
+
+GLOBAL_HELP = (
+    "Options for every command (anywhere on the line): --verbose (library messages and debug lines), "
+    f"--log-format {{{','.join(LOG_FORMATS)}}} (json: one JSON object per line)."
+)
+
+
+def _global_options(args: list[str]) -> tuple[list[str], bool, str]:
+    """Take `--verbose` and `--log-format` out of the arguments (they configure logging, not the command)."""
+    verbose, log_format, rest = False, "text", []
+    iterator = iter(args)
+    for arg in iterator:
+        if arg in ("--verbose", "-v"):
+            verbose = True
+        elif arg in ("--log-format", "--log_format"):
+            log_format = next(iterator, "text")
+        elif arg.startswith(("--log-format=", "--log_format=")):
+            log_format = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, verbose, log_format
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `graphrec` command."""
+    from jsonargparse import auto_cli
+
+    args, verbose, log_format = _global_options(list(sys.argv[1:] if argv is None else argv))
+    if log_format not in LOG_FORMATS:
+        print(
+            f"graphrec: error: --log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT_ERROR
+    setup_logging(verbose, log_format)
+    if args[:1] == ["export"] and (len(args) == 1 or args[1].startswith("-")) and not {"-h", "--help"} & set(args):
+        args.insert(1, "publish")  # `graphrec export --model ...` publishes
+    try:
+        auto_cli(COMMANDS, args=args, as_positional=False, prog="graphrec", description=DESCRIPTION, epilog=GLOBAL_HELP)
+    except GraphrecError as exc:
+        log.debug("input error", exc_info=True)
+        print(f"graphrec: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Log output of the jobs: concise INFO lines (or JSON lines), libraries' banners silenced, one line per epoch.
+
+Set up once by the CLI (`setup_logging`). By default a run prints one line per stage and a summary; libraries'
+messages that tell a user nothing (Lightning's accelerator banner and tips, known deprecation warnings, Feast's
+coloured progress output) are silenced. `--verbose` brings them back; `--log-format json` writes one JSON object
+per line for schedulers and log collectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from datetime import UTC, datetime
+from typing import Any
+
+LOG_FORMATS = ("text", "json")
+
+# Warnings libraries raise on every run that carry nothing for a graphrec user (the behaviour they describe is
+# intended here), matched by message.
+QUIET_WARNINGS = (
+    r"Sparse CSR tensor support is in beta",
+    r"`torch\.jit\.script` is deprecated",
+    r".*LeafSpec.*",
+    r".*does not have many workers.*",
+    r".*smaller than the logging interval.*",
+    r"Downcasting object dtype arrays",
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*The '(train|val)_dataloader' does not have many workers.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*is not a supported .* for use with Feast.*",
+    r".*Entity .* has no type.*",
+    r".*Cannot use sqlite_vec.*",
+    r".*online_read.*deprecated.*",
+    r".*datetime\.datetime\.utcnow\(\) is deprecated.*",
+    r".*Python 3\.9.*",
+)
+# Loggers whose INFO lines are banners (GPU/TPU available, tips, "Trainer will use ..."), kept at WARNING.
+QUIET_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+    "pytorch_lightning",
+    "feast",
+    "urllib3",
+    "matplotlib",
+    "numexpr",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO-8601), level, logger, message, and any `extra` fields."""
+
+    _standard = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        payload.update({k: v for k, v in record.__dict__.items() if k not in self._standard})
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+def setup_logging(verbose: bool = False, log_format: str = "text") -> None:
+    """Configure the root logger for a command (call once, before the command runs)."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("graphrec").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)
+    if verbose:
+        return
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning logs its banners through loggers it configures itself on import; keep them quiet whenever imported.
+    os.environ.setdefault("POSSIBLE_USER_WARNINGS", "off")
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
+
+
+def quiet_enabled() -> bool:
+    """Whether library output should be suppressed (the CLI was not run with --verbose)."""
+    return logging.getLogger("graphrec").getEffectiveLevel() > logging.DEBUG
+
+
+def progress_bar_wanted() -> bool:
+    """Progress bars only on an interactive terminal: a redrawn bar in a file or a scheduler's log is noise."""
+    return sys.stdout.isatty() and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
