@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from common import peak_rss_gib  # noqa: E402
+from common import peak_rss_gib, portable, write_results  # noqa: E402
 
 SHARED = Path(os.environ.get("GRAPHREC_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 
@@ -259,15 +259,14 @@ def main() -> None:
         },
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "embeddings.json"
     payload = json.loads(path.read_text()) if path.exists() else {"benchmark": "embeddings", "datasets": {}}
-    payload["datasets"][args.dataset + (f"/{args.tag}" if args.tag else "")] = section
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    write_markdown(payload, markdown_table)
+    # The other sections stay as committed; this run's paths become relative (see common.write_results).
+    payload["datasets"][args.dataset + (f"/{args.tag}" if args.tag else "")] = portable(section, args.workdir)
+    write_results(RESULTS, "embeddings", payload, markdown_lines(payload, markdown_table), workdir=args.workdir)
 
 
-def write_markdown(payload: dict, markdown_table) -> None:
+def markdown_lines(payload: dict, markdown_table) -> list[str]:
     lines = [
         "# Embeddings: graphrec vs baselines and published numbers",
         "",
@@ -337,7 +336,7 @@ def write_markdown(payload: dict, markdown_table) -> None:
                 + " |",
                 "",
             ]
-    (RESULTS / "embeddings.md").write_text("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

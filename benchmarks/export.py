@@ -19,7 +19,6 @@ Parts (one run, one machine):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -32,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# The repository root, for `tests.support.local_redis_server` (the `tests` package is not installed with graphrec).
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
-from common import peak_rss_gib  # noqa: E402
+from common import peak_rss_gib, write_results  # noqa: E402
 
 
 def synthetic_set(n: int, dim: int, seed: int = 0):
@@ -246,9 +246,7 @@ def bench_drift(workdir: Path, split: Path, current, epochs: int, task, dim: int
     return result
 
 
-def write_results(payload: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "export.json").write_text(json.dumps(payload, indent=2) + "\n")
+def markdown_lines(payload: dict) -> list[str]:
     e, m, r, c = payload["export"], payload["materialize"], payload["reads"], payload["compact"]
     lines = [
         "# Embedding export and feature store",
@@ -348,7 +346,7 @@ def write_results(payload: dict) -> None:
             f"(>= min_cosine 0.5): {drift['report']['compatible']}; Recall@20 before / after alignment "
             f"{scores['before']} / {scores['after']}; alignment {drift['seconds']} s."
         )
-    (RESULTS / "export.md").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main() -> None:
@@ -381,7 +379,7 @@ def main() -> None:
         }
     payload["peak_rss_gib"] = peak_rss_gib()
     payload["seconds"] = time.perf_counter() - started
-    write_results(payload)
+    write_results(RESULTS, "export", payload, markdown_lines(payload), workdir=workdir)
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"wrote {RESULTS / 'export.md'}")

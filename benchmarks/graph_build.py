@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # graphrec from this checkout, as the other benchmarks import it
 from common import peak_rss_gib, write_results  # noqa: E402
 
 
@@ -233,7 +234,7 @@ def report(rows: list[dict], args) -> None:
         "benchmark": "graph_build",
         "command": command,
         "machine": info,
-        "data": "generated shop (graphrec.data.shop.ShopConfig.scaled_to(size), seed 7), validated events",
+        "data": "generated shop (graphrec.data.config.ShopConfig.scaled_to(size), seed 7), validated events",
         "goal": {"events_per_s_at_10M": 2_000_000, "peak_rss_gib": 3.0, "speedup": 10},
         "results": rows,
         "date": time.strftime("%Y-%m-%d"),
@@ -283,7 +284,7 @@ def report(rows: list[dict], args) -> None:
         f"{big['speedup']:.1f}x the reference (goal 10x).",
         "",
     ]
-    write_results(RESULTS, "graph_build", payload, lines)
+    write_results(RESULTS, "graph_build", payload, lines, workdir=args.workdir)
     print("\n".join(lines))
 
 

@@ -191,7 +191,7 @@ def main() -> None:
             for r in rows
         ),
     ]
-    write_results(RESULTS, "sampling", payload, lines)
+    write_results(RESULTS, "sampling", payload, lines, workdir=args.workdir)
     print("\n".join(lines))
 
 

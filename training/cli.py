@@ -240,7 +240,18 @@ def export_publish(
     if not export.enabled:
         log.info("export.enabled is false: nothing published")
         return
-    export_job(model, export.store, snapshot, export.versions, export.feature_store)
+    manifest = export_job(model, export.store, snapshot, export.versions, export.feature_store)
+    drift = manifest["drift"]
+    log.info(
+        "version %s is live in %s (space %s; %s)",
+        manifest["version"],
+        export.store,
+        manifest["space"],
+        f"mean cosine to {drift['previous_version']} {drift.get('mean_cosine')}"
+        + ("" if drift.get("compatible") else f", incompatible: {drift.get('reason')}")
+        if drift.get("previous_version")
+        else "first version",
+    )
 
 
 def export_rollback(to: str | None = None, export: ExportStageConfig = ExportStageConfig()) -> None:  # noqa: B008

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 import torch
+from tqdm import tqdm
 
 from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
 from graphrec.data.adapters import open_dataset
@@ -32,6 +33,7 @@ from graphrec.graph.split import split_by_days, write_split
 from graphrec.graph.tasks import RecTask, task_from_snapshot
 from graphrec.metrics import Interactions, candidate_auc, evaluate_ranking
 from training.config import EvalConfig, TrainConfig
+from training.logs import progress_bar_wanted
 from training.trainer import train_embeddings
 
 log = logging.getLogger("graphrec.evaluate")
@@ -89,7 +91,11 @@ def compare_methods(
     eval_config: EvalConfig | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run every method on the same task and return {method: metrics, ...} with timings."""
+    """Run every method on the same task and return {method: metrics, ...} with timings.
+
+    With `progress`, each fit shows Lightning's progress (a bar on a terminal, a line per epoch elsewhere);
+    without it, a terminal gets one bar over the methods and a log file nothing until the caller's summary.
+    """
     model = model or ModelConfig()
     train = train or TrainConfig()
     eval_config = eval_config or EvalConfig()
@@ -102,13 +108,24 @@ def compare_methods(
         "history": history_scorer,
         "item_knn": lambda t: item_knn_scorer(t, eval_config.knn_neighbours),
     }
+    variants = learned_variants(model, train, eval_config, test_task.target)
+    bar = tqdm(
+        total=len([n for n in scorers if n in eval_config.methods]) + len(variants),
+        desc="evaluate",
+        unit="method",
+        leave=False,
+        disable=progress or not progress_bar_wanted(),
+    )
     for name, make in scorers.items():
         if name in eval_config.methods:
+            bar.set_postfix_str(name)
             start = time.perf_counter()
             results[name] = _evaluate_scorer(make(test_task), test_task, ks, slices)
             results[name]["seconds"] = round(time.perf_counter() - start, 2)
-            log.info("%s: ndcg@%d %.4f", name, ks[-1], results[name][f"ndcg@{ks[-1]}"])
-    for name, model_config, train_config in learned_variants(model, train, eval_config, test_task.target):
+            log.debug("%s: ndcg@%d %.4f", name, ks[-1], results[name][f"ndcg@{ks[-1]}"])
+            bar.update()
+    for name, model_config, train_config in variants:
+        bar.set_postfix_str(name)
         start = time.perf_counter()
         info: dict[str, Any] = {}
         if val_task is not None:
@@ -128,7 +145,9 @@ def compare_methods(
             results[f"{name}_dot_only"] = _evaluate_scorer(model_scorer(trained, history=False), test_task, ks, slices)
         results[name].update(info)
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
-        log.info("%s: ndcg@%d %.4f (%.0fs)", name, ks[-1], results[name][f"ndcg@{ks[-1]}"], results[name]["seconds"])
+        log.debug("%s: ndcg@%d %.4f (%.0fs)", name, ks[-1], results[name][f"ndcg@{ks[-1]}"], results[name]["seconds"])
+        bar.update()
+    bar.close()
     return results
 
 

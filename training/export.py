@@ -53,7 +53,7 @@ def export_job(
     info["content_embeddings"] = embeddings.info.get("content")
     manifest, online, deleted = publish_embeddings(store, embeddings, info, export, feature_store)
     drift = manifest["drift"]
-    log.info(
+    log.debug(
         "version %s is live (space %s, %s); online: %s; retired: %s; %.1fs",
         manifest["version"],
         manifest["space"],

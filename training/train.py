@@ -68,7 +68,7 @@ def train_job(
     if rank != 0:  # under DDP every process trains; one writes the artifact
         return None
     metadata = save_model(trained, out, loaded, trained_on, target_event, target_node, asdict(train), summary, warm)
-    log.info("model written to %s", out)
+    log.debug("model written to %s", out)
     return metadata
 
 
@@ -106,7 +106,7 @@ def warm_start_parameters(
             init["history_weight"] = (None, old.history_weight.detach())
         if old.use_conversion and config.conversion:
             init["conversion_weight"] = (None, old.conversion_weight.detach())
-    log.info(
+    log.debug(
         "warm start from %s: %s users and %s items carried over",
         previous,
         f"{shared['user']:,}",

@@ -406,7 +406,7 @@ def validate_dataset(
     for name, source in tables.items():
         spec = TABLES[name]
         label = source_names.get(name) or (str(source) if isinstance(source, str | Path) else f"<{name}>")
-        log.info("validating %s from %s", name, label)
+        log.debug("validating %s from %s", name, label)
         try:
             validated[name] = validate_table(source, spec, config, label)
         except RejectedInputError as exc:
@@ -417,7 +417,7 @@ def validate_dataset(
                     exc.quarantine.write_parquet(staging / "quarantine" / f"{name}.parquet")
                 write_json_atomic(staging / "report.json", {"status": "rejected", "table": name, "report": exc.report})
             raise RejectedInputError(f"{exc} Quarantined rows and report: {rejected_dir}", exc.report) from None
-        log.info("%s", validated[name].report.summary())
+        log.debug("%s", validated[name].report.summary())
     report: dict[str, Any] = {
         "kind": "validated_dataset",
         "status": "ok",

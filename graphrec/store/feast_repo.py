@@ -269,7 +269,7 @@ def publish_online(store: str | Path, config: FeatureStoreConfig, version: str, 
     fault_point("online_written")
     seconds = time.perf_counter() - started
     rows = sum(manifest["rows"].values())
-    log.info(
+    log.debug(
         "online store (%s) holds version %s: %s rows via %s in %.1fs",
         config.online_store,
         version,

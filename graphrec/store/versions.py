@@ -297,7 +297,7 @@ def stage_version(
         write_json_atomic(staging / "manifest.json", manifest)
         fault_point("before_rename")
     fault_point("after_rename")
-    log.info(
+    log.debug(
         "staged embedding version %s (%s rows, dim %d, space %s)",
         version,
         ", ".join(f"{e} {n:,}" for e, n in embeddings.rows().items()),

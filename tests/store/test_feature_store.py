@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import uuid
 from datetime import UTC, datetime
 
@@ -262,3 +263,20 @@ def test_cli_export_list_and_bad_rollback(tmp_path, store_with_one_version):
 
     assert main(["export", "rollback", "--export.store", str(store_with_one_version)]) == 2
     assert main(["export", "list", "--export.store", str(store_with_one_version)]) == 0
+
+
+def test_reading_the_online_store_imports_neither_lightning_nor_the_jobs(tmp_path):
+    exported = make_set()
+    publish_embeddings(tmp_path, exported, {}, ExportConfig(), SQLITE)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from graphrec.store.config import FeatureStoreConfig
+        from graphrec.store.online import OnlineEmbeddings
+        vectors, versions = OnlineEmbeddings.live({str(tmp_path)!r}, FeatureStoreConfig()).get("user", ["u000"])
+        assert vectors[0] is not None and versions == ["v000001"]
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "training")))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout

@@ -3,11 +3,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import polars as pl
+import pytest
 import yaml
 
 from training.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_run_end_to_end_from_yaml(tmp_path):
@@ -119,3 +124,97 @@ def test_bad_input_prints_one_clear_line_without_traceback(tmp_path):
     assert "graphrec: error:" in result.stderr and "pass delimiter=';'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+COMMANDS = ["generate", "validate", "build-graph", "split", "run", "evaluate", "train", "export publish", "export list"]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_imports_no_stage(command):
+    # `graphrec --help` must stay fast: only config modules load, never torch, PyG, Lightning, Feast or polars.
+    code = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from training.cli import main
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            try:
+                main({[*command.split(), "--help"]!r})
+            except SystemExit:
+                pass
+        assert "usage: graphrec" in out.getvalue()
+        heavy = ("torch", "torch_geometric", "lightning", "feast", "polars", "pyarrow", "scipy")
+        print(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_print_config_reads_back(tmp_path, command):
+    args = command.split()
+    required = {"build-graph": ["--validated", "v"], "split": ["--validated", "v"], "train": ["--snapshot", "s"]}
+    printed = subprocess.run(
+        [sys.executable, "-m", "training.cli", *args, *required.get(args[0], []), "--print_config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    groups = {"input", "shop", "validation", "graph", "split", "embeddings", "export"}
+    for name, value in yaml.safe_load(printed).items():
+        assert name not in groups or isinstance(value, dict), f"{name}: {value!r}"  # real defaults, not null
+    (tmp_path / "config.yaml").write_text(printed)
+    again = subprocess.run(
+        [sys.executable, "-m", "training.cli", *args, "--config", str(tmp_path / "config.yaml"), "--print_config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert again == printed
+
+
+@pytest.mark.parametrize(
+    "command, path",
+    [
+        ("run", "default.yaml"),
+        ("train", "train.yaml"),
+        ("evaluate", "evaluate.yaml"),
+        ("export publish", "export.yaml"),
+    ],
+)
+def test_each_config_file_is_read_by_its_command(command, path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", *command.split(), "--config", f"conf/{path}", "--print_config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    written = yaml.safe_load((ROOT / "conf" / path).read_text())
+
+    def same(expected, actual, where=""):
+        for key, value in expected.items():
+            if isinstance(value, dict):
+                same(value, actual[key], f"{where}{key}.")
+            else:
+                assert actual[key] == value, f"{where}{key}"
+
+    same(written, printed)
+
+
+def test_one_knob_has_one_name_in_every_command():
+    # The groups run, train, evaluate and export share must print identically in each of them.
+    def config(*args):
+        out = subprocess.run(
+            [sys.executable, "-m", "training.cli", *args, "--print_config"], capture_output=True, text=True, check=True
+        )
+        return yaml.safe_load(out.stdout)
+
+    run = config("run")
+    assert config("train", "--snapshot", "s")["embeddings"] == run["embeddings"]
+    assert config("evaluate")["embeddings"] == run["embeddings"]
+    assert config("export", "publish")["export"] == run["export"]
+    assert config("export", "list")["export"] == run["export"]
+    assert config("generate")["shop"] == run["shop"]
+    assert config("split", "--validated", "v")["split"] == run["split"]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from graphrec.data.validation import validate_events
+from graphrec.embed.artifact import ModelArtifactError, is_model, load_model, read_model_info, save_model
+from graphrec.embed.config import ModelConfig
+from graphrec.embed.model import MultiBehaviourGCN
+from graphrec.graph.snapshot import build_snapshot
+from graphrec.graph.tasks import task_from_snapshot
+
+FORBIDDEN = ("lightning", "pytorch_lightning", "training")
+
+
+@pytest.fixture(scope="module")
+def snapshot(small_shop):
+    events = validate_events(small_shop.events).frame
+    return build_snapshot(events, "2026-01-12", small_shop.items, small_shop.content)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, snapshot):
+    task = task_from_snapshot(snapshot)
+    torch.manual_seed(0)
+    model = MultiBehaviourGCN(
+        task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(dim=8), task.feature_sizes()
+    )
+    out = tmp_path_factory.mktemp("artifact") / "model"
+    metadata = save_model(
+        model, out, snapshot, "snap/dir", "purchase", "item", {"epochs": 1}, {"epochs_run": 1}, metrics={"x": 1}
+    )
+    return model, out, metadata
+
+
+def test_round_trip_restores_weights_and_metadata(saved, snapshot):
+    model, out, metadata = saved
+    loaded, read = load_model(out)
+    assert read == metadata == json.loads((out / "model.json").read_text())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    assert read["snapshot"] == {
+        "path": "snap/dir",
+        "cutoff": snapshot.manifest["cutoff"],
+        "input_fingerprint": snapshot.manifest.get("input_fingerprint", {}),
+    }
+    assert read["metrics"] == {"x": 1} and read["kind"] == "embedding_model" and "code_version" in read
+
+
+def test_ids_name_every_embedding_row(saved, snapshot):
+    model, out, _ = saved
+    info = read_model_info(out)
+    assert info.dim == 8 and (info.target_event, info.target_node) == ("purchase", "item")
+    users = info.ids("user")
+    assert len(users) == model.num_users
+    assert users.to_list() == snapshot.ids_of("user", np.arange(model.num_users)).to_list()
+    assert len(info.ids("item")) == model.num_items
+
+
+def test_not_a_model_is_a_clear_error(tmp_path):
+    assert not is_model(tmp_path)
+    with pytest.raises(ModelArtifactError, match="not a model artifact"):
+        load_model(tmp_path)
+    (tmp_path / "model.json").write_text('{"kind": "embedding_version"}')
+    with pytest.raises(ModelArtifactError, match="not an embedding model"):
+        read_model_info(tmp_path)
+    (tmp_path / "model.json").write_text("{")
+    with pytest.raises(ModelArtifactError, match="unreadable"):
+        read_model_info(tmp_path)
+
+
+def test_loading_a_model_imports_neither_lightning_nor_the_jobs(saved):
+    _, out, _ = saved
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from graphrec.embed.artifact import load_model
+        model, _ = load_model({str(out)!r})
+        assert model.num_users > 0
+        print(sorted(m for m in sys.modules if m.split(".")[0] in {FORBIDDEN!r}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
