@@ -15,8 +15,8 @@ from training.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_run_end_to_end_from_yaml(tmp_path):
-    config = {
+def tiny_run_config(tmp_path) -> dict:
+    return {
         "workdir": str(tmp_path / "run"),
         "input": {"format": "generated"},
         "shop": {
@@ -37,8 +37,11 @@ def test_run_end_to_end_from_yaml(tmp_path):
         },
         "export": {"store": str(tmp_path / "store")},
     }
+
+
+def test_run_end_to_end_from_yaml(tmp_path):
     path = tmp_path / "conf.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(tiny_run_config(tmp_path)))
     assert main(["run", "--config", str(path)]) == 0
     report = json.loads((tmp_path / "run" / "run_report.json").read_text())
     events = report["stages"]["validate"]["tables"]["events"]
@@ -218,3 +221,49 @@ def test_one_knob_has_one_name_in_every_command():
     assert config("export", "list")["export"] == run["export"]
     assert config("generate")["shop"] == run["shop"]
     assert config("split", "--validated", "v")["split"] == run["split"]
+
+
+def test_run_log_is_one_line_per_stage_without_redraws_or_colours(tmp_path):
+    # What a scheduler's log gets (stdout and stderr are files here, not a terminal).
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(tiny_run_config(tmp_path)))
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "run", "--config", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "\r" not in output and "\x1b[" not in output
+    lines = output.splitlines()
+    stages = [line for line in lines if "graphrec.pipeline: [" in line]
+    epochs = [line for line in lines if "graphrec.training: epoch " in line]
+    assert len(stages) == 7 and stages[-1].split("graphrec.pipeline: ")[1].startswith("[7/7] export")
+    assert 1 <= len(epochs) <= 4  # the final model's epochs, one line each
+    assert len(lines) == len(stages) + len(epochs) + 1, "\n".join(lines)  # + the closing summary
+    assert "GPU available" not in output and "litmodels" not in output and "Warning" not in output
+
+
+def test_json_log_format(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "--log-format",
+            "json",
+            "generate",
+            "--out",
+            str(tmp_path / "shop"),
+            "--events",
+            "3000",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any("events" in r["message"] for r in records)
+
+
+def test_unknown_log_format_is_an_input_error():
+    assert main(["--log-format", "xml", "generate", "--help"]) == 2
