@@ -23,14 +23,13 @@ from tqdm import tqdm
 from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, write_json_atomic
 from graphrec.data.adapters import open_dataset
 from graphrec.data.config import ValidationConfig
-from graphrec.data.validation import read_validated, validate_dataset
+from graphrec.data.validation import validate_dataset
 from graphrec.embed.baselines import history_scorer, item_knn_scorer, popularity_scorer
 from graphrec.embed.config import ModelConfig
 from graphrec.embed.scoring import model_scorer
 from graphrec.graph.config import GraphConfig, SplitConfig
-from graphrec.graph.snapshot import load_snapshot
-from graphrec.graph.split import split_by_days, write_split
-from graphrec.graph.tasks import RecTask, task_from_snapshot
+from graphrec.graph.split import split_validated
+from graphrec.graph.tasks import RecTask, window_task
 from graphrec.metrics import Interactions, candidate_auc, evaluate_ranking
 from training.config import EvalConfig, TrainConfig
 from training.logs import progress_bar_wanted
@@ -162,11 +161,7 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Evaluate on a split directory written by `write_split` (val/ and test/ snapshots and targets)."""
     split_dir, out_dir = Path(split_dir), Path(out_dir)
-    tasks = {}
-    for name in ("val", "test"):
-        snapshot = load_snapshot(split_dir / name / "snapshot")
-        targets = pl.read_parquet(split_dir / name / f"{target_event}_{target_node}_targets.parquet")
-        tasks[name] = task_from_snapshot(snapshot, targets, target_event, target_node)
+    tasks = {name: window_task(split_dir / name, target_event, target_node) for name in ("val", "test")}
     start = time.perf_counter()
     results = compare_methods(tasks["test"], tasks["val"], out_dir / "runs", model, train, eval_config)
     report = {
@@ -209,9 +204,7 @@ def evaluate_events(
     tables, sources, _ = open_dataset(format, input)
     fingerprint = fingerprint_inputs(dict(sources))
     validate_dataset(tables, out_dir / "validated", validation, fingerprint)
-    events, items, content, _ = read_validated(out_dir / "validated")
-    windows = split_by_days(events, split.val_days, split.test_days)
-    write_split(events, windows, out_dir / "split", items, content, graph, ((target_event, target_node),), fingerprint)
+    split_validated(out_dir / "validated", out_dir / "split", split, graph, ((target_event, target_node),), fingerprint)
     return run_evaluation(out_dir / "split", out_dir, target_event, target_node, model, train, eval_config)
 
 
