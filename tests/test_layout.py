@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["data", "graph", "embed", "store", "rank"]  # in the order data flows
-SHARED = {"graphrec", "graphrec.errors", "graphrec.artifacts", "graphrec.metrics"}
+SHARED = {"graphrec", "graphrec.errors", "graphrec.artifacts", "graphrec.metrics", "graphrec.exports"}
 HEAVY_TRAINING = ("lightning", "pytorch_lightning")
 
 
@@ -80,3 +80,14 @@ def test_import_scan_sees_function_level_and_relative_imports(tmp_path):
     )
     found = imports_of(tmp_path / "x.py", package="graphrec.store")
     assert "training.trainer" in found and "graphrec.embed" in found
+
+
+@pytest.mark.parametrize("stage", ["data", "graph", "embed", "store"])
+def test_every_public_name_of_a_stage_resolves(stage):
+    import importlib
+
+    package = importlib.import_module(f"graphrec.{stage}")
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    with pytest.raises(AttributeError):
+        package.no_such_name  # noqa: B018
