@@ -162,16 +162,14 @@ def bench_reads(redis_address: str | None, requests: int, workdir: Path) -> dict
 
 
 def bench_compact(workdir: Path, events: int, epochs: int) -> dict:
-    import polars as pl
     import torch
 
     from graphrec.data.config import ShopConfig
     from graphrec.data.shop import generate_shop
     from graphrec.data.validation import validate_events
     from graphrec.embed.inference import embeddings_from_model
-    from graphrec.graph.snapshot import load_snapshot
     from graphrec.graph.split import split_by_days, write_split
-    from graphrec.graph.tasks import task_from_snapshot
+    from graphrec.graph.tasks import window_task
     from graphrec.metrics import evaluate_ranking
     from graphrec.store.codecs import decode_compact, encode_compact
     from training.config import TrainConfig
@@ -183,8 +181,7 @@ def bench_compact(workdir: Path, events: int, epochs: int) -> dict:
     write_split(frame, split_by_days(frame, 7, 7), split, shop.items, shop.content)
     train_job(split / "test" / "snapshot", workdir / "model", train=TrainConfig(epochs=epochs))
     embeddings = embeddings_from_model(workdir / "model")
-    targets = pl.read_parquet(split / "test" / "purchase_item_targets.parquet")
-    task = task_from_snapshot(load_snapshot(split / "test" / "snapshot"), targets)
+    task = window_task(split / "test")
     users = embeddings.vectors["user"]
     result = {"data": f"generated shop, {events:,} target events, 7-day test window", "epochs": epochs}
     for dtype in ("float32", "float16", "int8"):
@@ -326,7 +323,7 @@ def markdown_lines(payload: dict) -> list[str]:
         "## Drift between retrains",
         "",
         "Same shop. The live version is a model of the snapshot one week earlier (seed 1); the new model is trained "
-        "on one more week, from scratch (seed 0) or warm-started from the live model (`train --warm_start`, the "
+        "on one more week, from scratch (seed 0) or warm-started from the live model (`train --warm_start_from`, the "
         "main job's default), and aligned onto the live version by Procrustes.",
         "",
         "| new model | entity | shared | mean cosine before alignment | after | top-20 neighbour overlap |",

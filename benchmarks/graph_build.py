@@ -19,7 +19,6 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -144,9 +143,10 @@ def prepare(size: int, workdir: Path) -> tuple[Path, str, int]:
         write_shop(generate_shop(ShopConfig.scaled_to(size)), shop_dir)
     validated = shop_dir / "events.validated.parquet"
     validation = run_child("validate", str(shop_dir / "events.parquet"), str(validated))
-    last = pl.scan_parquet(validated).select(pl.col("timestamp").max()).collect().item()
+    from graphrec.graph.snapshot import default_cutoff
+
     rows = pl.scan_parquet(validated).select(pl.len()).collect().item()
-    return shop_dir, (last + timedelta(seconds=1)).isoformat(), rows, validation
+    return shop_dir, default_cutoff(pl.scan_parquet(validated)).isoformat(), rows, validation
 
 
 def machine() -> dict:

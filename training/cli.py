@@ -235,23 +235,11 @@ def export_publish(
         snapshot: the snapshot to embed on; defaults to the one the model was trained on.
         export: the store (`--export.store`), versioning and feature-store settings, as in `graphrec run`.
     """
+    from graphrec.store.publish import describe_drift
     from training.export import export_job
 
-    if not export.enabled:
-        log.info("export.enabled is false: nothing published")
-        return
     manifest = export_job(model, export.store, snapshot, export.versions, export.feature_store)
-    drift = manifest["drift"]
-    log.info(
-        "version %s is live in %s (space %s; %s)",
-        manifest["version"],
-        export.store,
-        manifest["space"],
-        f"mean cosine to {drift['previous_version']} {drift.get('mean_cosine')}"
-        + ("" if drift.get("compatible") else f", incompatible: {drift.get('reason')}")
-        if drift.get("previous_version")
-        else "first version",
-    )
+    log.info("version %s is live in %s (%s)", manifest["version"], export.store, describe_drift(manifest))
 
 
 def export_rollback(to: str | None = None, export: ExportStageConfig = ExportStageConfig()) -> None:  # noqa: B008
@@ -333,7 +321,7 @@ def _global_options(args: list[str]) -> tuple[list[str], bool, str]:
         if arg in ("--verbose", "-v"):
             verbose = True
         elif arg in ("--log-format", "--log_format"):
-            log_format = next(iterator, "text")
+            log_format = next(iterator, "")  # a missing value is refused below, like an unknown one
         elif arg.startswith(("--log-format=", "--log_format=")):
             log_format = arg.split("=", 1)[1]
         else:

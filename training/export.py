@@ -1,6 +1,6 @@
 """The export job: a trained model's embeddings -> a new version in the embedding store -> Feast online store.
 
-`graphrec export --model artifacts/default/model --store artifacts/store` computes user, item and content-module
+`graphrec export --model artifacts/default/model --export.store artifacts/store` computes user, item and content-module
 embeddings on the model's snapshot, stages them as a new version aligned to the live one, registers it with Feast
 and writes it to the online store, and only then swaps `LATEST` and applies retention. A failure writing the
 online store (say Redis is down) removes the staged version again: the store is left exactly as it was.
@@ -16,7 +16,7 @@ from typing import Any
 
 from graphrec.embed.inference import embeddings_from_model
 from graphrec.store.config import ExportConfig, FeatureStoreConfig
-from graphrec.store.publish import publish_embeddings
+from graphrec.store.publish import describe_drift, publish_embeddings
 
 log = logging.getLogger("graphrec.export")
 
@@ -52,17 +52,10 @@ def export_job(
     info = _model_info(model, embeddings.info["model_metadata"], metrics)
     info["content_embeddings"] = embeddings.info.get("content")
     manifest, online, deleted = publish_embeddings(store, embeddings, info, export, feature_store)
-    drift = manifest["drift"]
     log.debug(
-        "version %s is live (space %s, %s); online: %s; retired: %s; %.1fs",
+        "version %s is live (%s); online: %s; retired: %s; %.1fs",
         manifest["version"],
-        manifest["space"],
-        (
-            f"mean cosine to {drift['previous_version']} {drift.get('mean_cosine')}"
-            + ("" if drift.get("compatible") else f"; incompatible: {drift.get('reason')}")
-        )
-        if drift.get("previous_version")
-        else "first version",
+        describe_drift(manifest),
         online["method"] if online else "disabled",
         ", ".join(deleted) or "none",
         time.perf_counter() - started,

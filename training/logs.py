@@ -22,30 +22,25 @@ LOG_FORMATS = ("text", "json")
 # intended here), matched by message.
 QUIET_WARNINGS = (
     r"Sparse CSR tensor support is in beta",
+    r"Sparse invariant checks are implicitly disabled",
     r"`torch\.jit\.script` is deprecated",
     r".*LeafSpec.*",
     r".*does not have many workers.*",
     r".*smaller than the logging interval.*",
     r"Downcasting object dtype arrays",
-    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
-    r".*The '(train|val)_dataloader' does not have many workers.*",
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*is not a supported .* for use with Feast.*",
     r".*Entity .* has no type.*",
     r".*Cannot use sqlite_vec.*",
     r".*online_read.*deprecated.*",
     r".*datetime\.datetime\.utcnow\(\) is deprecated.*",
-    r".*Python 3\.9.*",
 )
-# Loggers whose INFO lines are banners (GPU/TPU available, tips, "Trainer will use ..."), kept at WARNING.
+# Loggers whose INFO lines are banners ("GPU available", "TPU available", tips), kept at WARNING. Lightning resets
+# its top-level logger's level when imported, so the loggers that emit the banners are named themselves.
 QUIET_LOGGERS = (
-    "lightning",
-    "lightning.pytorch",
-    "lightning.fabric",
     "lightning.pytorch.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
     "lightning.pytorch.accelerators.cuda",
-    "pytorch_lightning",
     "feast",
     "urllib3",
     "matplotlib",
@@ -93,14 +88,8 @@ def setup_logging(verbose: bool = False, log_format: str = "text") -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Lightning logs its banners through loggers it configures itself on import; keep them quiet whenever imported.
+    # Lightning's "possible user warnings" (few workers, logging interval) are about setups graphrec chose.
     os.environ.setdefault("POSSIBLE_USER_WARNINGS", "off")
-    logging.getLogger("py.warnings").setLevel(logging.ERROR)
-
-
-def quiet_enabled() -> bool:
-    """Whether library output should be suppressed (the CLI was not run with --verbose)."""
-    return logging.getLogger("graphrec").getEffectiveLevel() > logging.DEBUG
 
 
 def progress_bar_wanted() -> bool:

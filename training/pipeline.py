@@ -23,6 +23,7 @@ from graphrec.errors import InputError
 from graphrec.graph.config import GraphConfig, SplitConfig
 from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
 from graphrec.graph.split import split_validated
+from graphrec.store.publish import describe_drift
 from training.config import EmbeddingStageConfig, ExportStageConfig
 from training.evaluate import run_evaluation
 from training.export import export_job
@@ -206,9 +207,7 @@ def run_pipeline(
                 "version %s live in %s (%s; online: %s)",
                 manifest["version"],
                 export.store,
-                f"aligned to {drift['previous_version']}, mean cosine {drift.get('mean_cosine')}"
-                if drift.get("previous_version")
-                else "first version",
+                describe_drift(manifest),
                 export.feature_store.online_store if export.feature_store.enabled else "disabled",
             )
 

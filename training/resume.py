@@ -69,7 +69,7 @@ def same_run(out_dir: Path, hyperparameters: dict, train_config: TrainConfig, ta
         if checkpoints.exists():
             stale = out_dir / f"checkpoints.stale-{int(time.time())}"
             os.rename(checkpoints, stale)
-            log.debug("%s holds checkpoints of a different run; moved to %s, training from scratch", out_dir, stale)
+            log.info("%s holds checkpoints of a different run; moved to %s, training from scratch", out_dir, stale)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, key)
     return False

@@ -26,7 +26,8 @@ class EmbeddingSystem(L.LightningModule):
 
     def __init__(self, model: MultiBehaviourGCN, train_config: TrainConfig) -> None:
         super().__init__()
-        # The model's own hyperparameters travel with its artifact; the checkpoint records the optimisation ones.
+        # Recorded in checkpoints for the record only: a run resumes with `Trainer.fit(ckpt_path=...)` into a system
+        # its caller built (load_from_checkpoint is not supported), and models are read from their artifact.
         self.save_hyperparameters({"model": model.hyperparameters(), "train": asdict(train_config)})
         self.model = model
         self.train_config = train_config

@@ -1,15 +1,18 @@
 """The training job: fit embeddings on a graph snapshot and save the model as an artifact.
 
 `graphrec train --snapshot artifacts/default/split/test/snapshot --out artifacts/model` trains on every edge of
-the snapshot; with `--validation` (a split window directory holding `snapshot/` and its target table) it
-early-stops on that window's NDCG. The artifact (`model.safetensors`, `model.json`) records the hyperparameters,
-the training config, the snapshot's manifest fingerprint and the validation score, and is written atomically.
-With `--train.strategy ddp --train.devices 2` Lightning runs two processes; only rank 0 writes the artifact.
+the snapshot; with `--val_window` (a split window directory holding `snapshot/` and its target table) it
+early-stops on that window's NDCG. The artifact (`graphrec.embed.artifact`) records the hyperparameters, the
+training config, the snapshot's manifest fingerprint and the validation score, and is written atomically. With
+`--embeddings.train.strategy ddp --embeddings.train.devices 2` Lightning runs two processes; only rank 0 writes the
+artifact. Once the artifact is written, the run's checkpoints are removed: they are superseded, and a scheduled job
+would otherwise pile up a set per run.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -63,11 +66,16 @@ def train_job(
     init, warm = (None, None)
     if warm_start is not None:
         init, warm = warm_start_parameters(warm_start, model, loaded, target_node, task.behaviours, target_event)
-    trained, summary = train_embeddings(task, val_task, model, train, out.parent / f".{out.name}.work", init=init)
+    work = out.parent / f".{out.name}.work"  # checkpoints (to resume after a kill) and CSV logs
+    trained, summary = train_embeddings(task, val_task, model, train, work, init=init)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     if rank != 0:  # under DDP every process trains; one writes the artifact
         return None
-    metadata = save_model(trained, out, loaded, trained_on, target_event, target_node, asdict(train), summary, warm)
+    metrics = {summary["monitor"]: summary["best_score"]} if summary.get("best_score") is not None else {}
+    metadata = save_model(
+        trained, out, loaded, trained_on, target_event, target_node, asdict(train), summary, warm, metrics
+    )
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
     log.debug("model written to %s", out)
     return metadata
 

@@ -125,5 +125,7 @@ CONTENT = TableSpec(
 
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (EVENTS, IMPRESSIONS, ITEMS, CONTENT)}
 
+# The id column of each entity, as the contract's tables name it (and every later artifact keeps it).
+ID_COLUMN = {"user": "user_id", "item": "item_id", "content": "content_id"}
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
 EVENT_TYPE_DTYPE = pl.Enum(list(EVENT_TYPES))

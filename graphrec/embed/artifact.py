@@ -50,22 +50,27 @@ class ModelInfo:
 
     @property
     def target_event(self) -> str:
+        """The behaviour the model was trained to predict (e.g. purchase)."""
         return self.metadata["target"]["event"]
 
     @property
     def target_node(self) -> str:
+        """The node type it ranks: item or content."""
         return self.metadata["target"]["node"]
 
     @property
     def dim(self) -> int:
+        """The embedding dimension."""
         return int(self.metadata["hyperparameters"]["config"]["dim"])
 
     @property
     def snapshot_path(self) -> str:
+        """The snapshot it was trained on, as recorded (a path relative to where training ran, or absolute)."""
         return self.metadata["snapshot"]["path"]
 
     @property
     def has_ids(self) -> bool:
+        """Whether the artifact records its rows' original ids (models written before warm starts do not)."""
         return (self.path / IDS_DIR).is_dir()
 
     def ids(self, node: str) -> pl.Series:
@@ -95,6 +100,10 @@ def read_model_info(path: str | Path) -> ModelInfo:
         raise ModelArtifactError(f"{file}: unreadable ({exc})") from exc
     if metadata.get("kind", MODEL_KIND) != MODEL_KIND:
         raise ModelArtifactError(f"{file}: a {metadata.get('kind')!r}, not an embedding model")
+    if metadata.get("format", MODEL_FORMAT) > MODEL_FORMAT:
+        raise ModelArtifactError(
+            f"{file}: artifact format {metadata['format']}, newer than this graphrec reads ({MODEL_FORMAT}); upgrade"
+        )
     return ModelInfo(path, metadata)
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphrec.embed.artifact import ModelArtifactError, load_model
+from graphrec.embed.artifact import load_model, read_model_info
 from graphrec.embed.vectors import EmbeddingSet
+from graphrec.errors import InputError
 from graphrec.graph.snapshot import Snapshot, load_snapshot
 from graphrec.graph.tasks import task_from_snapshot
 
@@ -24,21 +25,21 @@ def embeddings_from_model(model_dir: str | Path, snapshot: str | Path | None = N
     them, with the training degrees), so `user . content` is a meaningful score. A module without interactions
     gets the mean embedding of the items it features, and one with neither a zero vector (counted in `info`).
     """
+    info = read_model_info(model_dir)
     model, metadata = load_model(model_dir)
-    snapshot = snapshot or metadata["snapshot"]["path"]
+    snapshot = snapshot or info.snapshot_path
     loaded = load_snapshot(snapshot)
-    target = metadata["target"]
-    task = task_from_snapshot(loaded, None, target["event"], target["node"])
+    node = info.target_node
+    task = task_from_snapshot(loaded, None, info.target_event, node)
     if (task.num_users, task.num_items) != (model.num_users, model.num_items):
-        raise ModelArtifactError(
-            f"{snapshot}: {task.num_users:,} users and {task.num_items:,} {target['node']}s, but the model in "
+        raise InputError(
+            f"{snapshot}: {task.num_users:,} users and {task.num_items:,} {node}s, but the model in "
             f"{model_dir} was trained on {model.num_users:,} and {model.num_items:,}; export with its own snapshot"
         )
     model.set_graph(task.edges, task.item_features)
     model.eval()
     users, items, _ = model.propagate()
     user_layers, _ = model.propagate_layers()
-    node = target["node"]
     ids = {
         "user": loaded.ids_of("user", np.arange(task.num_users)),
         node: loaded.ids_of(node, np.arange(task.num_items)),

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-ENTITIES = ("user", "item", "content")
-# The id column of each entity, as in the snapshot's node tables and the input contract.
-ID_COLUMN = {"user": "user_id", "item": "item_id", "content": "content_id"}
+from graphrec.data.schema import ID_COLUMN
+
+ENTITIES = tuple(ID_COLUMN)  # the entity types that get embeddings
+__all__ = ["ENTITIES", "ID_COLUMN", "EmbeddingSet"]
 
 
 @dataclass
@@ -25,7 +26,9 @@ class EmbeddingSet:
 
     @property
     def dim(self) -> int:
+        """The vectors' dimension (the same for every entity type)."""
         return int(next(iter(self.vectors.values())).shape[1])
 
     def rows(self) -> dict[str, int]:
+        """Vectors per entity type."""
         return {entity: len(self.ids[entity]) for entity in self.ids}

@@ -23,18 +23,12 @@ from safetensors.torch import load_file, save_file
 from torch_geometric.data import HeteroData
 
 from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
-from graphrec.data.schema import EVENT_TYPE_DTYPE, EVENT_TYPES
+from graphrec.data.schema import EVENT_TYPE_DTYPE, EVENT_TYPES, ID_COLUMN
 from graphrec.errors import InputError
 from graphrec.graph.config import GraphConfig
 
 EdgeType = tuple[str, str, str]
-NODE_ID_COLUMN = {
-    "user": "user_id",
-    "item": "item_id",
-    "content": "content_id",
-    "category": "category",
-    "brand": "brand",
-}
+NODE_ID_COLUMN = {**ID_COLUMN, "category": "category", "brand": "brand"}
 EDGE_ATTRS = ("count", "last_timestamp", "weight")
 SNAPSHOT_FORMAT = 1
 

@@ -9,7 +9,8 @@ import polars as pl
 import torch
 
 from graphrec.data.schema import EVENT_TYPES
-from graphrec.graph.snapshot import Snapshot
+from graphrec.graph.snapshot import Snapshot, load_snapshot
+from graphrec.graph.split import read_targets
 from graphrec.metrics import Interactions
 
 FEATURES = {"item": ("category_index", "brand_index"), "content": ("module_type_index",)}
@@ -127,9 +128,6 @@ def holdout_task(task: RecTask, seed: int = 0) -> RecTask:
 
 def window_task(window_dir: str | Path, target_event: str = "purchase", target_node: str = "item") -> RecTask:
     """The task of one split window (`graphrec split`'s val/ or test/): its snapshot with its target pairs."""
-    from graphrec.graph.snapshot import load_snapshot
-    from graphrec.graph.split import read_targets
-
     window_dir = Path(window_dir)
     targets = read_targets(window_dir, target_event, target_node)
     return task_from_snapshot(load_snapshot(window_dir / "snapshot"), targets, target_event, target_node)

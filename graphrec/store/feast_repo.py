@@ -53,10 +53,12 @@ class FeatureStoreError(GraphrecError):
 
 
 def repo_dir(store: str | Path) -> Path:
+    """The Feast repo graphrec keeps inside an embedding store."""
     return Path(store) / "feast"
 
 
 def compact_column(dtype: str) -> str:
+    """The online field holding compact vectors of `dtype` (float16 / int8)."""
     return f"embedding_{dtype}"
 
 
@@ -203,11 +205,13 @@ def _feast_output_to_log() -> Iterator[None]:
     """Feast prints materialisation progress to stdout in ANSI colours; a library must not write to stdout
     (it is the ranking API's and the CLI's), so the text goes to this module's debug log, colours removed."""
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        yield
-    text = _ANSI.sub("", buffer.getvalue()).strip()
-    if text:
-        log.debug("feast: %s", " ".join(text.split()))
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:  # also when materialize raises: what Feast printed helps explain why
+        text = _ANSI.sub("", buffer.getvalue()).strip()
+        if text:
+            log.debug("feast: %s", " ".join(text.split()))
 
 
 def _versions_with_cutoff(store: str | Path, cutoff: str) -> list[str]:

@@ -47,6 +47,15 @@ def _discard(store: Path, version: str) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def describe_drift(manifest: dict[str, Any]) -> str:
+    """One line on a version's drift against the one before it (for logs and reports)."""
+    drift = manifest["drift"]
+    if not drift.get("previous_version"):
+        return f"space {manifest['space']}, first version"
+    text = f"space {manifest['space']}, mean cosine to {drift['previous_version']} {drift.get('mean_cosine')}"
+    return text if drift.get("compatible") else f"{text}; new space: {drift.get('reason')}"
+
+
 def publish_embeddings(
     store: str | Path,
     embeddings: EmbeddingSet,

@@ -71,6 +71,7 @@ def fault_point(name: str) -> None:
 
 
 def versions_dir(store: str | Path) -> Path:
+    """The directory of a store's versions (and its LATEST pointer and lock)."""
     return Path(store) / "embeddings"
 
 
@@ -186,6 +187,7 @@ def set_latest(store: str | Path, version: str) -> None:
 
 
 def read_manifest(store: str | Path, version: str) -> dict[str, Any]:
+    """A version's manifest (not verified against its files: see `verify_version`)."""
     path = versions_dir(store) / version / "manifest.json"
     if not path.exists():
         raise StoreError(f"{versions_dir(store)}: no version {version!r} (have: {', '.join(list_versions(store))})")

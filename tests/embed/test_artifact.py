@@ -70,6 +70,9 @@ def test_not_a_model_is_a_clear_error(tmp_path):
     (tmp_path / "model.json").write_text('{"kind": "embedding_version"}')
     with pytest.raises(ModelArtifactError, match="not an embedding model"):
         read_model_info(tmp_path)
+    (tmp_path / "model.json").write_text('{"kind": "embedding_model", "format": 99}')
+    with pytest.raises(ModelArtifactError, match="newer than this graphrec reads"):
+        read_model_info(tmp_path)
     (tmp_path / "model.json").write_text("{")
     with pytest.raises(ModelArtifactError, match="unreadable"):
         read_model_info(tmp_path)

@@ -265,5 +265,6 @@ def test_json_log_format(tmp_path):
     assert any("events" in r["message"] for r in records)
 
 
-def test_unknown_log_format_is_an_input_error():
+def test_unknown_or_missing_log_format_is_an_input_error():
     assert main(["--log-format", "xml", "generate", "--help"]) == 2
+    assert main(["generate", "--log-format"]) == 2

@@ -237,6 +237,9 @@ def test_train_job_writes_model_artifact(tmp_path, split_dir):
     assert loaded["snapshot"]["cutoff"] == metadata["snapshot"]["cutoff"]
     assert model.config.dim == SMALL.dim and loaded["training"]["best_score"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.work", "model"]
+    # The artifact supersedes the run's checkpoints (a daily job would pile up a set per run); the logs stay.
+    assert not (tmp_path / ".model.work" / "checkpoints").exists() and (tmp_path / ".model.work" / "logs").is_dir()
+    assert loaded["metrics"] == {"val_ndcg@20": loaded["training"]["best_score"]}
 
 
 @pytest.mark.slow
