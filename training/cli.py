@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
-from graphrec.errors import GraphrecError
+from graphrec.errors import ConfigError, GraphrecError
 from graphrec.graph.config import GraphConfig, SplitConfig
 from training.config import EmbeddingStageConfig, ExportStageConfig
 from training.logs import LOG_FORMATS, setup_logging
@@ -39,6 +39,8 @@ def generate(out: str = "artifacts/shop", shop: ShopConfig = ShopConfig(), event
     from graphrec.data.shop import generate_shop, write_shop
 
     config = shop
+    if events is not None and events < 1:
+        raise ConfigError(f"--events must be a positive integer, not {events}")
     if events is not None:
         config = ShopConfig.scaled_to(events, **{k: v for k, v in asdict(shop).items() if k not in _SIZE_FIELDS})
     generated = generate_shop(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from graphrec.embed.config import ModelConfig
+from graphrec.errors import at_least_zero, check_settings, fraction, positive
 from graphrec.store.config import ExportConfig, FeatureStoreConfig
 
 
@@ -77,12 +78,29 @@ class TrainConfig:
     strategy: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.loss not in ("bpr", "softmax"):
-            raise ValueError(f"train.loss must be bpr or softmax, not {self.loss!r}")
-        if self.logits_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"train.logits_dtype must be float32 or bfloat16, not {self.logits_dtype!r}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"train.ema_decay must be between 0 and 1 (exclusive) or null, not {self.ema_decay!r}")
+        check_settings(
+            "embeddings.train",
+            self,
+            {
+                "epochs": (positive, "a positive integer"),
+                "batch_size": (positive, "a positive integer"),
+                "lr": (positive, "positive"),
+                "l2": (at_least_zero, "0 or more"),
+                "aux_weight": (at_least_zero, "0 or more"),
+                "aux_ratio": (at_least_zero, "0 or more"),
+                "history_negatives": (fraction, "between 0 and 1"),
+                "history_lr_scale": (positive, "positive"),
+                "min_batches": (positive, "a positive integer"),
+                "loss": (lambda v: v in ("bpr", "softmax"), "bpr or softmax"),
+                "logits_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
+                "fanouts": (lambda v: v is None or all(f == -1 or f > 0 for f in v), "null or a list of -1 / positive"),
+                "ema_decay": (lambda v: v is None or 0 < v < 1, "between 0 and 1 (exclusive) or null"),
+                "eval_every": (positive, "a positive integer"),
+                "patience": (at_least_zero, "0 or more"),
+                "k": (positive, "a positive integer"),
+                "devices": (positive, "a positive integer"),
+            },
+        )
 
 
 @dataclass
@@ -104,6 +122,19 @@ class EvalConfig:
     ablations: bool = False
     cold_user_max_events: int = 5
     knn_neighbours: int = 100
+
+    def __post_init__(self) -> None:
+        known = ("popularity", "history", "item_knn", "mf_bpr", "lightgcn", "graphrec")
+        check_settings(
+            "embeddings.evaluation",
+            self,
+            {
+                "ks": (lambda v: bool(v) and all(k > 0 for k in v), "a non-empty list of positive cut-offs"),
+                "methods": (lambda v: bool(v) and set(v) <= set(known), f"a non-empty list of {', '.join(known)}"),
+                "cold_user_max_events": (at_least_zero, "0 or more"),
+                "knn_neighbours": (positive, "a positive integer"),
+            },
+        )
 
 
 @dataclass

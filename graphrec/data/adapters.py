@@ -105,13 +105,28 @@ def read_ecomm(root: str | Path) -> Dataset:
     )
 
 
-def read_interaction_lists(path: str | Path, event_type: str, timestamp: datetime) -> tuple[pl.LazyFrame, dict]:
+def read_interaction_lists(
+    path: str | Path, event_type: str, timestamp: datetime, optional: bool = False
+) -> tuple[pl.LazyFrame, dict]:
     """Read a `user item item ...` file (space or tab separated, one line per user) as events at one timestamp.
 
     These split files carry no time; `timestamp` places them so that a cutoff reproduces the published split.
-    Returns the events and counts of lines and of lines that hold a user but no item.
+    Returns the events and counts of lines and of lines that hold a user but no item. An `optional` file (an
+    auxiliary behaviour) may be empty: it then contributes zero events; a missing file is an error either way.
     """
-    path = _require(Path(path))
+    path = Path(path)
+    ts = timestamp.replace(tzinfo=UTC) if timestamp.tzinfo is None else timestamp
+    if optional and path.exists() and path.stat().st_size == 0:
+        empty = pl.LazyFrame(
+            schema={
+                "user_id": pl.String,
+                "item_id": pl.String,
+                "event_type": pl.String,
+                "timestamp": pl.Datetime("us", "UTC"),
+            }
+        )
+        return empty, {"lines": 0, "lines_without_items": 0}
+    path = _require(path)
     lines = pl.scan_csv(
         path,
         has_header=False,
@@ -122,7 +137,6 @@ def read_interaction_lists(path: str | Path, event_type: str, timestamp: datetim
     )
     tokens = lines.select(pl.col(_LINE).str.extract_all(r"\S+").alias("tokens")).filter(pl.col("tokens").list.len() > 0)
     stats = tokens.select(pl.len().alias("lines"), (pl.col("tokens").list.len() == 1).sum().alias("no_items")).collect()
-    ts = timestamp.replace(tzinfo=UTC) if timestamp.tzinfo is None else timestamp
     events = (
         tokens.select(pl.col("tokens").list.first().alias("user_id"), pl.col("tokens").list.slice(1).alias("item_id"))
         .explode("item_id")
@@ -147,17 +161,18 @@ def read_taobao_mb(root: str | Path) -> Dataset:
     view_train = root / "view" / "train_reconstructed_from_s_adj_mat.txt"
     if not view_train.exists():
         view_train = root / "view" / "train.txt"
+    # The auxiliary behaviours' files may be empty (zero events); the target behaviour's may not.
     parts = [
-        (view_train, "view", TAOBAO_MB_TRAIN_TIME),
-        (root / "view" / "test.txt", "view", TAOBAO_MB_TRAIN_TIME),
-        (root / "cart" / "train.txt", "add_to_cart", TAOBAO_MB_TRAIN_TIME),
-        (root / "cart" / "test.txt", "add_to_cart", TAOBAO_MB_TRAIN_TIME),
-        (root / "buy" / "train.txt", "purchase", TAOBAO_MB_TRAIN_TIME),
-        (root / "buy" / "test.txt", "purchase", TAOBAO_MB_TEST_TIME),
+        (view_train, "view", TAOBAO_MB_TRAIN_TIME, True),
+        (root / "view" / "test.txt", "view", TAOBAO_MB_TRAIN_TIME, True),
+        (root / "cart" / "train.txt", "add_to_cart", TAOBAO_MB_TRAIN_TIME, True),
+        (root / "cart" / "test.txt", "add_to_cart", TAOBAO_MB_TRAIN_TIME, True),
+        (root / "buy" / "train.txt", "purchase", TAOBAO_MB_TRAIN_TIME, False),
+        (root / "buy" / "test.txt", "purchase", TAOBAO_MB_TEST_TIME, False),
     ]
     frames, notes, sources = [], {}, {}
-    for path, event_type, ts in parts:
-        frame, counts = read_interaction_lists(path, event_type, ts)
+    for path, event_type, ts, optional in parts:
+        frame, counts = read_interaction_lists(path, event_type, ts, optional)
         frames.append(frame)
         name = f"{path.parent.name}/{path.name}"
         notes[name] = counts

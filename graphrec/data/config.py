@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
+
+from graphrec.errors import at_least_zero, check_settings, fraction, positive
 
 
 @dataclass
@@ -70,6 +73,23 @@ class ShopConfig:
     relevance_weight: float = 6.0
     corrupt_fraction: float = 0.0
 
+    def __post_init__(self) -> None:
+        sizes = ("target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands", "days", "slots")
+        shares = ("homepage_share", "interest_concentration", "revisit_probability", "p_click", "p_cart")
+        shares += ("p_wishlist", "p_purchase", "corrupt_fraction")
+        rules = {name: (positive, "a positive integer") for name in sizes}
+        rules |= {name: (fraction, "between 0 and 1") for name in shares if name != "interest_concentration"}
+        rules |= {
+            "interest_concentration": (positive, "positive"),
+            "interests_per_user": (positive, "a positive integer"),
+            "consideration_set": (positive, "a positive integer"),
+            "views_per_session": (lambda v: v >= 1, "at least 1"),
+            "popularity_exponent": (at_least_zero, "0 or more"),
+            "bias_power": (at_least_zero, "0 or more"),
+            "start": (_is_iso_time, "an ISO date such as 2026-01-05"),
+        }
+        check_settings("shop", self, rules)
+
     @classmethod
     def scaled_to(cls, target_events: int, **overrides: Any) -> ShopConfig:
         """Return a config whose entity counts grow with the target event count (about 40 events per user)."""
@@ -111,6 +131,18 @@ class ValidationConfig:
     delimiter: str | None = None
     id_type: Literal["auto", "int", "str"] = "auto"
 
+    def __post_init__(self) -> None:
+        check_settings(
+            "validation",
+            self,
+            {
+                "max_bad_fraction": (fraction, "between 0 and 1"),
+                "max_future_seconds": (at_least_zero, "0 or more"),
+                "min_timestamp": (_is_iso_time, "an ISO-8601 time"),
+                "reference_time": (lambda v: v is None or _is_iso_time(v), "null or an ISO-8601 time"),
+            },
+        )
+
     def aliases(self) -> dict[str, str]:
         """Return the full raw-name -> canonical mapping, canonical names included."""
         from graphrec.data.schema import DEFAULT_EVENT_ALIASES, EVENT_TYPES
@@ -138,3 +170,11 @@ class InputConfig:
 
     format: str = "generated"
     path: str | None = None
+
+
+def _is_iso_time(value: Any) -> bool:
+    try:
+        datetime.fromisoformat(str(value))
+    except ValueError:
+        return False
+    return True

@@ -268,8 +268,11 @@ def _normalise(df: pl.DataFrame, columns: list[Column], config: ValidationConfig
     return normalised
 
 
-def _reason_expression(spec: TableSpec, columns: list[Column], config: ValidationConfig) -> pl.Expr:
-    """One `when` chain: the first problem of a row names its reason; valid rows get null."""
+def _reason_expression(
+    spec: TableSpec, columns: list[Column], config: ValidationConfig, dtypes: dict[str, pl.DataType]
+) -> pl.Expr:
+    """One `when` chain: the first problem of a row names its reason; valid rows get null. `dtypes` are the
+    normalised columns' types."""
     reference = datetime.fromisoformat(config.reference_time) if config.reference_time else datetime.now(UTC)
     if reference.tzinfo is None:
         reference = reference.replace(tzinfo=UTC)
@@ -293,7 +296,13 @@ def _reason_expression(spec: TableSpec, columns: list[Column], config: Validatio
         elif column.kind in ("int", "float", "flag"):
             if column.required:
                 checks.append((raw.is_null(), f"null_{column.name}"))
-            checks.append(((value.is_null() & raw.is_not_null()) | (value < 0), f"invalid_{column.name}"))
+            invalid = (value.is_null() & raw.is_not_null()) | (value < 0)
+            if dtypes.get(column.name, pl.Null).is_float():
+                invalid = invalid | value.is_nan() | value.is_infinite()  # NaN < 0 is false: checked on its own
+            checks.append((invalid, f"invalid_{column.name}"))
+        if dtypes.get(column.name) == pl.String:
+            # A NUL byte in an id or a name breaks joins with systems that read C strings (Redis keys, SQL).
+            checks.append((value.str.contains("\x00", literal=True).fill_null(False), f"null_byte_{column.name}"))
     present_any = [c.name for c in columns if c.name in spec.any_of]
     if present_any:
         checks.append((pl.all_horizontal([pl.col(n).is_null() for n in present_any]), "no_" + "_or_".join(spec.any_of)))
@@ -334,7 +343,8 @@ def validate_table(
     work = pl.DataFrame(
         [df[c.name].alias(f"raw__{c.name}") for c in columns] + list(normalised.values())
     ).with_row_index("row_number", offset=1)
-    work = work.with_columns(_reason_expression(spec, columns, config).alias("reason"))
+    dtypes = {name: series.dtype for name, series in normalised.items()}
+    work = work.with_columns(_reason_expression(spec, columns, config, dtypes).alias("reason"))
     value_columns = [c.name for c in columns]
     duplicate = pl.col("reason").is_null() & ~pl.struct(value_columns).is_first_distinct()
     work = work.with_columns(pl.when(duplicate).then(pl.lit(DUPLICATE)).otherwise(pl.col("reason")).alias("reason"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphrec.errors import at_least_zero, check_settings, positive
+
 
 @dataclass
 class ModelConfig:
@@ -36,5 +38,14 @@ class ModelConfig:
     temperature: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.init not in ("normal", "spectral"):
-            raise ValueError(f"model.init must be normal or spectral, not {self.init!r}")
+        check_settings(
+            "embeddings.model",
+            self,
+            {
+                "dim": (positive, "a positive integer"),
+                "num_layers": (at_least_zero, "0 or more"),
+                "init_std": (positive, "positive"),
+                "init": (lambda v: v in ("normal", "spectral"), "normal or spectral"),
+                "temperature": (positive, "positive"),
+            },
+        )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphrec.errors import check_settings, positive
+
 
 @dataclass
 class GraphConfig:
@@ -22,6 +24,9 @@ class GraphConfig:
     catalog_nodes: bool = True
     components: bool = True
 
+    def __post_init__(self) -> None:
+        check_settings("graph", self, {"half_life_days": (positive, "positive")})
+
 
 @dataclass
 class SplitConfig:
@@ -36,3 +41,8 @@ class SplitConfig:
     enabled: bool = True
     val_days: int = 7
     test_days: int = 7
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "split", self, {"val_days": (positive, "a positive integer"), "test_days": (positive, "a positive integer")}
+        )

@@ -24,7 +24,7 @@ from torch_geometric.data import HeteroData
 
 from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
 from graphrec.data.schema import EVENT_TYPE_DTYPE, EVENT_TYPES, ID_COLUMN
-from graphrec.errors import InputError
+from graphrec.errors import ConfigError, InputError
 from graphrec.graph.config import GraphConfig
 
 EdgeType = tuple[str, str, str]
@@ -57,7 +57,12 @@ class Snapshot:
 
 def _to_utc(cutoff: datetime | str) -> datetime:
     if isinstance(cutoff, str):
-        cutoff = datetime.fromisoformat(cutoff)
+        try:
+            cutoff = datetime.fromisoformat(cutoff)
+        except ValueError as exc:
+            raise ConfigError(
+                f"cutoff {cutoff!r} is not an ISO-8601 time (e.g. 2026-01-26 or 2026-01-26T12:00:00+00:00)"
+            ) from exc
     return cutoff.replace(tzinfo=UTC) if cutoff.tzinfo is None else cutoff.astimezone(UTC)
 
 

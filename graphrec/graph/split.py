@@ -126,6 +126,8 @@ def targets_path(window_dir: str | Path, target_event: str, target_node: str) ->
 def read_targets(window_dir: str | Path, target_event: str, target_node: str) -> pl.DataFrame:
     """A split window's target pairs; a clear error naming the file when the window lacks that target."""
     path = targets_path(window_dir, target_event, target_node)
+    if not Path(window_dir).is_dir():
+        raise InputError(f"{window_dir}: not a split window (written by `graphrec split` or `graphrec run`)")
     if not path.exists():
         found = sorted(p.name for p in Path(window_dir).glob("*_targets.parquet"))
         raise InputError(f"{path}: no such target table (found: {', '.join(found) or 'none'})")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphrec.errors import check_settings, positive
+
 
 @dataclass
 class ExportConfig:
@@ -35,8 +37,18 @@ class ExportConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.keep < 1 or (self.history_keep is not None and self.history_keep < 1):
-            raise ValueError("export.versions.keep and history_keep must be at least 1 (history_keep may be null)")
+        check_settings(
+            "export.versions",
+            self,
+            {
+                "keep": (positive, "at least 1"),
+                "history_keep": (lambda v: v is None or v >= 1, "null or at least 1"),
+                "min_cosine": (lambda v: -1 <= v <= 1, "between -1 and 1"),
+                "neighbours": (positive, "a positive integer"),
+                "stability_sample": (positive, "a positive integer"),
+                "stability_pool": (positive, "a positive integer"),
+            },
+        )
 
 
 ONLINE_DTYPES = ("float32", "float16", "int8")
@@ -67,9 +79,13 @@ class FeatureStoreConfig:
     ttl_days: int = 3650
 
     def __post_init__(self) -> None:
-        if self.online_store not in ("sqlite", "redis"):
-            raise ValueError(f"feature_store.online_store must be sqlite or redis, not {self.online_store!r}")
-        if self.online_write not in ("materialize", "push"):
-            raise ValueError(f"feature_store.online_write must be materialize or push, not {self.online_write!r}")
-        if self.online_dtype not in ONLINE_DTYPES:
-            raise ValueError(f"feature_store.online_dtype must be one of {ONLINE_DTYPES}, not {self.online_dtype!r}")
+        check_settings(
+            "export.feature_store",
+            self,
+            {
+                "online_store": (lambda v: v in ("sqlite", "redis"), "sqlite or redis"),
+                "online_write": (lambda v: v in ("materialize", "push"), "materialize or push"),
+                "online_dtype": (lambda v: v in ONLINE_DTYPES, f"one of {', '.join(ONLINE_DTYPES)}"),
+                "ttl_days": (positive, "a positive number of days"),
+            },
+        )

@@ -126,5 +126,6 @@ def sync_online(store: str | Path = "artifacts/store", feature_store: FeatureSto
 
 def store_summary(store: str | Path) -> dict[str, Any]:
     """The store's versions and the live one (for `graphrec export list`)."""
-
+    if not versions_dir(store).is_dir():
+        raise StoreError(f"{store}: not an embedding store (no embeddings/ directory)")
     return {"store": str(store), "latest": latest_version(store), "versions": describe(store)}

@@ -44,6 +44,21 @@ def test_interaction_lists_synthetic(tmp_path):
     assert frame.select("user_id", "item_id").rows() == [("0", "5"), ("0", "6"), ("0", "7"), ("1", "8"), ("1", "9")]
 
 
+def test_empty_auxiliary_split_file_counts_as_zero_events(tmp_path):
+    for offset, behaviour in enumerate(("view", "cart", "buy")):
+        (tmp_path / behaviour).mkdir()
+        for part, item in (("train", 10 * offset), ("test", 10 * offset + 5)):
+            (tmp_path / behaviour / f"{part}.txt").write_text(f"0 {item} {item + 1}\n1 {item + 2}\n")
+    (tmp_path / "view" / "test.txt").write_text("")  # an auxiliary part with no rows is legitimate
+    dataset = read_taobao_mb(tmp_path)
+    assert dataset.notes["view/test.txt"] == {"lines": 0, "lines_without_items": 0}
+    events = validate(dataset, "events").frame
+    assert events.height == 15 and events.filter(pl.col("event_type") == "view").height == 3
+    (tmp_path / "buy" / "test.txt").write_text("")  # the target behaviour's held-out part is not optional
+    with pytest.raises(InputError, match="file is empty"):
+        read_taobao_mb(tmp_path)
+
+
 def test_taobao_userbehavior_synthetic(tmp_path):
     path = tmp_path / "UserBehavior.csv"
     path.write_text("1,10,100,pv,1511658000\n1,10,100,buy,1511658060\n2,11,101,fav,1511658100\n")

@@ -15,7 +15,7 @@ from graphrec.data.validation import (
     validate_impressions,
     validate_items,
 )
-from graphrec.errors import InputError, RejectedInputError, SchemaError
+from graphrec.errors import ConfigError, InputError, RejectedInputError, SchemaError
 
 LENIENT = ValidationConfig(max_bad_fraction=1.0, reference_time="2024-06-01T00:00:00+00:00")
 
@@ -240,6 +240,45 @@ def test_items_conflicting_duplicates_are_quarantined():
         3: "conflicting_duplicate_item_id",
         4: "invalid_price",
     }
+
+
+def test_nan_and_infinite_prices_are_quarantined():
+    prices = [1.0, float("nan"), float("inf"), -float("inf"), 0.0]
+    frame = pl.DataFrame({"item_id": [1, 2, 3, 4, 5], "category": ["a"] * 5, "price": prices})
+    result = validate_items(frame, LENIENT)
+    assert_reconciled(result, 5)
+    assert dict(zip(result.quarantine["row_number"], result.quarantine["reason"], strict=True)) == {
+        2: "invalid_price",
+        3: "invalid_price",
+        4: "invalid_price",
+    }
+    assert result.frame["item_id"].to_list() == [1, 5]
+
+
+def test_null_bytes_in_ids_and_strings_are_quarantined():
+    events = pl.DataFrame(
+        {
+            "user_id": ["u1", "u\x002", "u3"],
+            "item_id": ["i1", "i2", "i\x003"],
+            "event_type": ["view"] * 3,
+            "timestamp": ["2024-01-01T00:00:00Z"] * 3,
+        }
+    )
+    result = validate_events(events, LENIENT)
+    assert_reconciled(result, 3)
+    assert dict(zip(result.quarantine["row_number"], result.quarantine["reason"], strict=True)) == {
+        2: "null_byte_user_id",
+        3: "null_byte_item_id",
+    }
+    items = pl.DataFrame({"item_id": [1, 2], "title": ["shoe", "bad\x00title"]})
+    assert validate_items(items, LENIENT).quarantine["reason"].to_list() == ["null_byte_title"]
+
+
+def test_nonsense_settings_are_refused_when_read():
+    with pytest.raises(ConfigError, match="validation.max_bad_fraction"):
+        ValidationConfig(max_bad_fraction=-0.5)
+    with pytest.raises(ConfigError, match="validation.reference_time"):
+        ValidationConfig(reference_time="yesterday")
 
 
 def test_content_item_lists_parse_from_strings():

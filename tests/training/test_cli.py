@@ -268,3 +268,39 @@ def test_json_log_format(tmp_path):
 def test_unknown_or_missing_log_format_is_an_input_error():
     assert main(["--log-format", "xml", "generate", "--help"]) == 2
     assert main(["generate", "--log-format"]) == 2
+
+
+BAD_COMMANDS = {
+    "missing model": ["export", "--model", "{tmp}/nothing", "--export.store", "{tmp}/store"],
+    "cutoff not a time": ["build-graph", "--validated", "{tmp}/v", "--cutoff", "tomorrow"],
+    "contract without a path": ["run", "--input.format", "contract", "--workdir", "{tmp}/w"],
+    "keep 0": ["export", "list", "--export.versions.keep", "0", "--export.store", "{tmp}/store"],
+    "negative bad fraction": ["run", "--validation.max_bad_fraction", "-0.1", "--workdir", "{tmp}/w"],
+    "negative event count": ["generate", "--events", "-5", "--out", "{tmp}/shop"],
+    "zero dimension": ["train", "--snapshot", "{tmp}/s", "--embeddings.model.dim", "0"],
+    "unknown method": ["evaluate", "--input.path", "{tmp}/x", "--embeddings.evaluation.methods", "[magic]"],
+    "zero-day split": ["split", "--validated", "{tmp}/v", "--split.val_days", "0"],
+    "probability above 1": ["generate", "--shop.p_click", "1.5", "--out", "{tmp}/shop"],
+    "missing snapshot": ["train", "--snapshot", "{tmp}/nothing"],
+    "missing window": ["train", "--snapshot", "{tmp}/s", "--val_window", "{tmp}/nothing"],
+    "not a store": ["export", "list", "--export.store", "{tmp}/nothing"],
+    "unknown online store": ["export", "sync", "--export.feature_store.online_store", "mongo"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_COMMANDS))
+def test_user_mistakes_get_one_line_and_exit_2(tmp_path, capsys, name):
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in BAD_COMMANDS[name]]
+    if name == "missing window":  # a real snapshot, so the window is what is wrong
+        from graphrec.data.shop import generate_shop
+        from graphrec.data.validation import validate_events
+        from graphrec.graph.snapshot import build_snapshot, save_snapshot
+        from tests.conftest import SMALL_SHOP
+
+        shop = generate_shop(SMALL_SHOP)
+        save_snapshot(build_snapshot(validate_events(shop.events).frame, "2026-01-12"), tmp_path / "s")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("graphrec: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "shop").exists() and not (tmp_path / "w" / "model").exists()
