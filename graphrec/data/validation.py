@@ -428,6 +428,7 @@ def validate_dataset(
                 write_json_atomic(staging / "report.json", {"status": "rejected", "table": name, "report": exc.report})
             raise RejectedInputError(f"{exc} Quarantined rows and report: {rejected_dir}", exc.report) from None
         log.debug("%s", validated[name].report.summary())
+    check_id_types(validated)
     report: dict[str, Any] = {
         "kind": "validated_dataset",
         "status": "ok",
@@ -460,19 +461,69 @@ def read_validated(path: str | Path) -> tuple[pl.LazyFrame, pl.DataFrame | None,
     return pl.scan_parquet(paths["events"]), items, content, paths
 
 
+# Where each kind of id appears: (table, column); `item_ids` is the content table's list of featured items.
+ID_REFERENCES = {
+    "user_id": (("events", "user_id"), ("impressions", "user_id")),
+    "item_id": (("events", "item_id"), ("items", "item_id"), ("content", "item_ids")),
+    "content_id": (("events", "content_id"), ("content", "content_id"), ("impressions", "content_id")),
+}
+
+
+def _id_values(validated: dict[str, ValidatedTable], table: str, column: str) -> pl.Series | None:
+    """The non-null ids of one column (lists flattened), or None where the table or column is absent or empty."""
+    if table not in validated or column not in validated[table].frame.columns:
+        return None
+    values = validated[table].frame[column]
+    if isinstance(values.dtype, pl.List):
+        values = values.explode()
+    values = values.drop_nulls()
+    return values if values.len() else None
+
+
+def check_id_types(validated: dict[str, ValidatedTable]) -> None:
+    """The one id-typing rule: an id (user, item, content) has one type, integer or text, in every table that
+    holds it. Otherwise the same id written `1007` in one file and `1007.0` in another would silently become two
+    nodes, so validation stops and names both files."""
+    for id_name, references in ID_REFERENCES.items():
+        seen: dict[str, tuple[str, str, pl.Series]] = {}
+        for table, column in references:
+            values = _id_values(validated, table, column)
+            if values is None:
+                continue
+            kind = "integer" if values.dtype.is_integer() else "text"
+            seen.setdefault(kind, (validated[table].report.source, column, values))
+        if len(seen) > 1:
+            (int_source, int_column, _), (text_source, text_column, text) = seen["integer"], seen["text"]
+            example = text.filter(~text.str.contains(r"^\s*-?\d+\s*$")).head(1).to_list() or text.head(1).to_list()
+            raise SchemaError(
+                f"{id_name}: integer in {int_source} (column {int_column}) but text in {text_source} (column "
+                f"{text_column}, e.g. {example[0]!r}); an id must be written the same way in every table, or set "
+                "validation.id_type: str to read every id as text"
+            )
+
+
 def _cross_checks(validated: dict[str, ValidatedTable]) -> dict[str, int]:
-    """Counts of ids a catalog does not cover (reported, not quarantined: catalogs lag behind logs)."""
+    """Counts of distinct ids a catalog does not cover (reported, not quarantined: catalogs lag behind logs).
+    Ids have one type across tables (`check_id_types`), so every miss is counted."""
     checks: dict[str, int] = {}
     pairs = (
-        ("events", "item_id", "items", "event_items_not_in_catalog"),
-        ("events", "content_id", "content", "event_content_not_in_catalog"),
-        ("impressions", "content_id", "content", "impression_content_not_in_catalog"),
+        ("events", "item_id", "items", "item_id", "event_items_not_in_catalog"),
+        ("events", "content_id", "content", "content_id", "event_content_not_in_catalog"),
+        ("impressions", "content_id", "content", "content_id", "impression_content_not_in_catalog"),
+        ("content", "item_ids", "items", "item_id", "featured_items_not_in_catalog"),
     )
-    for table, column, catalog, name in pairs:
+    for table, column, catalog, catalog_column, name in pairs:
         if table in validated and catalog in validated:
-            ids = validated[table].frame[column].drop_nulls().unique()
-            known = validated[catalog].frame[column]
-            checks[name] = int((~ids.cast(known.dtype, strict=False).is_in(known.implode())).sum())
+            ids = _id_values(validated, table, column)
+            known = _id_values(validated, catalog, catalog_column)
+            if ids is None:
+                checks[name] = 0
+            elif known is None:
+                checks[name] = ids.n_unique()
+            else:
+                if ids.dtype != known.dtype:  # both integer (Int64 / UInt64) or both text
+                    ids, known = ids.cast(pl.String), known.cast(pl.String)
+                checks[name] = int((~ids.unique().is_in(known.implode())).sum())
     return checks
 
 

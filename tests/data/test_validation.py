@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import polars as pl
@@ -275,9 +276,9 @@ def test_null_bytes_in_ids_and_strings_are_quarantined():
 
 
 def test_nonsense_settings_are_refused_when_read():
-    with pytest.raises(ConfigError, match="validation.max_bad_fraction"):
+    with pytest.raises(ConfigError, match=r"validation\.max_bad_fraction"):
         ValidationConfig(max_bad_fraction=-0.5)
-    with pytest.raises(ConfigError, match="validation.reference_time"):
+    with pytest.raises(ConfigError, match=r"validation\.reference_time"):
         ValidationConfig(reference_time="yesterday")
 
 
@@ -315,3 +316,30 @@ def test_rejected_dataset_leaves_previous_version_intact(tmp_path, small_shop):
     rejected = json.loads((tmp_path / "validated.rejected" / "report.json").read_text())
     assert rejected["status"] == "rejected" and rejected["report"]["quarantined"] == bad.height
     assert pl.read_parquet(tmp_path / "validated.rejected" / "quarantine" / "events.parquet").height == bad.height
+
+
+def test_an_id_typed_differently_across_tables_stops_naming_both_files(tmp_path):
+    (tmp_path / "events.csv").write_text(
+        "user_id,item_id,event_type,timestamp\n1,1007.0,view,1700000000\n2,1008.0,purchase,1700000100\n"
+    )
+    (tmp_path / "items.csv").write_text("item_id,category\n1007,a\n1008,b\n")
+    tables = {"events": tmp_path / "events.csv", "items": tmp_path / "items.csv"}
+    with pytest.raises(SchemaError) as error:
+        validate_dataset(tables, tmp_path / "out", LENIENT)
+    message = str(error.value)
+    assert "events.csv" in message and "items.csv" in message and "'1007.0'" in message
+    assert not (tmp_path / "out").exists()
+    # Read as text everywhere, the ids are consistent, and every event item missing from the catalog is counted.
+    report = validate_dataset(tables, tmp_path / "out", replace(LENIENT, id_type="str"))
+    assert report["cross_checks"]["event_items_not_in_catalog"] == 2
+
+
+def test_cross_checks_count_featured_items_missing_from_the_catalog(tmp_path):
+    events = pl.DataFrame(
+        {"user_id": [1], "item_id": [1], "event_type": ["view"], "timestamp": ["2024-01-01T00:00:00Z"]}
+    )
+    items = pl.DataFrame({"item_id": [1, 2], "category": ["a", "b"]})
+    content = pl.DataFrame({"content_id": ["c1"], "module_type": ["carousel"], "item_ids": ["1|2|3|4"]})
+    report = validate_dataset({"events": events, "items": items, "content": content}, tmp_path / "out", LENIENT)
+    assert report["cross_checks"]["featured_items_not_in_catalog"] == 2
+    assert report["cross_checks"]["event_items_not_in_catalog"] == 0
