@@ -116,6 +116,8 @@ class ValidationConfig:
         min_timestamp: timestamps before this are quarantined (they usually mean a wrong epoch unit).
         max_future_seconds: timestamps later than reference_time plus this are quarantined.
         reference_time: the "now" for the future check (ISO-8601); defaults to the wall clock at validation.
+        timezone: the IANA time zone of date-times written without an offset (logs in local time, e.g.
+            Europe/Berlin); UTC by default. The report counts such rows per table (`notes.naive_timestamps`).
         max_bad_fraction: a table whose quarantined share (duplicates excluded) exceeds this is rejected whole.
         delimiter: CSV delimiter; defaults to ',' (or tab for .tsv).
         id_type: type of ids read from CSV: `auto` keeps integers as integers when every value is a plain integer.
@@ -127,6 +129,7 @@ class ValidationConfig:
     min_timestamp: str = "2000-01-01T00:00:00+00:00"
     max_future_seconds: int = 86_400
     reference_time: str | None = None
+    timezone: str = "UTC"
     max_bad_fraction: float = 0.05
     delimiter: str | None = None
     id_type: Literal["auto", "int", "str"] = "auto"
@@ -140,6 +143,7 @@ class ValidationConfig:
                 "max_future_seconds": (at_least_zero, "0 or more"),
                 "min_timestamp": (_is_iso_time, "an ISO-8601 time"),
                 "reference_time": (lambda v: v is None or _is_iso_time(v), "null or an ISO-8601 time"),
+                "timezone": (_is_time_zone, "an IANA time zone such as UTC or Europe/Berlin"),
             },
         )
 
@@ -176,5 +180,15 @@ def _is_iso_time(value: Any) -> bool:
     try:
         datetime.fromisoformat(str(value))
     except ValueError:
+        return False
+    return True
+
+
+def _is_time_zone(value: Any) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
         return False
     return True

@@ -177,21 +177,30 @@ def _normalise_timestamp(series: pl.Series, config: ValidationConfig, notes: dic
     name = series.name
     dtype = series.dtype
     if isinstance(dtype, pl.Datetime):
-        naive = dtype.time_zone is None
-        series = series.dt.replace_time_zone("UTC") if naive else series.dt.convert_time_zone("UTC")
-        return series.cast(TIMESTAMP_DTYPE)
+        if dtype.time_zone is None:
+            return _localise(series.cast(pl.Datetime("us")), config, notes)
+        return series.dt.convert_time_zone("UTC").cast(TIMESTAMP_DTYPE)
     if dtype == pl.Date:
-        return series.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        return _localise(series.cast(pl.Datetime("us")), config, notes)
     if _is_stringlike(dtype):
-        # Each string is read as an epoch number when it is one and as a date-time otherwise.
+        # Each string is read as an epoch number when it is one and as a date-time otherwise; a date-time with an
+        # offset is exact, one without is a local time in `validation.timezone`.
         text = series.cast(pl.String).str.strip_chars()
         numeric = text.str.contains(r"^-?\d+(\.\d+)?$").fill_null(False)
         formats = ([config.timestamp_format] if config.timestamp_format else []) + list(_DATETIME_FORMATS)
-        parsed = pl.select(
+        with_offset = [f for f in formats if "%z" in f or "%#z" in f]
+        naive_formats = [f for f in formats if f not in with_offset]
+        exact = pl.select(
             pl.coalesce(
-                [text.str.to_datetime(format=f, strict=False, time_zone="UTC", time_unit="us") for f in formats]
+                [text.str.to_datetime(format=f, strict=False, time_zone="UTC", time_unit="us") for f in with_offset]
+                or [pl.lit(None, dtype=TIMESTAMP_DTYPE)]
             )
         ).to_series()
+        local = pl.select(
+            pl.coalesce([text.str.to_datetime(format=f, strict=False, time_unit="us") for f in naive_formats])
+        ).to_series()
+        local = pl.select(pl.when(exact.is_null()).then(local)).to_series()
+        parsed = pl.select(pl.coalesce(exact, _localise(local, config, notes))).to_series()
         epochs = pl.select(pl.when(numeric).then(text)).to_series().cast(pl.Float64).alias(name)
         if bool(numeric.any()):
             from_epoch = _epoch_to_datetime(epochs, config, notes)
@@ -200,6 +209,18 @@ def _normalise_timestamp(series: pl.Series, config: ValidationConfig, notes: dic
             notes["timestamp_parsing"] = "strings"
         return parsed.alias(name).cast(TIMESTAMP_DTYPE)
     return _epoch_to_datetime(series, config, notes)
+
+
+def _localise(naive: pl.Series, config: ValidationConfig, notes: dict[str, Any]) -> pl.Series:
+    """Read naive date-times as local times in `validation.timezone` and convert them to UTC; counts them in the
+    notes (the report says how many rows carried no offset). A local time that does not exist (skipped by a
+    daylight-saving change) becomes null and is quarantined; an ambiguous one takes the earlier instant."""
+    count = naive.len() - naive.null_count()
+    if count:
+        notes["naive_timestamps"] = notes.get("naive_timestamps", 0) + count
+        notes["naive_timezone"] = config.timezone
+    local = naive.dt.replace_time_zone(config.timezone, ambiguous="earliest", non_existent="null")
+    return local.dt.convert_time_zone("UTC").cast(TIMESTAMP_DTYPE)
 
 
 def _epoch_to_datetime(series: pl.Series, config: ValidationConfig, notes: dict[str, Any]) -> pl.Series:

@@ -343,3 +343,37 @@ def test_cross_checks_count_featured_items_missing_from_the_catalog(tmp_path):
     report = validate_dataset({"events": events, "items": items, "content": content}, tmp_path / "out", LENIENT)
     assert report["cross_checks"]["featured_items_not_in_catalog"] == 2
     assert report["cross_checks"]["event_items_not_in_catalog"] == 0
+
+
+def test_naive_timestamps_are_local_times_in_the_configured_zone_and_counted():
+    events = pl.DataFrame(
+        {
+            "user_id": [1, 2, 3, 4],
+            "item_id": [1, 2, 3, 4],
+            "event_type": ["view"] * 4,
+            # naive (winter, CET = UTC+1), with an offset, naive (summer, CEST = UTC+2), naive and skipped by DST
+            "timestamp": ["2024-01-15 12:00:00", "2024-01-15T12:00:00+00:00", "2024-05-15 12:00", "2024-03-31 02:30"],
+        }
+    )
+    result = validate_events(events, replace(LENIENT, timezone="Europe/Berlin"))
+    assert_reconciled(result, 4)
+    times = dict(zip(result.frame["user_id"], result.frame["timestamp"], strict=True))
+    assert times[1] == datetime(2024, 1, 15, 11, tzinfo=UTC)
+    assert times[2] == datetime(2024, 1, 15, 12, tzinfo=UTC)
+    assert times[3] == datetime(2024, 5, 15, 10, tzinfo=UTC)
+    assert result.quarantine["reason"].to_list() == ["unparsable_timestamp"]  # 02:30 did not exist that night
+    assert result.report.notes["naive_timestamps"] == 3 and result.report.notes["naive_timezone"] == "Europe/Berlin"
+    utc = validate_events(events.head(2), LENIENT)
+    assert utc.frame["timestamp"].to_list() == [datetime(2024, 1, 15, 12, tzinfo=UTC)] * 2
+    assert utc.report.notes["naive_timestamps"] == 1
+
+
+def test_naive_datetime_columns_follow_the_zone_too():
+    events = pl.DataFrame(
+        {"user_id": [1], "item_id": [1], "event_type": ["view"], "timestamp": [datetime(2024, 1, 15, 12)]}
+    )
+    result = validate_events(events, replace(LENIENT, timezone="America/New_York"))
+    assert result.frame["timestamp"].to_list() == [datetime(2024, 1, 15, 17, tzinfo=UTC)]
+    assert result.report.notes["naive_timestamps"] == 1
+    with pytest.raises(ConfigError, match="IANA time zone"):
+        ValidationConfig(timezone="Mars/Olympus")
