@@ -269,7 +269,7 @@ def export_sync(export: ExportStageConfig = ExportStageConfig()) -> None:  # noq
 
 
 def export_list(export: ExportStageConfig = ExportStageConfig()) -> None:  # noqa: B008
-    """Print the store's versions as JSON: created, cutoff, rows, space, stability, and which one is LATEST.
+    """Print the store's versions as JSON: health, created, cutoff, rows, space, stability, and which is LATEST.
 
     Args:
         export: the store to list (`--export.store`).
@@ -279,6 +279,25 @@ def export_list(export: ExportStageConfig = ExportStageConfig()) -> None:  # noq
     from graphrec.store.publish import store_summary
 
     print(json.dumps(store_summary(export.store), indent=2))
+
+
+def export_verify(export: ExportStageConfig = ExportStageConfig()) -> None:  # noqa: B008
+    """Check every kept version and the offline history against their checksums; print the result as JSON.
+
+    Exits 2 when a version or history file is corrupt (the JSON names each), 0 otherwise.
+
+    Args:
+        export: the store to check (`--export.store`).
+    """
+    import json
+
+    from graphrec.store.publish import verify_store
+    from graphrec.store.versions import StoreError
+
+    summary = verify_store(export.store)
+    print(json.dumps(summary, indent=2))
+    if summary["problems"]:
+        raise StoreError(f"{export.store}: {len(summary['problems'])} problem(s): {'; '.join(summary['problems'])}")
 
 
 def _input_source(input: InputConfig) -> tuple[str, str]:
@@ -300,12 +319,13 @@ COMMANDS = {
     "evaluate": evaluate,
     "train": train,
     "export": {
-        "_help": "Publish a model's embeddings to the feature store, list versions, roll back or resync the online "
-        "store (`graphrec export --model ...` publishes).",
+        "_help": "Publish a model's embeddings to the feature store, list or verify versions, roll back or resync "
+        "the online store (`graphrec export --model ...` publishes).",
         "publish": export_publish,
         "rollback": export_rollback,
         "sync": export_sync,
         "list": export_list,
+        "verify": export_verify,
     },
 }
 

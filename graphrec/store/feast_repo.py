@@ -39,6 +39,7 @@ from graphrec.store.versions import (
     StoreError,
     fault_point,
     load_version,
+    orphan_versions,
     read_manifest,
     versions_dir,
 )
@@ -314,5 +315,14 @@ def historical_embeddings(
     ).to_df()
     answered = pl.from_pandas(result[["request_row", "embedding", "model_version"]])
     answered = answered.with_columns(pl.col("request_row").cast(pl.UInt32))
+    # Rows of a version that never went live (an export killed before LATEST moved) are not history: nulls.
+    orphans = orphan_versions(store)
+    if orphans:
+        answered = answered.with_columns(
+            [
+                pl.when(pl.col("model_version").is_in(orphans)).then(None).otherwise(pl.col(c)).alias(c)
+                for c in ("embedding", "model_version")
+            ]
+        )
     out = requests.with_row_index("request_row").join(answered, on="request_row", how="left")
     return out.sort("request_row").drop("request_row")

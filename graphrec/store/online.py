@@ -5,6 +5,7 @@ Imports Feast (and, for the direct path, redis) but neither torch nor Lightning.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from graphrec.embed.vectors import ENTITIES, ID_COLUMN
 from graphrec.store.codecs import decode_compact
 from graphrec.store.config import FeatureStoreConfig
 from graphrec.store.feast_repo import ENTITY_KEY_SERIALIZATION_VERSION, compact_column, open_store
-from graphrec.store.versions import list_versions, read_manifest, require_latest
+from graphrec.store.versions import StoreError, list_versions, orphan_versions, read_manifest, require_latest
+
+log = logging.getLogger("graphrec.store.online")
 
 
 class OnlineEmbeddings:
@@ -42,7 +45,7 @@ class OnlineEmbeddings:
         self.expect_space = expect_space
         self.spaces: dict[str, str] = {}
         if expect_space is not None:
-            self.spaces = {v: read_manifest(store, v)["space"] for v in list_versions(store)}
+            self.spaces = _served_spaces(store)
         self.dim = dim
         self.feast = open_store(store, config)
         self.compact = config.online_dtype != "float32"
@@ -75,6 +78,14 @@ class OnlineEmbeddings:
     def live(cls, store: str | Path, config: FeatureStoreConfig, backend: str = "feast") -> OnlineEmbeddings:
         """A reader that accepts rows of the live version's embedding space only."""
         version = require_latest(store)
+        orphans = orphan_versions(store)
+        if orphans:
+            log.warning(
+                "%s: %s never went live (an export was killed before LATEST moved); its rows read as missing "
+                "until the next export or `graphrec export sync`",
+                store,
+                ", ".join(orphans),
+            )
         return cls(store, config, backend, expect_space=read_manifest(store, version)["space"])
 
     def _decode(self, value) -> np.ndarray | None:
@@ -137,3 +148,18 @@ class OnlineEmbeddings:
             vectors.append(self._decode(raw))
             versions.append(version.string_val)
         return self._check(vectors, versions)
+
+
+def _served_spaces(store: str | Path) -> dict[str, str]:
+    """Version -> embedding space of every version a reader may serve: published ones with a readable manifest
+    (an orphan's rows, written online by an export killed before LATEST moved, read as missing)."""
+    orphans = set(orphan_versions(store))
+    spaces = {}
+    for version in list_versions(store):
+        if version in orphans:
+            continue
+        try:
+            spaces[version] = read_manifest(store, version)["space"]
+        except StoreError:
+            continue
+    return spaces

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from graphrec.artifacts import file_sha256
 from graphrec.embed.vectors import EmbeddingSet
 from graphrec.store.config import ExportConfig, FeatureStoreConfig
 from graphrec.store.feast_repo import prune_history, publish_online, repo_dir
@@ -24,7 +25,9 @@ from graphrec.store.versions import (
     fault_point,
     latest_version,
     list_versions,
+    orphan_versions,
     previous_version,
+    read_manifest,
     require_latest,
     set_latest,
     stage_version,
@@ -73,6 +76,7 @@ def publish_embeddings(
     store = Path(store)
     compact = feature_store.online_dtype if feature_store.online_dtype != "float32" else None
     with store_lock(store):
+        forget_orphans(store)
         manifest = stage_version(store, embeddings, export, info, compact)
         version = manifest["version"]
         online = None
@@ -105,6 +109,11 @@ def rollback(
             raise StoreError(f"{versions_dir(store)}: no version older than {current} to roll back to")
         if target not in list_versions(store):
             raise StoreError(f"{versions_dir(store)}: no version {target!r} (have: {', '.join(list_versions(store))})")
+        if target in orphan_versions(store):
+            raise StoreError(
+                f"{versions_dir(store)}: {target} was never published (its export was killed before it went "
+                "live); roll back to a published version or export again"
+            )
         verify_version(store, target)
         if feature_store.enabled:
             publish_online(store, feature_store, target, exact=True)
@@ -124,8 +133,46 @@ def sync_online(store: str | Path = "artifacts/store", feature_store: FeatureSto
     return version
 
 
+def forget_orphans(store: str | Path) -> list[str]:
+    """Take versions that never went live out of the offline history (their directories stay, listed as orphans,
+    so version numbers are never reused while their rows may linger online). Call under the store lock."""
+    orphans = orphan_versions(store)
+    for version in orphans:
+        links = list((repo_dir(store) / "data").glob(f"*/{version}.parquet"))
+        for link in links:
+            link.unlink(missing_ok=True)
+        if links:
+            log.warning(
+                "%s never went live (an export was killed before LATEST moved); removed from the history", version
+            )
+    return orphans
+
+
 def store_summary(store: str | Path) -> dict[str, Any]:
-    """The store's versions and the live one (for `graphrec export list`)."""
+    """The store's versions with their health and the live one (for `graphrec export list`)."""
     if not versions_dir(store).is_dir():
         raise StoreError(f"{store}: not an embedding store (no embeddings/ directory)")
     return {"store": str(store), "latest": latest_version(store), "versions": describe(store)}
+
+
+def verify_store(store: str | Path) -> dict[str, Any]:
+    """Check every kept version's files against its manifest, and the offline history's files against the
+    manifests of the versions they belong to. Returns the summary with `problems` (empty when all is well)."""
+    summary = store_summary(store)
+    # Orphans are listed (health `orphan`) but are no damage: they are never served.
+    problems = [
+        f"{line['version']}: {line['health']}" for line in summary["versions"] if line["health"].startswith("corrupt")
+    ]
+    if summary["latest"] is not None and summary["latest"] not in {line["version"] for line in summary["versions"]}:
+        problems.append(f"LATEST names {summary['latest']}, which the store does not hold")
+    readable = {line["version"] for line in summary["versions"] if "rows" in line}  # a manifest to check against
+    for link in sorted((repo_dir(store) / "data").glob("*/v*.parquet")):
+        version, entity = link.stem, link.parent.name
+        if version not in readable:
+            continue  # retired from embeddings/ (history outlives retention) or its manifest is already reported
+        expected = read_manifest(store, version)["sha256"].get(f"{entity}.parquet")
+        if expected is not None and file_sha256(link) != expected:
+            # The history files are hard links to the version's own: a corrupt one is corrupt in both.
+            problems.append(f"{link}: does not match {version}'s manifest")
+    summary["problems"] = problems
+    return summary

@@ -167,8 +167,43 @@ def _read_vectors(path: Path, entity: str) -> tuple[pl.Series, np.ndarray]:
     return ids.rename(ID_COLUMN[entity]), vectors
 
 
+PUBLISHED_FILE = "PUBLISHED"
+
+
+def published_versions(store: str | Path) -> set[str] | None:
+    """Every version that has ever been LATEST (the `embeddings/PUBLISHED` journal), or None for a store written
+    before the journal existed."""
+    path = versions_dir(store) / PUBLISHED_FILE
+    if not path.exists():
+        return None
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def orphan_versions(store: str | Path) -> list[str]:
+    """Versions that never went live: staged (and perhaps written online) by an export killed before it moved
+    LATEST. They are newer than LATEST and not in the journal; readers never serve them, and the next export
+    removes them from the offline history. A version rolled back from was live, so it is no orphan."""
+    live = latest_version(store)
+    published = published_versions(store)
+    if published is None:
+        # A store without a journal: before any LATEST nothing was published; after one, it predates the journal.
+        return list_versions(store) if live is None else []
+    return [v for v in list_versions(store) if int(v[1:]) > int(live[1:] if live else 0) and v not in published]
+
+
+def _record_published(store: str | Path, version: str) -> None:
+    """Append `version` to the journal (fsynced); a store that had none starts it with the versions it holds."""
+    path = versions_dir(store) / PUBLISHED_FILE
+    names = [version] if path.exists() else [*[v for v in list_versions(store) if v != version], version]
+    with open(path, "a") as handle:
+        handle.write("".join(f"{name}\n" for name in names))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def set_latest(store: str | Path, version: str) -> None:
-    """Point `LATEST` at `version` with an atomic rename (the version must be complete and verified)."""
+    """Point `LATEST` at `version` with an atomic rename (the version must be complete and verified), then record
+    it in the journal of published versions."""
     root = versions_dir(store)
     for stale in root.glob(".LATEST.tmp-*"):  # left by a killed writer (callers hold the store lock)
         stale.unlink(missing_ok=True)
@@ -184,6 +219,8 @@ def set_latest(store: str | Path, version: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    # After the swap: a kill between the two leaves LATEST on the version, which is never taken for an orphan.
+    _record_published(store, version)
 
 
 def read_manifest(store: str | Path, version: str) -> dict[str, Any]:
@@ -191,7 +228,13 @@ def read_manifest(store: str | Path, version: str) -> dict[str, Any]:
     path = versions_dir(store) / version / "manifest.json"
     if not path.exists():
         raise StoreError(f"{versions_dir(store)}: no version {version!r} (have: {', '.join(list_versions(store))})")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path}: unreadable ({exc}); version {version} is corrupt and is refused") from None
+    if not isinstance(manifest, dict) or not {"version", "sha256", "rows", "space"} <= set(manifest):
+        raise StoreError(f"{path}: not a version manifest; version {version} is corrupt and is refused")
+    return manifest
 
 
 def verify_version(store: str | Path, version: str) -> dict[str, Any]:
@@ -253,14 +296,15 @@ def stage_version(
     live = latest_version(store)
     drift: dict[str, Any] = {"previous_version": None, "compatible": None, "reason": "first version"}
     space = version
-    if live is not None:
+    previous, corrupt = _newest_intact(store, live)
+    if previous is not None:
         from graphrec.store.alignment import align_to  # scipy and torch: only a writer needs them
 
-        previous = load_version(store, live)
-        previous.info["version"] = live
         embeddings, drift = align_to(previous, embeddings, config)
         if drift["compatible"]:
             space = previous.info["manifest"]["space"]
+    if corrupt:
+        drift["skipped_corrupt"] = corrupt
     fault_point("before_stage")
     created = datetime.now(UTC).replace(microsecond=0)
     with atomic_directory(versions_dir(store) / version) as staging:
@@ -309,6 +353,32 @@ def stage_version(
     return manifest
 
 
+def _newest_intact(store: str | Path, live: str | None) -> tuple[EmbeddingSet | None, dict[str, str]]:
+    """The version a new one is aligned to: LATEST, or where it is corrupt the newest intact published version
+    before it (a corrupt live version must not block every later export); with the corrupt ones and why."""
+    if live is None:
+        return None, {}
+    published = published_versions(store)
+    candidates = [
+        v
+        for v in reversed(list_versions(store))
+        if int(v[1:]) <= int(live[1:]) and (published is None or v in published or v == live)
+    ]
+    corrupt: dict[str, str] = {}
+    for version in candidates:
+        try:
+            previous = load_version(store, version)
+        except StoreError as exc:
+            corrupt[version] = str(exc)
+            log.warning("%s; aligning the new version to an older intact one", exc)
+            continue
+        previous.info["version"] = version
+        if corrupt:
+            log.warning("aligned to %s, the newest intact published version (corrupt: %s)", version, ", ".join(corrupt))
+        return previous, corrupt
+    return None, corrupt
+
+
 def apply_retention(store: str | Path, keep: int) -> list[str]:
     """Delete the oldest versions beyond `keep` (never the LATEST one); returns the deleted names."""
     live = latest_version(store)
@@ -331,21 +401,38 @@ def previous_version(store: str | Path, version: str | None = None) -> str | Non
     return older[-1] if older else None
 
 
-def describe(store: str | Path) -> list[dict[str, Any]]:
-    """One line per kept version: name, created, cutoff, rows, space, drift, and whether it is LATEST."""
+def version_health(store: str | Path, version: str, orphans: list[str] | None = None) -> str:
+    """`ok`, `orphan` (never went live) or `corrupt: <why>` (checksums verified)."""
+    try:
+        verify_version(store, version)
+    except StoreError as exc:
+        return f"corrupt: {exc}"
+    return "orphan" if version in (orphan_versions(store) if orphans is None else orphans) else "ok"
+
+
+def describe(store: str | Path, verify: bool = True) -> list[dict[str, Any]]:
+    """One line per kept version: name, whether it is LATEST, its health (`ok`, `orphan`, `corrupt: ...`; with
+    `verify` every checksum is read), created, cutoff, rows, space and drift. A corrupt manifest is a line too."""
     live = latest_version(store)
+    orphans = orphan_versions(store)
     lines = []
     for version in list_versions(store):
-        manifest = read_manifest(store, version)
+        line: dict[str, Any] = {"version": version, "latest": version == live}
+        try:
+            manifest = read_manifest(store, version)
+        except StoreError as exc:
+            lines.append(line | {"health": f"corrupt: {exc}"})
+            continue
+        health = version_health(store, version, orphans) if verify else ("orphan" if version in orphans else "ok")
         lines.append(
-            {
-                "version": version,
-                "latest": version == live,
-                "created_at": manifest["created_at"],
-                "cutoff": manifest["cutoff"],
+            line
+            | {
+                "health": health,
+                "created_at": manifest.get("created_at"),
+                "cutoff": manifest.get("cutoff"),
                 "rows": manifest["rows"],
                 "space": manifest["space"],
-                "mean_cosine": manifest["drift"].get("mean_cosine"),
+                "mean_cosine": manifest.get("drift", {}).get("mean_cosine"),
             }
         )
     return lines

@@ -22,7 +22,15 @@ from graphrec.store.config import ExportConfig, FeatureStoreConfig
 from graphrec.store.feast_repo import FeatureStoreError, historical_embeddings
 from graphrec.store.online import OnlineEmbeddings
 from graphrec.store.publish import publish_embeddings, rollback
-from graphrec.store.versions import VERSION_PATTERN, latest_version, list_versions, load_version, versions_dir
+from graphrec.store.versions import (
+    VERSION_PATTERN,
+    StoreError,
+    latest_version,
+    list_versions,
+    load_version,
+    orphan_versions,
+    versions_dir,
+)
 from tests.store.test_versions import make_set, rotated
 from training.config import TrainConfig
 from training.export import export_job
@@ -280,3 +288,86 @@ def test_reading_the_online_store_imports_neither_lightning_nor_the_jobs(tmp_pat
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+def publish_killed_at(store, point: str, seed: int = 1) -> None:
+    """Publish a rotated set in a child process that SIGKILLs itself at `point` (as `GRAPHREC_FAULT_AT` says)."""
+    code = textwrap.dedent(
+        f"""
+        from graphrec.store.config import FeatureStoreConfig
+        from graphrec.store.publish import publish_embeddings
+        from tests.store.test_versions import make_set, rotated
+        publish_embeddings({str(store)!r}, rotated(make_set(), {seed}, noise=0.05), {{}}, None, FeatureStoreConfig())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "GRAPHREC_FAULT_AT": point})
+    assert result.returncode == -9
+
+
+@pytest.mark.parametrize("point", ["online_written", "before_latest", "latest_staged"])
+def test_a_version_killed_before_it_went_live_is_never_served(tmp_path, point):
+    from graphrec.store.publish import store_summary
+
+    publish_embeddings(tmp_path, make_set(), {}, None, SQLITE)
+    publish_killed_at(tmp_path, point)  # v000002 staged and written online, LATEST still v000001
+    assert latest_version(tmp_path) == "v000001" and "v000002" in list_versions(tmp_path)
+    health = {line["version"]: line["health"] for line in store_summary(tmp_path)["versions"]}
+    assert health == {"v000001": "ok", "v000002": "orphan"}
+    vectors, versions = OnlineEmbeddings.live(tmp_path, SQLITE).get("user", ["u001"])
+    assert versions == ["v000002"] and vectors == [None]  # its row is online, and read as missing
+    requests = pl.DataFrame({"user_id": ["u001"], "event_timestamp": [datetime(2026, 2, 1, tzinfo=UTC)]})
+    history = historical_embeddings(tmp_path, SQLITE, "user", requests)
+    assert history["model_version"].to_list() == [None]  # not taken for history either
+    with pytest.raises(StoreError, match="never published"):
+        rollback(tmp_path, "v000002", SQLITE)
+    # The next export takes the orphan out of the history and publishes a fresh number.
+    manifest, _, _ = publish_embeddings(tmp_path, rotated(make_set(), 2, noise=0.05), {}, None, SQLITE)
+    assert manifest["version"] == "v000003" and manifest["drift"]["previous_version"] == "v000001"
+    assert not list((tmp_path / "feast" / "data").glob("*/v000002.parquet"))
+    vectors, versions = OnlineEmbeddings.live(tmp_path, SQLITE).get("user", ["u001"])
+    assert versions == ["v000003"] and vectors[0] is not None
+
+
+def test_a_rolled_back_version_is_no_orphan(tmp_path):
+    publish_embeddings(tmp_path, make_set(), {}, None, SQLITE)
+    publish_embeddings(tmp_path, rotated(make_set(), 1, noise=0.05), {}, None, SQLITE)
+    rollback(tmp_path, "v000001", SQLITE)
+    assert orphan_versions(tmp_path) == []
+
+
+def corrupt(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_live_version_does_not_block_the_next_export(tmp_path):
+    from graphrec.store.publish import store_summary, verify_store
+
+    publish_embeddings(tmp_path, make_set(), {}, None, SQLITE)
+    publish_embeddings(tmp_path, rotated(make_set(), 1, noise=0.05), {}, None, SQLITE)
+    corrupt(versions_dir(tmp_path) / "v000002" / "user.parquet")
+    health = {line["version"]: line["health"] for line in store_summary(tmp_path)["versions"]}
+    assert health["v000001"] == "ok" and health["v000002"].startswith("corrupt: ")
+    problems = verify_store(tmp_path)["problems"]
+    assert any(p.startswith("v000002: corrupt") for p in problems)
+    assert any("feast/data/user/v000002.parquet" in p for p in problems)  # the history's hard link shares it
+    # The export aligns to the newest intact published version and says so in the drift report.
+    manifest, _, _ = publish_embeddings(tmp_path, rotated(make_set(), 2, noise=0.05), {}, None, SQLITE)
+    assert manifest["version"] == "v000003" and latest_version(tmp_path) == "v000003"
+    assert manifest["drift"]["previous_version"] == "v000001" and "v000002" in manifest["drift"]["skipped_corrupt"]
+    assert manifest["drift"]["compatible"] is True
+
+
+def test_a_corrupt_manifest_is_listed_and_refused_in_one_line(tmp_path):
+    from training.cli import main
+
+    publish_embeddings(tmp_path, make_set(), {}, None, SQLITE)
+    publish_embeddings(tmp_path, rotated(make_set(), 1, noise=0.05), {}, None, SQLITE)
+    (versions_dir(tmp_path) / "v000001" / "manifest.json").write_text('{"version": "v0000')
+    assert main(["export", "list", "--export.store", str(tmp_path)]) == 0
+    assert main(["export", "rollback", "--export.store", str(tmp_path)]) == 2
+    assert main(["export", "verify", "--export.store", str(tmp_path)]) == 2
+    assert latest_version(tmp_path) == "v000002"
+    (versions_dir(tmp_path) / "v000001").rename(tmp_path / "aside")
+    assert main(["export", "verify", "--export.store", str(tmp_path)]) == 0
