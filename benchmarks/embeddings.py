@@ -103,6 +103,9 @@ def fixed_split_tasks(name: str):
 
 
 def main() -> None:
+    from training.signals import stop_on_sigterm
+
+    stop_on_sigterm()  # a scheduler's SIGTERM stops the run within seconds, nothing half-written
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, choices=["taobao-mb", "gowalla", "ecomm", "generated"])
     parser.add_argument("--epochs", type=int, default=None, help="epochs (fixed-split) or maximum epochs (temporal)")

@@ -347,6 +347,9 @@ def markdown_lines(payload: dict) -> list[str]:
 
 
 def main() -> None:
+    from training.signals import stop_on_sigterm
+
+    stop_on_sigterm()  # a scheduler's SIGTERM stops the run within seconds, nothing half-written
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)

@@ -104,6 +104,9 @@ def run_child(*args: str, env: dict[str, str]) -> dict:
 
 
 def main() -> None:
+    from training.signals import stop_on_sigterm
+
+    stop_on_sigterm()  # a scheduler's SIGTERM stops the run within seconds, nothing half-written
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--fanouts", type=int, nargs="+", default=[10, 5, 5])

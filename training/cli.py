@@ -19,6 +19,7 @@ from graphrec.errors import ConfigError, GraphrecError
 from graphrec.graph.config import GraphConfig, SplitConfig
 from training.config import EmbeddingStageConfig, ExportStageConfig
 from training.logs import LOG_FORMATS, setup_logging
+from training.signals import stop_on_sigterm
 
 log = logging.getLogger("graphrec")
 
@@ -363,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INPUT_ERROR
     setup_logging(verbose, log_format)
+    stop_on_sigterm()
     if args[:1] == ["export"] and (len(args) == 1 or args[1].startswith("-")) and not {"-h", "--help"} & set(args):
         args.insert(1, "publish")  # `graphrec export --model ...` publishes
     try:

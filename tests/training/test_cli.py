@@ -304,3 +304,31 @@ def test_user_mistakes_get_one_line_and_exit_2(tmp_path, capsys, name):
     lines = [line for line in err.splitlines() if line.startswith("graphrec: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "shop").exists() and not (tmp_path / "w" / "model").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_cleanly_and_the_rerun_completes(tmp_path):
+    import signal
+    import time
+
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(tiny_run_config(tmp_path)))
+    command = [sys.executable, "-m", "training.cli", "run", "--config", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stderr:  # wait for the evaluation (Lightning fits) to start, then stop it as Kubernetes does
+        seen.append(line)
+        if "[4/7] split" in line:
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=120)
+    err = "".join(seen) + rest
+    assert process.returncode == 143, err[-3000:]
+    assert "received SIGTERM" in err and "Traceback" not in err
+    run = tmp_path / "run"
+    assert not [p for p in run.rglob("*") if ".tmp-" in p.name], "a staged directory was left behind"
+    assert not (run / "model").exists() and not (run / "run_report.json").exists()
+    assert (run / "split" / "split.json").exists()  # stages completed before the signal are kept
+    assert main(["run", "--config", str(path)]) == 0
+    assert json.loads((run / "run_report.json").read_text())["stages"]["export"]["version"] == "v000001"
