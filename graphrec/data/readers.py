@@ -11,13 +11,20 @@ from graphrec.errors import InputError
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": ","}
 _CANDIDATE_DELIMITERS = (",", "\t", ";", "|")
+# A column CSV readers add: per data row, what is wrong with its line (invalid_encoding, wrong_field_count,
+# empty_line) or null. The validator quarantines such rows with that reason; it is never a contract column.
+LINE_PROBLEM = "__line_problem"
+_UNIT_SEPARATOR = "\x1f"  # never in these text files: each line is read as one field
 
 
 def scan_table(path: str | Path, delimiter: str | None = None) -> pl.LazyFrame:
     """Open a Parquet file, a directory of Parquet files, or a CSV/TSV file with a header as a lazy frame.
 
-    CSV columns are read as strings; the validator types them, so a stray value never aborts the read.
-    Raises InputError naming the file when it is missing, empty, corrupt or split by another delimiter.
+    CSV columns are read as strings; the validator types them, so a stray value never aborts the read. A line that
+    is not valid UTF-8 or has the wrong number of fields does not abort it either: it is read (bad bytes replaced,
+    missing fields null, extra ones cut) and flagged in the `LINE_PROBLEM` column, so the validator quarantines it
+    with its row number like any other bad row. Raises InputError naming the file when it is missing, empty,
+    corrupt or split by another delimiter.
     """
     path = Path(path)
     if not path.exists():
@@ -38,8 +45,53 @@ def scan_table(path: str | Path, delimiter: str | None = None) -> pl.LazyFrame:
     if suffix in CSV_SUFFIXES:
         separator = delimiter or CSV_SUFFIXES[suffix]
         _check_csv_header(path, separator)
-        return pl.scan_csv(path, separator=separator, infer_schema=False, has_header=True)
+        return _scan_csv(path, separator)
     raise InputError(f"{path}: unsupported file type {suffix!r}; use Parquet (.parquet) or CSV (.csv/.tsv)")
+
+
+def _scan_csv(path: Path, separator: str) -> pl.LazyFrame:
+    strict = pl.scan_csv(path, separator=separator, infer_schema=False, has_header=True)
+    lenient = pl.scan_csv(
+        path,
+        separator=separator,
+        infer_schema=False,
+        has_header=True,
+        encoding="utf8-lossy",
+        truncate_ragged_lines=True,
+    )
+    columns = len(lenient.collect_schema())
+    # The file once more, a line per row, to see what the lenient read repaired. polars exposes no per-row
+    # problems, so this is the one way to keep such rows instead of rejecting the whole file.
+    lines = pl.scan_csv(
+        path,
+        has_header=False,
+        new_columns=["line"],
+        separator=_UNIT_SEPARATOR,
+        quote_char=None,
+        infer_schema=False,
+        encoding="utf8-lossy",
+    ).slice(1)
+    line = pl.col("line")
+    unquoted = line.str.replace_all(r'"[^"]*"', "")  # separators inside quotes do not split fields
+    checks = lines.select(
+        pl.when(line.is_null() | (line.str.strip_chars() == ""))
+        .then(pl.lit("empty_line"))
+        .when(line.str.contains("\ufffd", literal=True))
+        .then(pl.lit("invalid_encoding"))
+        .when(unquoted.str.count_matches(separator, literal=True) + 1 != columns)
+        .then(pl.lit("wrong_field_count"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+        .alias(LINE_PROBLEM),
+        (line.str.count_matches('"', literal=True) % 2 == 1).alias("open_quote"),
+    )
+    summary = checks.select(pl.len(), pl.col("open_quote").any(), pl.col(LINE_PROBLEM).is_not_null().any()).collect()
+    rows, open_quote, any_problem = summary.row(0)
+    if not any_problem:
+        return strict
+    if open_quote or rows != lenient.select(pl.len()).collect().item():
+        # Quoted fields spanning lines: rows and lines do not align, so problems cannot be placed on rows.
+        return strict
+    return pl.concat([lenient, checks.select(LINE_PROBLEM)], how="horizontal")
 
 
 def _check_parquet(path: Path) -> None:

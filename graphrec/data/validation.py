@@ -17,7 +17,7 @@ import polars as pl
 
 from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
 from graphrec.data.config import ValidationConfig
-from graphrec.data.readers import scan_table
+from graphrec.data.readers import LINE_PROBLEM, scan_table
 from graphrec.data.schema import (
     CONTENT,
     EVENT_TYPE_DTYPE,
@@ -352,8 +352,9 @@ def validate_table(
     except Exception as exc:
         raise InputError(f"{name}: cannot read columns ({type(exc).__name__}: {exc})") from None
     columns = check_schema(schema, spec, name)
+    line_problems = LINE_PROBLEM in schema.names()
     try:
-        df = frame.select([c.name for c in columns]).collect()
+        df = frame.select([c.name for c in columns] + ([LINE_PROBLEM] if line_problems else [])).collect()
     except Exception as exc:
         raise InputError(f"{name}: cannot read rows ({type(exc).__name__}: {exc})") from None
     if df.height == 0:
@@ -365,7 +366,11 @@ def validate_table(
         [df[c.name].alias(f"raw__{c.name}") for c in columns] + list(normalised.values())
     ).with_row_index("row_number", offset=1)
     dtypes = {name: series.dtype for name, series in normalised.items()}
-    work = work.with_columns(_reason_expression(spec, columns, config, dtypes).alias("reason"))
+    reason = _reason_expression(spec, columns, config, dtypes)
+    if line_problems:  # a line the reader had to repair is quarantined for that, whatever its values look like
+        work = work.with_columns(df[LINE_PROBLEM])
+        reason = pl.coalesce(pl.col(LINE_PROBLEM), reason)
+    work = work.with_columns(reason.alias("reason"))
     value_columns = [c.name for c in columns]
     duplicate = pl.col("reason").is_null() & ~pl.struct(value_columns).is_first_distinct()
     work = work.with_columns(pl.when(duplicate).then(pl.lit(DUPLICATE)).otherwise(pl.col("reason")).alias("reason"))

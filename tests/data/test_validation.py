@@ -377,3 +377,34 @@ def test_naive_datetime_columns_follow_the_zone_too():
     assert result.report.notes["naive_timestamps"] == 1
     with pytest.raises(ConfigError, match="IANA time zone"):
         ValidationConfig(timezone="Mars/Olympus")
+
+
+def test_bad_csv_lines_are_quarantined_with_their_row_and_reason(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_bytes(
+        b"user_id,item_id,event_type,timestamp\n"
+        b"1,2,view,1700000000\n"
+        b"3,4,view,1700000001,extra\n"  # a field too many
+        b"5,6\n"  # too few
+        b"7,\xff8,view,1700000002\n"  # not UTF-8
+        b'9,"1,0",view,1700000003\n'  # a quoted separator is no extra field
+        b"\n"
+        b"11,12,click,1700000004\n"
+    )
+    result = validate_events(path, LENIENT)
+    assert_reconciled(result, 7)
+    assert dict(zip(result.quarantine["row_number"], result.quarantine["reason"], strict=True)) == {
+        2: "wrong_field_count",
+        3: "wrong_field_count",
+        4: "invalid_encoding",
+        6: "empty_line",
+    }
+    assert result.frame["user_id"].to_list() == [1, 9, 11] and result.frame["item_id"].to_list() == ["2", "1,0", "12"]
+    assert "__line_problem" not in result.frame.columns
+
+
+def test_a_mostly_broken_csv_is_still_rejected(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,event_type,timestamp\n1,2,view,1700000000\n3\n4\n5\n")
+    with pytest.raises(RejectedInputError, match="rejected"):
+        validate_events(path, ValidationConfig(reference_time="2024-06-01T00:00:00+00:00"))
