@@ -95,24 +95,33 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    retired_before = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if retired_before and not target.exists():  # a kill between the two renames: the previous version comes back
+        os.rename(retired_before.pop(), target)
+    for stale in retired_before:
+        shutil.rmtree(stale, ignore_errors=True)
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
+    retired = None
     try:
         yield staging
         _fsync_tree(staging)
-        retired = None
         if target.exists():
             retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(target, retired)
         os.rename(staging, target)
+        retired_done, retired = retired, None  # from here the new version is in place
         fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
+        if retired_done is not None:
+            shutil.rmtree(retired_done, ignore_errors=True)
     except BaseException:
+        # Interrupted between the two renames (a signal): put the previous version back before cleaning up.
+        if retired is not None and retired.exists() and not target.exists():
+            os.rename(retired, target)
         shutil.rmtree(staging, ignore_errors=True)
         raise
 

@@ -54,3 +54,14 @@ def test_fingerprint_changes_with_content(tmp_path):
 
 def test_code_version_names_package():
     assert code_version()["graphrec"]
+
+
+def test_a_kill_between_the_two_renames_brings_the_previous_version_back(tmp_path):
+    target = tmp_path / "artifact"
+    with atomic_directory(target) as staging:
+        (staging / "v").write_text("1")
+    os.rename(target, tmp_path / ".artifact.old-deadbeef")  # as a kill after the first rename leaves it
+    with pytest.raises(RuntimeError), atomic_directory(target):
+        assert (target / "v").read_text() == "1"  # restored before the new write starts
+        raise RuntimeError("the new write fails")
+    assert (target / "v").read_text() == "1" and not list(tmp_path.glob(".artifact.*"))

@@ -98,7 +98,7 @@ class TrainConfig:
                 "eval_every": (positive, "a positive integer"),
                 "patience": (at_least_zero, "0 or more"),
                 "k": (positive, "a positive integer"),
-                "devices": (positive, "a positive integer"),
+                "devices": (lambda v: v == -1 or v > 0, "a positive integer, or -1 for every device"),
             },
         )
 

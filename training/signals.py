@@ -24,9 +24,16 @@ class Terminated(SystemExit):
         super().__init__(EXIT_TERMINATED)
 
 
+_received = False
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    # Once only: a second SIGTERM during the unwinding must not interrupt the clean-up itself.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Once only: a second SIGTERM during the unwinding must not interrupt the clean-up itself. A flag, not SIG_IGN:
+    # Lightning restores the handler it found when a fit ends, which would undo SIG_IGN.
+    global _received
+    if _received:
+        return
+    _received = True
     log.warning("received SIGTERM: stopping; completed artifacts and the last checkpoint are kept")
     raise Terminated()
 
@@ -34,4 +41,3 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 def stop_on_sigterm() -> None:
     """Make SIGTERM stop the process by unwinding (see the module docstring). Call once, in the main thread."""
     signal.signal(signal.SIGTERM, _raise_terminated)
-

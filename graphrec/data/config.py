@@ -89,6 +89,7 @@ class ShopConfig:
             "start": (_is_iso_time, "an ISO date such as 2026-01-05"),
         }
         check_settings("shop", self, rules)
+        check_settings("shop", self, {"n_content": (lambda v: v >= self.slots, f"at least shop.slots ({self.slots})")})
 
     @classmethod
     def scaled_to(cls, target_events: int, **overrides: Any) -> ShopConfig:

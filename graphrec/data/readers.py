@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
@@ -51,6 +52,15 @@ def scan_table(path: str | Path, delimiter: str | None = None) -> pl.LazyFrame:
 
 def _scan_csv(path: Path, separator: str) -> pl.LazyFrame:
     strict = pl.scan_csv(path, separator=separator, infer_schema=False, has_header=True)
+    try:
+        # Read once, strictly: a clean file (the usual case) costs no more than before. Rows with fields missing
+        # read as nulls here, and the validator judges the values.
+        return strict.collect().lazy()
+    except pl.exceptions.PolarsError as exc:
+        failure = InputError(f"{path}: cannot read rows ({type(exc).__name__}: {exc})")
+    # Bytes that are not UTF-8 or a line with extra fields failed the strict read. Read the file leniently (bad
+    # bytes replaced, extra fields cut) and once more a line per row, to flag exactly the lines the lenient read
+    # repaired: polars reports no per-row problems, and this keeps the good rows instead of rejecting the file.
     lenient = pl.scan_csv(
         path,
         separator=separator,
@@ -59,38 +69,41 @@ def _scan_csv(path: Path, separator: str) -> pl.LazyFrame:
         encoding="utf8-lossy",
         truncate_ragged_lines=True,
     )
-    columns = len(lenient.collect_schema())
-    # The file once more, a line per row, to see what the lenient read repaired. polars exposes no per-row
-    # problems, so this is the one way to keep such rows instead of rejecting the whole file.
-    lines = pl.scan_csv(
-        path,
-        has_header=False,
-        new_columns=["line"],
-        separator=_UNIT_SEPARATOR,
-        quote_char=None,
-        infer_schema=False,
-        encoding="utf8-lossy",
-    ).slice(1)
-    line = pl.col("line")
-    unquoted = line.str.replace_all(r'"[^"]*"', "")  # separators inside quotes do not split fields
-    checks = lines.select(
-        pl.when(line.is_null() | (line.str.strip_chars() == ""))
-        .then(pl.lit("empty_line"))
-        .when(line.str.contains("\ufffd", literal=True))
-        .then(pl.lit("invalid_encoding"))
-        .when(unquoted.str.count_matches(separator, literal=True) + 1 != columns)
-        .then(pl.lit("wrong_field_count"))
-        .otherwise(pl.lit(None, dtype=pl.String))
-        .alias(LINE_PROBLEM),
-        (line.str.count_matches('"', literal=True) % 2 == 1).alias("open_quote"),
-    )
-    summary = checks.select(pl.len(), pl.col("open_quote").any(), pl.col(LINE_PROBLEM).is_not_null().any()).collect()
-    rows, open_quote, any_problem = summary.row(0)
-    if not any_problem:
-        return strict
-    if open_quote or rows != lenient.select(pl.len()).collect().item():
+    try:
+        columns = len(lenient.collect_schema())
+        lines = pl.scan_csv(
+            path,
+            has_header=False,
+            new_columns=["line"],
+            separator=_UNIT_SEPARATOR,
+            quote_char=None,
+            infer_schema=False,
+            encoding="utf8-lossy",
+        ).slice(1)
+        sep = re.escape(separator)
+        line = pl.col("line")
+        # A quote opens a quoted field only at the start of a field (`5" tv` is plain text); quoted fields may hold
+        # separators and doubled quotes, which do not split fields.
+        unquoted = line.str.replace_all(rf'(^|{sep})"(?:[^"]|"")*"', "${1}")
+        checks = lines.select(
+            pl.when(line.is_null() | (line.str.strip_chars() == ""))
+            .then(pl.lit("empty_line"))
+            .when(line.str.contains("\ufffd", literal=True))
+            .then(pl.lit("invalid_encoding"))
+            .when(unquoted.str.count_matches(separator, literal=True) + 1 > columns)
+            .then(pl.lit("wrong_field_count"))
+            .otherwise(pl.lit(None, dtype=pl.String))
+            .alias(LINE_PROBLEM),
+            unquoted.str.contains(rf'(^|{sep})"').alias("open_quote"),  # a quoted field that goes on past the line
+        )
+        summary = checks.select(pl.len(), pl.col("open_quote").any()).collect()
+        rows, open_quote = summary.row(0)
+        aligned = not open_quote and rows == lenient.select(pl.len()).collect().item()
+    except pl.exceptions.PolarsError:
+        raise failure from None
+    if not aligned:
         # Quoted fields spanning lines: rows and lines do not align, so problems cannot be placed on rows.
-        return strict
+        raise failure
     return pl.concat([lenient, checks.select(LINE_PROBLEM)], how="horizontal")
 
 

@@ -384,6 +384,8 @@ def validate_table(
         if column.name not in good.columns:
             good = good.with_columns(pl.lit(None, dtype=pl.String).alias(column.name))
     good = good.select(spec.names)
+    if config.id_type == "auto":
+        good = _integer_ids_where_every_kept_one_is(good, columns)
     quarantine = work.filter(pl.col("reason").is_not_null()).select(
         "row_number",
         "reason",
@@ -413,6 +415,19 @@ def validate_table(
             quarantine,
         )
     return ValidatedTable(good, quarantine, report)
+
+
+def _integer_ids_where_every_kept_one_is(good: pl.DataFrame, columns: list[Column]) -> pl.DataFrame:
+    """`auto` id typing decided on the rows kept: a quarantined line's garbage id (`10\ufffd3`, `N/A`) must not
+    turn a column of integer ids into text, which would then clash with the catalog's integer ids."""
+    for column in columns:
+        values = good[column.name]
+        if column.kind != "id" or values.dtype != pl.String or values.null_count() == values.len():
+            continue
+        as_int = values.cast(pl.Int64, strict=False)
+        if bool(as_int.cast(pl.String).eq_missing(values).all()):
+            good = good.with_columns(as_int)
+    return good
 
 
 def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:

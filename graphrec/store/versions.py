@@ -105,10 +105,24 @@ def require_latest(store: str | Path) -> str:
     return version
 
 
+COUNTER_FILE = "LAST_NUMBER"
+
+
 def _next_version(store: str | Path) -> str:
-    # Numbers are never reused: the newest version is never deleted by retention, so max + 1 is fresh.
+    """A number never used before, and recorded as used (call under the store lock). A discarded version (its
+    online write failed) may have left rows online under its number, so numbers are never reused."""
+    counter = versions_dir(store) / COUNTER_FILE
     existing = [int(v[1:]) for v in list_versions(store)]
-    return f"v{(max(existing) if existing else 0) + 1:06d}"
+    if counter.exists():
+        existing.append(int(counter.read_text().strip() or 0))
+    number = (max(existing) if existing else 0) + 1
+    tmp = counter.parent / f".{COUNTER_FILE}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(f"{number}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, counter)
+    return f"v{number:06d}"
 
 
 @contextlib.contextmanager
@@ -181,20 +195,26 @@ def published_versions(store: str | Path) -> set[str] | None:
 
 def orphan_versions(store: str | Path) -> list[str]:
     """Versions that never went live: staged (and perhaps written online) by an export killed before it moved
-    LATEST. They are newer than LATEST and not in the journal; readers never serve them, and the next export
-    removes them from the offline history. A version rolled back from was live, so it is no orphan."""
+    LATEST, whatever exports came after. They are the versions missing from the journal; readers never serve them,
+    rollback never picks them, the next export takes them out of the offline history and retention deletes them
+    first. A version rolled back from was live, so it is no orphan."""
     live = latest_version(store)
     published = published_versions(store)
     if published is None:
-        # A store without a journal: before any LATEST nothing was published; after one, it predates the journal.
+        # A store without a journal: before any LATEST nothing was published; after one, it predates the journal
+        # and its versions count as published (the journal starts at the next swap).
         return list_versions(store) if live is None else []
-    return [v for v in list_versions(store) if int(v[1:]) > int(live[1:] if live else 0) and v not in published]
+    return [v for v in list_versions(store) if v not in published and v != live]
 
 
-def _record_published(store: str | Path, version: str) -> None:
-    """Append `version` to the journal (fsynced); a store that had none starts it with the versions it holds."""
+def _record_published(store: str | Path, version: str, previous: str | None) -> None:
+    """Append `version` to the journal (fsynced). A store that had none starts it with the versions up to the one
+    that was LATEST before (`previous`): none on a fresh store, so an export killed before the first swap leaves
+    an orphan, not a published version."""
     path = versions_dir(store) / PUBLISHED_FILE
-    names = [version] if path.exists() else [*[v for v in list_versions(store) if v != version], version]
+    names = [version]
+    if not path.exists() and previous is not None:
+        names = [v for v in list_versions(store) if int(v[1:]) <= int(previous[1:]) and v != version] + names
     with open(path, "a") as handle:
         handle.write("".join(f"{name}\n" for name in names))
         handle.flush()
@@ -205,6 +225,7 @@ def set_latest(store: str | Path, version: str) -> None:
     """Point `LATEST` at `version` with an atomic rename (the version must be complete and verified), then record
     it in the journal of published versions."""
     root = versions_dir(store)
+    previous = latest_version(store)
     for stale in root.glob(".LATEST.tmp-*"):  # left by a killed writer (callers hold the store lock)
         stale.unlink(missing_ok=True)
     tmp = root / f".LATEST.tmp-{uuid.uuid4().hex[:8]}"
@@ -220,7 +241,7 @@ def set_latest(store: str | Path, version: str) -> None:
     finally:
         os.close(fd)
     # After the swap: a kill between the two leaves LATEST on the version, which is never taken for an orphan.
-    _record_published(store, version)
+    _record_published(store, version, previous)
 
 
 def read_manifest(store: str | Path, version: str) -> dict[str, Any]:
@@ -380,10 +401,12 @@ def _newest_intact(store: str | Path, live: str | None) -> tuple[EmbeddingSet | 
 
 
 def apply_retention(store: str | Path, keep: int) -> list[str]:
-    """Delete the oldest versions beyond `keep` (never the LATEST one); returns the deleted names."""
+    """Delete orphans, then the oldest published versions beyond `keep` (never the LATEST one); returns the
+    deleted names. Orphans go first: they never count among the versions kept for rollback."""
     live = latest_version(store)
-    versions = list_versions(store)
-    doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v != live]
+    orphans = orphan_versions(store)
+    versions = [v for v in list_versions(store) if v not in orphans]
+    doomed = orphans + [v for v in versions[: max(len(versions) - keep, 0)] if v != live]
     for version in doomed:
         # Rename first so a kill mid-delete never leaves a half-deleted directory that looks like a version.
         trash = versions_dir(store) / f".{version}.deleted-{uuid.uuid4().hex[:8]}"
@@ -395,9 +418,10 @@ def apply_retention(store: str | Path, keep: int) -> list[str]:
 
 
 def previous_version(store: str | Path, version: str | None = None) -> str | None:
-    """The version before `version` (default LATEST) among those kept."""
+    """The published version before `version` (default LATEST) among those kept (orphans are never a target)."""
     version = version or latest_version(store)
-    older = [v for v in list_versions(store) if version is None or int(v[1:]) < int(version[1:])]
+    orphans = orphan_versions(store)
+    older = [v for v in list_versions(store) if v not in orphans and (version is None or int(v[1:]) < int(version[1:]))]
     return older[-1] if older else None
 
 

@@ -385,7 +385,7 @@ def test_bad_csv_lines_are_quarantined_with_their_row_and_reason(tmp_path):
         b"user_id,item_id,event_type,timestamp\n"
         b"1,2,view,1700000000\n"
         b"3,4,view,1700000001,extra\n"  # a field too many
-        b"5,6\n"  # too few
+        b"5,6\n"  # too few: read with nulls, as any reader does, and judged by its values
         b"7,\xff8,view,1700000002\n"  # not UTF-8
         b'9,"1,0",view,1700000003\n'  # a quoted separator is no extra field
         b"\n"
@@ -395,7 +395,7 @@ def test_bad_csv_lines_are_quarantined_with_their_row_and_reason(tmp_path):
     assert_reconciled(result, 7)
     assert dict(zip(result.quarantine["row_number"], result.quarantine["reason"], strict=True)) == {
         2: "wrong_field_count",
-        3: "wrong_field_count",
+        3: "null_event_type",
         4: "invalid_encoding",
         6: "empty_line",
     }
@@ -403,8 +403,33 @@ def test_bad_csv_lines_are_quarantined_with_their_row_and_reason(tmp_path):
     assert "__line_problem" not in result.frame.columns
 
 
+def test_valid_csv_details_are_not_taken_for_bad_lines(tmp_path):
+    # Inch marks inside plain fields, a real U+FFFD character and the unit separator in a value are all valid.
+    path = tmp_path / "items.csv"
+    path.write_text('item_id,category,title\n1,5" tv,7" tab\n2,tv,"caf\ufffd"\n3,tv,a\x1fb\n', encoding="utf-8")
+    result = validate_items(path, LENIENT)
+    assert result.quarantine.height == 0 and result.frame["category"].to_list() == ['5" tv', "tv", "tv"]
+    # With a bad line elsewhere (the lenient path), the inch marks still do not count as quoted fields.
+    path.write_bytes(b'item_id,category,title\n1,5" tv,7" tab\n2,tv,caf\xff\n')
+    result = validate_items(path, LENIENT)
+    assert result.quarantine["reason"].to_list() == ["invalid_encoding"] and result.frame["item_id"].to_list() == [1]
+
+
 def test_a_mostly_broken_csv_is_still_rejected(tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("user_id,item_id,event_type,timestamp\n1,2,view,1700000000\n3\n4\n5\n")
     with pytest.raises(RejectedInputError, match="rejected"):
         validate_events(path, ValidationConfig(reference_time="2024-06-01T00:00:00+00:00"))
+
+
+def test_a_quarantined_line_does_not_decide_the_id_type(tmp_path):
+    (tmp_path / "events.csv").write_bytes(
+        b"user_id,item_id,event_type,timestamp\n1,1007,view,1700000000\n2,10\xff3,view,1700000001\n"
+        b"3,1008,view,1700000002\n"
+    )
+    (tmp_path / "items.csv").write_text("item_id,category\n1007,a\n1008,b\n")
+    tables = {"events": tmp_path / "events.csv", "items": tmp_path / "items.csv"}
+    report = validate_dataset(tables, tmp_path / "out", LENIENT)
+    assert report["tables"]["events"]["reasons"] == {"invalid_encoding": 1}
+    assert pl.read_parquet(tmp_path / "out" / "events.parquet")["item_id"].dtype == pl.Int64
+    assert report["cross_checks"]["event_items_not_in_catalog"] == 0

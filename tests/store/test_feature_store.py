@@ -160,6 +160,9 @@ def test_redis_down_leaves_the_store_intact(tmp_path, redis_server, free_port):
     assert list_versions(tmp_path) == ["v000001"] and latest_version(tmp_path) == "v000001"
     assert not list((tmp_path / "feast" / "data").glob("*/v000002.parquet"))
     assert_online_equals(OnlineEmbeddings(tmp_path, live, backend="redis"), load_version(tmp_path), "v000001")
+    # The failed version's number is never reused: rows it may have half-written online keep a dead label.
+    manifest, _, _ = publish_embeddings(tmp_path, rotated(make_set(), 1, noise=0.3), {}, None, live)
+    assert manifest["version"] == "v000003"
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
@@ -326,6 +329,18 @@ def test_a_version_killed_before_it_went_live_is_never_served(tmp_path, point):
     assert not list((tmp_path / "feast" / "data").glob("*/v000002.parquet"))
     vectors, versions = OnlineEmbeddings.live(tmp_path, SQLITE).get("user", ["u001"])
     assert versions == ["v000003"] and vectors[0] is not None
+    # Retention deletes the orphan first, and it never becomes a rollback target.
+    assert list_versions(tmp_path) == ["v000001", "v000003"] and orphan_versions(tmp_path) == []
+    assert rollback(tmp_path, None, SQLITE) == "v000001"
+
+
+def test_the_first_export_killed_before_it_went_live_stays_an_orphan(tmp_path):
+    publish_killed_at(tmp_path, "before_latest")
+    assert latest_version(tmp_path) is None and orphan_versions(tmp_path) == ["v000001"]
+    publish_embeddings(tmp_path, make_set(), {}, ExportConfig(keep=3), SQLITE)
+    assert latest_version(tmp_path) == "v000002" and list_versions(tmp_path) == ["v000002"]
+    with pytest.raises(StoreError, match="no version older"):
+        rollback(tmp_path, None, SQLITE)
 
 
 def test_a_rolled_back_version_is_no_orphan(tmp_path):

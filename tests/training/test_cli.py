@@ -285,6 +285,7 @@ BAD_COMMANDS = {
     "missing window": ["train", "--snapshot", "{tmp}/s", "--val_window", "{tmp}/nothing"],
     "not a store": ["export", "list", "--export.store", "{tmp}/nothing"],
     "unknown online store": ["export", "sync", "--export.feature_store.online_store", "mongo"],
+    "fewer modules than slots": ["generate", "--shop.n_content", "3", "--out", "{tmp}/shop"],
 }
 
 
