@@ -313,6 +313,8 @@ def stage_version(
     The new vectors are aligned to the live version first (see `align_to`); `info` goes into the manifest
     (model config, data fingerprint, metrics, ...); `compact` (float16 / int8) adds `embedding_<dtype>` copies.
     """
+    for stale in versions_dir(store).glob(".v*.tmp-*"):  # a killed writer's staging (numbers are not reused)
+        shutil.rmtree(stale, ignore_errors=True)
     version = _next_version(store)
     live = latest_version(store)
     drift: dict[str, Any] = {"previous_version": None, "compatible": None, "reason": "first version"}
