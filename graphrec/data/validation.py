@@ -220,6 +220,10 @@ def _localise(naive: pl.Series, config: ValidationConfig, notes: dict[str, Any])
         notes["naive_timestamps"] = notes.get("naive_timestamps", 0) + count
         notes["naive_timezone"] = config.timezone
     local = naive.dt.replace_time_zone(config.timezone, ambiguous="earliest", non_existent="null")
+    latest = naive.dt.replace_time_zone(config.timezone, ambiguous="latest", non_existent="null")
+    ambiguous = int((local != latest).sum())  # the repeated hour when clocks go back: two instants, one text
+    if ambiguous:
+        notes["ambiguous_local_times"] = notes.get("ambiguous_local_times", 0) + ambiguous
     return local.dt.convert_time_zone("UTC").cast(TIMESTAMP_DTYPE)
 
 

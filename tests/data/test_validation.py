@@ -374,7 +374,12 @@ def test_naive_datetime_columns_follow_the_zone_too():
     )
     result = validate_events(events, replace(LENIENT, timezone="America/New_York"))
     assert result.frame["timestamp"].to_list() == [datetime(2024, 1, 15, 17, tzinfo=UTC)]
-    assert result.report.notes["naive_timestamps"] == 1
+    assert result.report.notes["naive_timestamps"] == 1 and "ambiguous_local_times" not in result.report.notes
+    # 01:30 on 2023-11-05 happened twice in New York: the earlier instant is taken, and the report counts it.
+    events = events.with_columns(timestamp=pl.lit(datetime(2023, 11, 5, 1, 30)))
+    result = validate_events(events, replace(LENIENT, timezone="America/New_York"))
+    assert result.frame["timestamp"].to_list() == [datetime(2023, 11, 5, 5, 30, tzinfo=UTC)]
+    assert result.report.notes["ambiguous_local_times"] == 1
     with pytest.raises(ConfigError, match="IANA time zone"):
         ValidationConfig(timezone="Mars/Olympus")
 
