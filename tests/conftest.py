@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from graphrec.data.config import ShopConfig
+from graphrec.data.config import HomepageConfig, ShopConfig
 from graphrec.data.shop import generate_shop
 
 SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -19,8 +19,17 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+# A short page keeps the small shop's module pool small (the pool must hold 4 x the longest page).
+SMALL_HOMEPAGE = HomepageConfig(slots_by_device={"desktop": 12, "app": 10, "mobile_web": 8})
 SMALL_SHOP = ShopConfig(
-    target_events=20_000, n_users=600, n_items=900, n_content=20, n_categories=12, n_brands=40, days=14
+    target_events=20_000,
+    n_users=600,
+    n_items=900,
+    n_content=120,
+    n_categories=12,
+    n_brands=40,
+    days=14,
+    homepage=SMALL_HOMEPAGE,
 )
 
 

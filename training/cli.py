@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 
 from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
@@ -43,7 +43,9 @@ def generate(out: str = "artifacts/shop", shop: ShopConfig = ShopConfig(), event
     if events is not None and events < 1:
         raise ConfigError(f"--events must be a positive integer, not {events}")
     if events is not None:
-        config = ShopConfig.scaled_to(events, **{k: v for k, v in asdict(shop).items() if k not in _SIZE_FIELDS})
+        config = ShopConfig.scaled_to(
+            events, **{f.name: getattr(shop, f.name) for f in fields(shop) if f.name not in _SIZE_FIELDS}
+        )
     generated = generate_shop(config)
     write_shop(generated, out)
     log.info(

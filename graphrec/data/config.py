@@ -10,7 +10,98 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from graphrec.errors import at_least_zero, check_settings, fraction, positive
+from graphrec.errors import ConfigError, at_least_zero, check_settings, fraction, positive
+
+DEVICES = ("mobile_web", "desktop", "app")
+MODULE_TYPES = ("carousel", "banner", "teaser", "editorial", "brand_page")
+
+
+@dataclass
+class HomepageConfig:
+    """The generated homepage: its module pool, page sizes, logging policy and true click model.
+
+    P(click) = P(examine | slot, device) x P(relevant | user, module, context), the position-based model. Relevance
+    is a logistic function of a sum of parts, each documented in the README with the published fact it stands for.
+
+    Args:
+        module_types: share of each module type in the pool (carousel: one category; brand_page: one brand;
+            editorial: a style across categories; banner: a campaign of 1-2 categories; teaser: 1-4 items).
+        slots_by_device: slots per request on each device (a phone page is shorter than a desktop one).
+        examination_power: P(examine | slot) = 1 / (slot + 1) ** power, per device (steeper on small screens).
+        lifetime_days: median days a module stays live (log-normal); new modules launch every day.
+        evergreen_share: share of modules live for the whole period (navigation, brand pages).
+        base_logit: intercept of the relevance logit (sets the CTR level).
+        taste_weight: weight of the user's hidden taste x the module's hidden factors (from its featured items).
+        intent_weight: weight of the session's intent (what the shopper browses now) x the module's factors.
+        price_weight: penalty per unit of distance between the user's price level and the module's.
+        quality_std: standard deviation of module quality, the non-personal part of relevance.
+        novelty_boost: extra logit of a module on its launch day, decaying with `novelty_days`.
+        novelty_days: e-folding time of the novelty boost, in days.
+        fatigue_weight: logit lost per log(1 + earlier examinations of the same module by the same user).
+        hour_effect: amplitude of the daily cycle of click propensity (peak at 20:00 UTC).
+        device_effect: logit added per device.
+        landing_share: share of homepage requests at a session's start; the others come after a few item views.
+        exploration: the logging policy's share of uniformly random picks per slot.
+        policy_quality_weight: weight of the earlier ranker's (noisy) module quality estimate in its logit.
+        policy_quality_noise: standard deviation of that estimate's error.
+        policy_affinity_weight: weight of the user's category affinity (one hop) in the earlier ranker's logit.
+        policy_novelty_weight: weight of module freshness in the earlier ranker's logit.
+    """
+
+    module_types: dict[str, float] = field(
+        default_factory=lambda: {"carousel": 0.35, "banner": 0.2, "teaser": 0.15, "editorial": 0.15, "brand_page": 0.15}
+    )
+    slots_by_device: dict[str, int] = field(default_factory=lambda: {"desktop": 40, "app": 32, "mobile_web": 24})
+    examination_power: dict[str, float] = field(default_factory=lambda: {"desktop": 0.8, "app": 1.0, "mobile_web": 1.1})
+    lifetime_days: float = 14.0
+    evergreen_share: float = 0.1
+    base_logit: float = -3.5
+    taste_weight: float = 1.0
+    intent_weight: float = 0.6
+    price_weight: float = 0.3
+    quality_std: float = 0.5
+    novelty_boost: float = 0.7
+    novelty_days: float = 3.0
+    fatigue_weight: float = 0.35
+    hour_effect: float = 0.15
+    device_effect: dict[str, float] = field(default_factory=lambda: {"app": 0.2, "desktop": 0.0, "mobile_web": -0.1})
+    landing_share: float = 0.6
+    exploration: float = 0.1
+    policy_quality_weight: float = 2.0
+    policy_quality_noise: float = 0.5
+    policy_affinity_weight: float = 3.0
+    policy_novelty_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("slots_by_device", "examination_power", "device_effect"):
+            unknown = set(getattr(self, name)) - set(DEVICES)
+            missing = set(DEVICES) - set(getattr(self, name))
+            if unknown or missing:
+                raise_config(f"shop.homepage.{name}", f"one entry per device {list(DEVICES)}", getattr(self, name))
+        if not self.module_types or set(self.module_types) - set(MODULE_TYPES) or min(self.module_types.values()) < 0:
+            raise_config(
+                "shop.homepage.module_types", f"non-negative shares of {list(MODULE_TYPES)}", self.module_types
+            )
+        if sum(self.module_types.values()) <= 0:
+            raise_config("shop.homepage.module_types", "shares that sum to more than 0", self.module_types)
+        if min(self.slots_by_device.values()) < 1:
+            raise_config("shop.homepage.slots_by_device", "positive integers", self.slots_by_device)
+        if min(self.examination_power.values()) < 0:
+            raise_config("shop.homepage.examination_power", "0 or more", self.examination_power)
+        rules = {
+            "lifetime_days": (positive, "positive"),
+            "novelty_days": (positive, "positive"),
+            "evergreen_share": (fraction, "between 0 and 1"),
+            "landing_share": (fraction, "between 0 and 1"),
+            "exploration": (fraction, "between 0 and 1"),
+            "quality_std": (at_least_zero, "0 or more"),
+            "policy_quality_noise": (at_least_zero, "0 or more"),
+        }
+        check_settings("shop.homepage", self, rules)
+
+    @property
+    def max_slots(self) -> int:
+        return max(self.slots_by_device.values())
 
 
 @dataclass
@@ -22,13 +113,17 @@ class ShopConfig:
         target_events: the event count the session count is chosen for.
         n_users: users.
         n_items: catalogue items.
-        n_content: homepage content modules.
+        n_content: homepage content modules in the pool over the whole period (launched and retired over time).
         n_categories: item categories.
         n_brands: item brands.
         days: days of activity.
         start: the first day (ISO date, UTC).
-        slots: homepage slots per request.
-        homepage_share: share of sessions that open with a homepage request.
+        taste_dim: dimensions of the hidden taste space (style, brand affinity) shared by users, items and modules.
+        taste_weight: how strongly a user's taste (and a session's intent) steers which items of a category they
+            view; 0 leaves only popularity.
+        new_user_share: share of users whose first visit falls inside the period rather than before it.
+        activity_sigma: log-normal spread of user activity (heavy-tailed: many light users, a few heavy ones).
+        homepage_share: share of sessions with a homepage request.
         popularity_exponent: Zipf exponent of item popularity within a category.
         interests_per_user: categories a user is interested in.
         interest_concentration: Dirichlet concentration of a user's weights over those interests (lower: more
@@ -40,23 +135,24 @@ class ShopConfig:
         p_cart: base probability that a click leads to an add-to-cart.
         p_wishlist: probability that a click without a cart leads to an add-to-wishlist.
         p_purchase: base probability that a cart leads to a purchase.
-        bias_power: position bias: P(examine | slot) = 1 / (slot + 1) ** bias_power.
-        relevance_bias: intercept of the logistic relevance of a module to a user.
-        relevance_weight: weight of the user's affinity to the module's categories in that relevance.
         corrupt_fraction: share of faulty rows added (null users, unknown event names, future timestamps,
             duplicates) to exercise the quarantine.
+        homepage: the homepage's module pool, logging policy and click model.
     """
 
     seed: int = 7
     target_events: int = 100_000
     n_users: int = 2_500
     n_items: int = 4_000
-    n_content: int = 40
+    n_content: int = 1_000
     n_categories: int = 30
     n_brands: int = 150
     days: int = 28
     start: str = "2026-01-05"
-    slots: int = 6
+    taste_dim: int = 8
+    taste_weight: float = 1.5
+    new_user_share: float = 0.3
+    activity_sigma: float = 1.2
     homepage_share: float = 0.6
     popularity_exponent: float = 1.05
     interests_per_user: int = 4
@@ -68,15 +164,15 @@ class ShopConfig:
     p_cart: float = 0.15
     p_wishlist: float = 0.07
     p_purchase: float = 0.3
-    bias_power: float = 0.8
-    relevance_bias: float = -3.2
-    relevance_weight: float = 6.0
     corrupt_fraction: float = 0.0
+    homepage: HomepageConfig = field(default_factory=HomepageConfig)
 
     def __post_init__(self) -> None:
-        sizes = ("target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands", "days", "slots")
+        if isinstance(self.homepage, dict):  # read back from a manifest or a plain mapping
+            self.homepage = HomepageConfig(**self.homepage)
+        sizes = ("target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands", "days", "taste_dim")
         shares = ("homepage_share", "interest_concentration", "revisit_probability", "p_click", "p_cart")
-        shares += ("p_wishlist", "p_purchase", "corrupt_fraction")
+        shares += ("p_wishlist", "p_purchase", "corrupt_fraction", "new_user_share")
         rules = {name: (positive, "a positive integer") for name in sizes}
         rules |= {name: (fraction, "between 0 and 1") for name in shares if name != "interest_concentration"}
         rules |= {
@@ -85,11 +181,15 @@ class ShopConfig:
             "consideration_set": (positive, "a positive integer"),
             "views_per_session": (lambda v: v >= 1, "at least 1"),
             "popularity_exponent": (at_least_zero, "0 or more"),
-            "bias_power": (at_least_zero, "0 or more"),
+            "taste_weight": (at_least_zero, "0 or more"),
+            "activity_sigma": (at_least_zero, "0 or more"),
             "start": (_is_iso_time, "an ISO date such as 2026-01-05"),
         }
         check_settings("shop", self, rules)
-        check_settings("shop", self, {"n_content": (lambda v: v >= self.slots, f"at least shop.slots ({self.slots})")})
+        slots = self.homepage.max_slots
+        check_settings(
+            "shop", self, {"n_content": (lambda v: v >= 4 * slots, f"at least 4 x the most slots ({slots})")}
+        )
 
     @classmethod
     def scaled_to(cls, target_events: int, **overrides: Any) -> ShopConfig:
@@ -99,7 +199,7 @@ class ShopConfig:
             target_events=target_events,
             n_users=max(500, target_events // 40),
             n_items=items,
-            n_content=int(min(400, max(30, target_events // 5_000))),
+            n_content=int(min(2_000, max(1_000, target_events // 500))),
             n_categories=int(min(400, max(12, math.sqrt(items) / 2))),
             n_brands=int(min(5_000, max(50, items // 25))),
         )
@@ -193,3 +293,8 @@ def _is_time_zone(value: Any) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def raise_config(option: str, expected: str, value: Any) -> None:
+    """Raise the one-line error of a setting that is not what it should be."""
+    raise ConfigError(f"{option}: expected {expected}, got {value!r}")

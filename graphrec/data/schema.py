@@ -91,12 +91,14 @@ IMPRESSIONS = TableSpec(
     "impressions",
     (
         Column("request_id", "id"),
+        Column("session_id", "id", required=False),
         Column("user_id", "id"),
         Column("content_id", "id"),
         Column("slot", "int"),
         Column("timestamp", "timestamp"),
         Column("clicked", "flag"),
         Column("device", "text", required=False),
+        Column("propensity", "float", required=False),
     ),
 )
 

@@ -1,15 +1,18 @@
-"""A generated shop: users, catalog, content modules, a behaviour funnel and homepage impressions.
+"""A generated shop: users, catalog, content modules, a behaviour funnel and a realistic homepage.
 
-Deterministic for a seed. Users hold latent interests over categories and a small consideration set of items
-they return to; item popularity is Zipf-distributed within categories; sessions follow a daily rhythm. Homepage
-requests fill slots with content modules and clicks follow a position-based click model:
-P(click) = P(examine | slot) * P(relevant | user, module), with P(examine | slot) = 1 / (slot + 1) ** bias_power.
-The true click probability of every impression is written to a separate ground-truth table.
+Deterministic for a seed. Users, items and modules share a hidden taste space (style and brand affinity) and
+price levels that the catalog does not spell out: users view items of their interest categories that fit their
+taste and the session's intent, so tastes show only through co-interactions. Item popularity is Zipf-distributed
+within categories; sessions follow a daily rhythm; activity is heavy-tailed and a share of users arrive during
+the period (cold users). The homepage (graphrec.data.homepage) has a pool of modules launched and retired every
+day, a partly personalised logging policy with exploration and the propensity of every impression, and a
+position-based click model whose relevance comes mostly from the hidden factors; its truth is written beside the
+logs (`impressions_truth.parquet`, `click_model.npz`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,10 @@ import numpy as np
 import polars as pl
 
 from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
-from graphrec.data.config import ShopConfig
+from graphrec.data.config import DEVICES, MODULE_TYPES, ShopConfig
+from graphrec.data.homepage import DAY, ClickModel, ModulePool, build_module_pool, sample_policy
 from graphrec.data.schema import EVENT_TYPE_DTYPE, TIMESTAMP_DTYPE
 
-MODULE_TYPES = ("carousel", "banner", "teaser", "editorial")
-DEVICES = ("mobile_web", "desktop", "app")
 # Share of sessions per hour of day (UTC): quiet nights, a lunch bump and an evening peak.
 HOURLY_RHYTHM = np.array(
     [
@@ -52,11 +54,14 @@ HOURLY_RHYTHM = np.array(
         2.0,
     ]
 )
+DEVICE_SHARE = (0.55, 0.25, 0.20)  # mobile_web, desktop, app
+_CANDIDATES_PER_VIEW = 16  # popular items of the category among which taste picks the viewed one
+_INTENT_PERSISTENCE = 0.8  # correlation of a session's intent with the user's taste
 
 
 @dataclass
 class Shop:
-    """The generated tables, in the input contract's format."""
+    """The generated tables, in the input contract's format, and the homepage's true click model."""
 
     events: pl.DataFrame
     items: pl.DataFrame
@@ -65,10 +70,7 @@ class Shop:
     truth: pl.DataFrame
     config: ShopConfig
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    click_model: ClickModel | None = None
 
 
 def _segment_cumsum(gaps: np.ndarray, group_start: np.ndarray) -> np.ndarray:
@@ -80,11 +82,17 @@ def _segment_cumsum(gaps: np.ndarray, group_start: np.ndarray) -> np.ndarray:
     return total - np.maximum.accumulate(offsets)
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+
+
 def generate_shop(config: ShopConfig | None = None) -> Shop:
     """Generate a shop deterministically from `config.seed`."""
     cfg = config or ShopConfig()
+    home = cfg.homepage
     rng = np.random.default_rng(cfg.seed)
-    n_cat, n_items, n_users, n_content = cfg.n_categories, cfg.n_items, cfg.n_users, cfg.n_content
+    n_cat, n_items, n_users, n_content, dim = cfg.n_categories, cfg.n_items, cfg.n_users, cfg.n_content, cfg.taste_dim
+    start = int(datetime.fromisoformat(cfg.start).replace(tzinfo=UTC).timestamp())
 
     # Catalog: items sorted by category so that each category is one contiguous segment.
     category_weight = rng.dirichlet(np.full(n_cat, 2.0))
@@ -104,29 +112,54 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
 
     brands_per_category = max(2, cfg.n_brands // max(1, n_cat // 2))
     item_brand = (item_category * 7 + rng.integers(0, brands_per_category, n_items)) % cfg.n_brands
+    # Hidden factors: a category's look, a brand's style across its categories and the item's own; price levels
+    # per brand and item. Prices show the level only in part (categories differ in price more than brands).
+    category_style = rng.normal(size=(n_cat, dim))
+    brand_style = rng.normal(size=(cfg.n_brands, dim))
+    item_factor = _unit(
+        0.45 * category_style[item_category] + 0.6 * brand_style[item_brand] + 0.65 * rng.normal(size=(n_items, dim))
+    )
+    brand_level = rng.normal(size=cfg.n_brands)
+    item_level = 0.6 * brand_level[item_brand] + 0.8 * rng.normal(size=n_items)
     price_level = rng.lognormal(3.0, 0.8, n_cat)
-    item_price = np.round(price_level[item_category] * rng.lognormal(0.0, 0.4, n_items), 2)
+    item_price = np.round(price_level[item_category] * np.exp(0.35 * item_level), 2)
     item_ids = np.sort(rng.choice(20 * n_items, size=n_items, replace=False)) + 1_000
 
-    # Users: a few interest categories with Dirichlet weights, and a consideration set drawn from them.
+    # Users: a hidden taste and price level; interest categories drawn towards categories whose look fits the
+    # taste; a consideration set drawn from them. Activity is heavy-tailed and some users arrive late.
+    user_taste = rng.normal(size=(n_users, dim))
+    user_level = rng.normal(size=n_users)
     occupied = np.flatnonzero(~empty)
-    occupied_weight = category_weight[occupied] / category_weight[occupied].sum()
-    interests = occupied[rng.choice(len(occupied), size=(n_users, cfg.interests_per_user), p=occupied_weight)]
+    fit = np.exp(user_taste @ _unit(category_style[occupied]).T)  # [U, occupied]
+    pick_weight = category_weight[occupied][None, :] * fit
+    pick_cum = np.cumsum(pick_weight / pick_weight.sum(axis=1, keepdims=True), axis=1)
+    draws = rng.random((n_users, cfg.interests_per_user))
+    interests = occupied[np.minimum((draws[:, :, None] > pick_cum[:, None, :]).sum(axis=2), len(occupied) - 1)]
     interest_weight = rng.dirichlet(np.full(cfg.interests_per_user, cfg.interest_concentration), size=n_users)
     interest_cum = np.cumsum(interest_weight, axis=1)
-    user_activity = rng.lognormal(0.0, 1.0, n_users)
-    user_device = rng.choice(len(DEVICES), size=n_users, p=[0.55, 0.25, 0.20])
+    user_activity = rng.lognormal(0.0, cfg.activity_sigma, n_users)
+    user_device = rng.choice(len(DEVICES), size=n_users, p=DEVICE_SHARE)
+    arrival = np.where(rng.random(n_users) < cfg.new_user_share, rng.integers(0, cfg.days, n_users), 0)
 
-    def sample_items(users: np.ndarray) -> np.ndarray:
-        slot = (rng.random(len(users))[:, None] > interest_cum[users]).sum(axis=1)
-        slot = np.minimum(slot, cfg.interests_per_user - 1)
-        category = interests[users, slot]
-        index = np.searchsorted(item_scale, category + rng.random(len(users)) * (1 - 1e-9))
-        return np.clip(index, category_start[category], category_start[category + 1] - 1)
+    def sample_items(users: np.ndarray, taste: np.ndarray) -> np.ndarray:
+        """Items viewed by `users` steered by `taste` ([n, D]): popular items of an interest category, the one
+        that fits the taste and price level best (a softmax over a few candidates) viewed."""
+        out = np.empty(len(users), dtype=np.int64)
+        for lo in range(0, len(users), 200_000):
+            u, t = users[lo : lo + 200_000], taste[lo : lo + 200_000]
+            slot = (rng.random(len(u))[:, None] > interest_cum[u]).sum(axis=1)
+            category = interests[u, np.minimum(slot, cfg.interests_per_user - 1)]
+            draw = category[:, None] + rng.random((len(u), _CANDIDATES_PER_VIEW)) * (1 - 1e-9)
+            index = np.searchsorted(item_scale, draw)
+            index = np.clip(index, category_start[category][:, None], category_start[category + 1][:, None] - 1)
+            score = cfg.taste_weight * np.einsum("nd,nkd->nk", t, item_factor[index])
+            score -= 0.5 * (user_level[u][:, None] - item_level[index]) ** 2
+            out[lo : lo + len(u)] = index[np.arange(len(u)), np.argmax(score + rng.gumbel(size=score.shape), axis=1)]
+        return out
 
-    consideration = sample_items(np.repeat(np.arange(n_users), cfg.consideration_set)).reshape(
-        n_users, cfg.consideration_set
-    )
+    consideration = sample_items(
+        np.repeat(np.arange(n_users), cfg.consideration_set), np.repeat(user_taste, cfg.consideration_set, axis=0)
+    ).reshape(n_users, cfg.consideration_set)
     user_affinity = np.zeros((n_users, n_cat))
     np.add.at(
         user_affinity,
@@ -134,75 +167,147 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         interest_weight.ravel(),
     )
 
-    # Content modules: each features 1-3 categories and up to 12 of their most popular items.
-    module_type = rng.choice(len(MODULE_TYPES), size=n_content, p=[0.4, 0.25, 0.2, 0.15])
-    module_mix = np.zeros((n_content, n_cat))
-    module_items: list[np.ndarray] = []
-    for m in range(n_content):  # a few hundred modules at most
-        cats = rng.choice(len(occupied), size=rng.integers(1, 4), replace=False, p=occupied_weight)
-        cats = occupied[cats]
-        module_mix[m, cats] = 1.0 / len(cats)
-        pool = np.concatenate([np.arange(category_start[c], category_start[c + 1]) for c in cats])
-        top = pool[np.argsort(-popularity[pool], kind="stable")[: max(24, len(pool) // 4)]]
-        module_items.append(np.sort(rng.choice(top, size=min(12, len(top)), replace=False)))
-    module_quality = rng.normal(0.0, 0.5, n_content)
-    module_log_weight = rng.normal(0.0, 0.7, n_content)
+    category_names = [f"cat-{c:03d}" for c in range(n_cat)]
+    brand_names = [f"brand-{b:04d}" for b in range(cfg.n_brands)]
+    pool = build_module_pool(
+        home,
+        n_content,
+        cfg.days,
+        start,
+        rng,
+        item_factor=item_factor,
+        item_price=item_level,
+        item_category=item_category,
+        item_brand=item_brand,
+        popularity=popularity,
+        category_names=category_names,
+        brand_names=brand_names,
+    )
 
     # Sessions, sized for the target event count from the expected events per session.
-    exam_prob = 1.0 / (np.arange(cfg.slots) + 1.0) ** cfg.bias_power
+    exam_sum = np.mean(
+        [(1.0 / (np.arange(home.slots_by_device[d]) + 1.0) ** home.examination_power[d]).sum() for d in DEVICES]
+    )
     per_view = 1 + cfg.p_click * (1 + cfg.p_cart * (1 + cfg.p_purchase) + cfg.p_wishlist)
-    per_session = cfg.views_per_session * per_view + cfg.homepage_share * (exam_prob.sum() * 1.25)
-    n_sessions = max(1, int(cfg.target_events / per_session * 1.15))
+    per_session = cfg.views_per_session * per_view + cfg.homepage_share * exam_sum * 1.1
+    n_sessions = max(1, int(cfg.target_events / per_session * 1.25))
     session_user = rng.choice(n_users, size=n_sessions, p=user_activity / user_activity.sum())
-    day = rng.integers(0, cfg.days, n_sessions)
+    day = arrival[session_user] + (rng.random(n_sessions) * (cfg.days - arrival[session_user])).astype(np.int64)
     hour = rng.choice(24, size=n_sessions, p=HOURLY_RHYTHM / HOURLY_RHYTHM.sum())
-    start = int(datetime.fromisoformat(cfg.start).replace(tzinfo=UTC).timestamp())
-    session_start = start + day * 86_400 + hour * 3_600 + rng.integers(0, 3_600, n_sessions)
+    session_start = start + day * DAY + hour * 3_600 + rng.integers(0, 3_600, n_sessions)
+    session_device = np.where(
+        rng.random(n_sessions) < 0.8, user_device[session_user], rng.choice(len(DEVICES), n_sessions, p=DEVICE_SHARE)
+    )
+    persistence = _INTENT_PERSISTENCE
+    session_intent = persistence * user_taste[session_user] + np.sqrt(1 - persistence**2) * rng.normal(
+        size=(n_sessions, dim)
+    )
 
-    # Homepage requests: a logging policy fills slots (Gumbel top-k over module weights); position-based clicks.
-    has_request = rng.random(n_sessions) < cfg.homepage_share
-    request_session = np.flatnonzero(has_request)
-    shown = np.empty((len(request_session), cfg.slots), dtype=np.int64)
-    for lo in range(0, len(request_session), 200_000):
-        keys = module_log_weight + rng.gumbel(size=(min(200_000, len(request_session) - lo), n_content))
-        shown[lo : lo + len(keys)] = np.argsort(-keys, axis=1)[:, : cfg.slots]
-    request_user = session_user[request_session]
-    affinity = _affinity_chunked(user_affinity, module_mix, request_user, shown)  # [requests, slots]
-    relevance = _sigmoid(cfg.relevance_bias + cfg.relevance_weight * affinity + module_quality[shown])
-    examined = rng.random(shown.shape) < exam_prob[None, :]
-    clicked = examined & (rng.random(shown.shape) < relevance)
-
-    # Item views: sessions' own browsing plus views of items featured by clicked modules.
+    # Own views of each session, steered by the session's intent; a share goes back to the consideration set.
     views_per = 1 + rng.poisson(cfg.views_per_session - 1, n_sessions)
     view_session = np.repeat(np.arange(n_sessions), views_per)
     view_user = session_user[view_session]
     revisit = rng.random(len(view_session)) < cfg.revisit_probability
-    view_item = sample_items(view_user)
+    view_item = sample_items(view_user, session_intent[view_session])
     view_item[revisit] = consideration[view_user[revisit], rng.integers(0, cfg.consideration_set, revisit.sum())]
-    click_r, click_s = np.nonzero(clicked)
+    first = np.r_[True, view_session[1:] != view_session[:-1]]
+    position = np.arange(len(view_session)) - np.flatnonzero(first).repeat(views_per)
+    offset = _segment_cumsum(rng.exponential(45.0, len(view_session)), first)
+
+    # Homepage requests: at the session's start (landing) or after the first few views (a return to the
+    # homepage); the views after it come later.
+    has_request = rng.random(n_sessions) < cfg.homepage_share
+    request_session = np.flatnonzero(has_request)
+    landing = rng.random(len(request_session)) < home.landing_share
+    before = np.where(landing, 0, np.minimum(1 + rng.poisson(1.0, len(request_session)), views_per[request_session]))
+    views_before = np.zeros(n_sessions, dtype=np.int64)
+    views_before[request_session] = before
+    session_offset = np.zeros(n_sessions)
+    last_before = np.flatnonzero(first)[request_session] + before - 1
+    session_offset[request_session] = np.where(before > 0, offset[np.maximum(last_before, 0)], 0.0) + 5.0
+    after_request = has_request[view_session] & (position >= views_before[view_session])
+    view_time = session_start[view_session] + (offset + 30.0 * after_request).astype(np.int64)
+    request_time = session_start[request_session] + session_offset[request_session].astype(np.int64)
+    request_user = session_user[request_session]
+    request_device = session_device[request_session]
+    slots_by_device = np.array([home.slots_by_device[d] for d in DEVICES])
+    n_requests = len(request_session)
+
+    # The logging policy fills the slots, day by day (a day's live modules are its candidates).
+    model = ClickModel(
+        config=asdict(home),
+        start=start,
+        user_ids=np.array([f"u{i:07d}" for i in range(n_users)]),
+        user_taste=user_taste.astype(np.float32),
+        user_price=user_level.astype(np.float32),
+        user_interests=interests.astype(np.int32),
+        user_interest_weight=interest_weight.astype(np.float32),
+        content_ids=np.array([f"{MODULE_TYPES[t]}-{m:05d}" for m, t in enumerate(pool.module_type)]),
+        module_type=pool.module_type.astype(np.int8),
+        module_factor=pool.factor.astype(np.float32),
+        module_price=pool.price.astype(np.float32),
+        module_quality=pool.quality,
+        module_launch=pool.launch.astype(np.int64),
+        module_end=pool.end.astype(np.int64),
+        module_mix=pool.mix,
+        policy_quality=pool.quality + rng.normal(0.0, home.policy_quality_noise, n_content),
+        request_ids=np.arange(n_requests, dtype=np.int64),
+        request_user=request_user.astype(np.int32),
+        request_time=request_time.astype(np.int64),
+        request_device=request_device.astype(np.int8),
+        request_intent=session_intent[request_session].astype(np.float32),
+        request_slots=slots_by_device[request_device].astype(np.int16),
+        exposure_keys=np.zeros(0, dtype=np.int64),
+    )
+    max_slots = home.max_slots
+    shown = np.full((n_requests, max_slots), -1, dtype=np.int64)
+    propensity = np.zeros((n_requests, max_slots))
+    request_day = (request_time - start) // DAY
+    for d in np.unique(request_day):
+        rows = np.flatnonzero(request_day == d)
+        day_start = start + int(d) * DAY
+        live = np.flatnonzero((model.module_launch <= day_start) & (day_start < model.module_end))
+        for lo in range(0, len(rows), 4_096):
+            chunk = rows[lo : lo + 4_096]
+            logits = model.policy_logits(chunk, live)
+            picks, props = sample_policy(logits, model.request_slots[chunk], home.exploration, rng)
+            shown[chunk, : picks.shape[1]] = np.where(picks >= 0, live[np.maximum(picks, 0)], -1)
+            propensity[chunk, : picks.shape[1]] = props
+
+    # Examination, then fatigue from the user's earlier examinations of the same module, then clicks.
+    slot_grid = np.broadcast_to(np.arange(max_slots), shown.shape)
+    exam_prob = model.examination(np.arange(n_requests)[:, None], slot_grid)
+    examined = (rng.random(shown.shape) < exam_prob) & (shown >= 0)
+    model.exposure_keys = _exposure_keys(model, examined, shown)
+    shown_r, shown_s = np.nonzero(shown >= 0)
+    parts = model.logit_parts(shown_r, shown[shown_r, shown_s])
+    relevance = 1.0 / (1.0 + np.exp(-sum(parts.values())))
+    clicked = examined[shown_r, shown_s] & (rng.random(len(shown_r)) < relevance)
+
+    # Views of items featured by clicked modules, then the funnel on every view.
+    click_r, click_s = shown_r[clicked], shown_s[clicked]
     click_module = shown[click_r, click_s]
     click_session = request_session[click_r]
-    module_len = np.array([len(x) for x in module_items])
+    click_time = request_time[click_r] + 3 + 2 * click_s
+    module_len = np.array([len(x) for x in pool.featured])
     module_offset = np.concatenate([[0], np.cumsum(module_len)])
-    flat_module_items = np.concatenate(module_items)
+    flat_module_items = np.concatenate(pool.featured)
     follow = 1 + rng.poisson(1.0, len(click_module))
     follow_module = np.repeat(click_module, follow)
     follow_item = flat_module_items[
         module_offset[follow_module] + (rng.random(len(follow_module)) * module_len[follow_module]).astype(np.int64)
     ]
+    follow_time = np.repeat(click_time, follow) + 5 + rng.exponential(30.0, len(follow_item)).astype(np.int64)
     view_session = np.concatenate([view_session, np.repeat(click_session, follow)])
     view_item = np.concatenate([view_item, follow_item])
+    view_time = np.concatenate([view_time, follow_time])
     considered = np.concatenate([revisit, np.zeros(len(follow_item), dtype=bool)])
-    order = np.argsort(view_session, kind="stable")
-    view_session, view_item, considered = view_session[order], view_item[order], considered[order]
     view_user = session_user[view_session]
-    first = np.r_[True, view_session[1:] != view_session[:-1]]
-    offset_s = _segment_cumsum(rng.exponential(45.0, len(view_session)), first) + 30.0 * has_request[view_session]
-    view_time = session_start[view_session] + offset_s.astype(np.int64)
 
-    # Funnel: click -> cart / wishlist -> purchase, more likely for items of the user's interests.
-    fit = user_affinity[view_user, item_category[view_item]]
-    p_click = np.clip(cfg.p_click * (0.4 + 1.6 * fit + 0.6 * considered), 0, 0.95)
+    # Funnel: click -> cart / wishlist -> purchase, more likely for items of the user's interests and taste.
+    cat_fit = user_affinity[view_user, item_category[view_item]]
+    taste_fit = 1.0 / (1.0 + np.exp(-np.einsum("nd,nd->n", session_intent[view_session], item_factor[view_item])))
+    p_click = np.clip(cfg.p_click * (0.3 + 0.8 * cat_fit + 0.8 * taste_fit + 0.6 * considered), 0, 0.95)
     item_click = rng.random(len(view_item)) < p_click
     cheap = np.clip(price_level.mean() / item_price[view_item], 0.3, 2.0)
     item_cart = item_click & (rng.random(len(view_item)) < np.clip(cfg.p_cart * (1 + considered) * cheap, 0, 0.9))
@@ -211,19 +316,19 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
 
     # Each step follows the one before it: view < click < cart / wishlist < purchase.
     n_views = len(view_item)
-    click_time = view_time + 1 + rng.exponential(5.0, n_views).astype(np.int64)
-    cart_time = click_time + 1 + rng.exponential(40.0, n_views).astype(np.int64)
-    wish_time = click_time + 1 + rng.exponential(30.0, n_views).astype(np.int64)
+    item_click_time = view_time + 1 + rng.exponential(5.0, n_views).astype(np.int64)
+    cart_time = item_click_time + 1 + rng.exponential(40.0, n_views).astype(np.int64)
+    wish_time = item_click_time + 1 + rng.exponential(30.0, n_views).astype(np.int64)
     buy_time = cart_time + 1 + rng.exponential(300.0, n_views).astype(np.int64)
 
-    req_exam_r, req_exam_s = np.nonzero(examined)
-    parts = {
+    exam_r, exam_s = np.nonzero(examined)
+    event_parts = {
         "view": (view_user, view_item, None, view_time, view_session),
         "click": (
             view_user[item_click],
             view_item[item_click],
             None,
-            click_time[item_click],
+            item_click_time[item_click],
             view_session[item_click],
         ),
         "add_to_cart": (
@@ -240,44 +345,46 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
             wish_time[item_wish],
             view_session[item_wish],
         ),
-        "purchase": (
-            view_user[item_buy],
-            view_item[item_buy],
-            None,
-            buy_time[item_buy],
-            view_session[item_buy],
-        ),
+        "purchase": (view_user[item_buy], view_item[item_buy], None, buy_time[item_buy], view_session[item_buy]),
         "content_view": (
-            request_user[req_exam_r],
+            request_user[exam_r],
             None,
-            shown[req_exam_r, req_exam_s],
-            session_start[request_session[req_exam_r]] + 1 + req_exam_s,
-            request_session[req_exam_r],
+            shown[exam_r, exam_s],
+            request_time[exam_r] + 1 + exam_s // 4,
+            request_session[exam_r],
         ),
-        "content_click": (
-            request_user[click_r],
-            None,
-            click_module,
-            session_start[click_session] + 3 + 2 * click_s,
-            click_session,
-        ),
+        "content_click": (request_user[click_r], None, click_module, click_time, click_session),
     }
-    events, session_of_event = _assemble_events(parts)
-    # Cut at a session boundary so the event count lands on the target without breaking funnels.
-    per_session_count = np.bincount(session_of_event, minlength=n_sessions)
-    keep_sessions = int(np.searchsorted(np.cumsum(per_session_count), cfg.target_events, side="right"))
-    keep = session_of_event < keep_sessions
-    events = events.filter(pl.Series(keep))
-    request_keep = request_session < keep_sessions
+    events, session_of_event = _assemble_events(event_parts)
 
-    user_names = pl.Series("user_id", [f"u{i:07d}" for i in range(n_users)])
-    content_names = pl.Series("content_id", [f"{MODULE_TYPES[t]}-{m:04d}" for m, t in enumerate(module_type)])
+    # Cut to the target at a session boundary, users in a random order and each user's sessions in time order:
+    # a kept impression's fatigue never counted an examination that was cut (only later ones or other users').
+    per_session_count = np.bincount(session_of_event, minlength=n_sessions)
+    user_rank = rng.permutation(n_users)
+    cut_order = np.lexsort((session_start, user_rank[session_user]))
+    kept_in_order = np.cumsum(per_session_count[cut_order]) <= cfg.target_events
+    keep_session = np.zeros(n_sessions, dtype=bool)
+    keep_session[cut_order[kept_in_order]] = True
+    events = events.filter(pl.Series(keep_session[session_of_event]))
+    keep_request = keep_session[request_session]
+
+    # Requests renumbered in time order; the model keeps the logged requests and their examinations only.
+    kept = np.flatnonzero(keep_request)
+    kept = kept[np.argsort(request_time[kept], kind="stable")]
+    request_id = np.zeros(n_requests, dtype=np.int64)
+    request_id[kept] = np.arange(1, len(kept) + 1)
+    model.request_ids = request_id
+    model = _reorder(model, kept)
+    model.exposure_keys = _exposure_keys(model, examined[kept], shown[kept])
+
+    user_names = pl.Series("user_id", model.user_ids)
+    content_names = pl.Series("content_id", model.content_ids)
     device_names = pl.Series("device", list(DEVICES))
     events = events.with_columns(
         user_names.gather(events["user"]).alias("user_id"),
         pl.Series(item_ids).gather(events["item"]).alias("item_id"),
         content_names.gather(events["content"]).alias("content_id"),
-        device_names.gather(user_device[events["user"].to_numpy()]).alias("device"),
+        device_names.gather(session_device[events["session"].to_numpy()]).alias("device"),
         (pl.lit("s") + events["session"].cast(pl.String)).alias("session_id"),
     ).sort("timestamp", "session", maintain_order=True)
     events = events.select(
@@ -290,24 +397,35 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         "device",
     )
 
-    kept_r = np.flatnonzero(request_keep)
-    n_req = len(kept_r)
+    logged = keep_request[shown_r]
+    r, slot = shown_r[logged], shown_s[logged]
+    module = shown[r, slot]
+    truth_parts = {f"logit_{name}": value[logged] for name, value in parts.items() if name != "base"}
     impressions = pl.DataFrame(
         {
-            "request_id": np.repeat(kept_r, cfg.slots).astype(np.int64) + 1,
-            "user": np.repeat(request_user[kept_r], cfg.slots),
-            "content": shown[kept_r].ravel(),
-            "slot": np.tile(np.arange(cfg.slots), n_req),
-            "timestamp": np.repeat(session_start[request_session[kept_r]], cfg.slots),
-            "clicked": clicked[kept_r].ravel().astype(np.int8),
-            "examine_prob": np.tile(exam_prob, n_req),
-            "relevance_prob": relevance[kept_r].ravel(),
+            "request_id": request_id[r],
+            "session": request_session[r],
+            "user": request_user[r],
+            "content": module,
+            "slot": slot.astype(np.int64),
+            "timestamp": request_time[r],
+            "clicked": clicked[logged].astype(np.int8),
+            "device_index": request_device[r],
+            "propensity": propensity[r, slot],
+            "examined": examined[r, slot],
+            "earlier_examinations": model.earlier_examinations(
+                np.searchsorted(model.request_ids, request_id[r]), module
+            ),
+            "examine_prob": exam_prob[r, slot],
+            "relevance_prob": relevance[logged],
+            **truth_parts,
         }
-    )
+    ).sort("request_id", "slot")
     impressions = impressions.with_columns(
+        (pl.lit("s") + pl.col("session").cast(pl.String)).alias("session_id"),
         user_names.gather(impressions["user"]).alias("user_id"),
         content_names.gather(impressions["content"]).alias("content_id"),
-        device_names.gather(user_device[impressions["user"].to_numpy()]).alias("device"),
+        device_names.gather(impressions["device_index"]).alias("device"),
         pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC").cast(TIMESTAMP_DTYPE),
     )
     truth = impressions.select(
@@ -317,50 +435,87 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         "examine_prob",
         "relevance_prob",
         (pl.col("examine_prob") * pl.col("relevance_prob")).alias("click_prob"),
+        "examined",
+        "earlier_examinations",
+        *truth_parts,
     )
-    impressions = impressions.select("request_id", "user_id", "content_id", "slot", "timestamp", "clicked", "device")
+    impressions = impressions.select(
+        "request_id", "session_id", "user_id", "content_id", "slot", "timestamp", "clicked", "device", "propensity"
+    )
 
-    category_names = [f"cat-{c:03d}" for c in range(n_cat)]
     items = pl.DataFrame(
         {
             "item_id": item_ids,
             "category": [category_names[c] for c in item_category],
-            "brand": [f"brand-{b:04d}" for b in item_brand],
+            "brand": [brand_names[b] for b in item_brand],
             "price": item_price,
             "title": [
-                f"brand-{b:04d} {category_names[c]} item {i}"
+                f"{brand_names[b]} {category_names[c]} item {i}"
                 for i, (b, c) in enumerate(zip(item_brand, item_category, strict=True))
             ],
         }
     )
-    content = pl.DataFrame(
-        {
-            "content_id": content_names,
-            "module_type": [MODULE_TYPES[t] for t in module_type],
-            "title": [f"{MODULE_TYPES[t]} {m}" for m, t in enumerate(module_type)],
-            "item_ids": [item_ids[x].tolist() for x in module_items],
-        },
-        schema_overrides={"item_ids": pl.List(pl.Int64)},
-    )
+    content = _content_table(pool, model.content_ids, item_ids)
     if cfg.corrupt_fraction > 0:
         events = _corrupt(events, cfg.corrupt_fraction, rng)
-    stats = {
+    stats = _shop_stats(events, impressions, truth, content)
+    return Shop(events, items, content, impressions, truth, cfg, stats, model)
+
+
+def _content_table(pool: ModulePool, content_ids: np.ndarray, item_ids: np.ndarray) -> pl.DataFrame:
+    """The content catalog: type, title, featured items and live period of every module."""
+    return pl.DataFrame(
+        {
+            "content_id": content_ids,
+            "module_type": [MODULE_TYPES[t] for t in pool.module_type],
+            "title": pool.titles,
+            "item_ids": [item_ids[x].tolist() for x in pool.featured],
+            "launch": pool.launch,
+            "end": pool.end,
+        },
+        schema_overrides={"item_ids": pl.List(pl.Int64)},
+    ).with_columns(
+        pl.from_epoch(c, time_unit="s").dt.replace_time_zone("UTC").cast(TIMESTAMP_DTYPE) for c in ("launch", "end")
+    )
+
+
+def _shop_stats(events: pl.DataFrame, impressions: pl.DataFrame, truth: pl.DataFrame, content: pl.DataFrame) -> dict:
+    """The shop's shape for the manifest: sizes, click rates by slot, module popularity."""
+    per_slot = impressions.group_by("slot").agg(pl.col("clicked").mean()).sort("slot")
+    clicks = impressions.group_by("content_id").agg(pl.col("clicked").sum()).sort("clicked", descending=True)
+    total_clicks = max(1, int(clicks["clicked"].sum()))
+    top = max(1, clicks.height // 10)
+    requests = impressions["request_id"].n_unique()
+    return {
         "events": events.height,
         "events_by_type": dict(events.group_by("event_type").len().sort("event_type").iter_rows()),
         "impressions": impressions.height,
-        "requests": n_req,
+        "requests": requests,
         "impression_ctr": float(impressions["clicked"].mean()) if impressions.height else 0.0,
+        "clicks_per_request": float(impressions["clicked"].sum() / max(1, requests)),
+        "ctr_by_slot": [round(float(v), 5) for v in per_slot["clicked"]],
+        "modules": content.height,
+        "modules_shown": clicks.height,
+        "top_decile_module_click_share": round(float(clicks["clicked"].head(top).sum()) / total_clicks, 4),
+        "mean_true_click_prob": float(truth["click_prob"].mean()) if truth.height else 0.0,
         "users_with_events": events["user_id"].n_unique(),
     }
-    return Shop(events, items, content, impressions, truth, cfg, stats)
 
 
-def _affinity_chunked(user_affinity, module_mix, request_user, shown, chunk: int = 50_000) -> np.ndarray:
-    out = np.empty(shown.shape)
-    for lo in range(0, len(shown), chunk):
-        hi = lo + chunk
-        out[lo:hi] = np.einsum("rc,rsc->rs", user_affinity[request_user[lo:hi]], module_mix[shown[lo:hi]])
-    return out
+def _exposure_keys(model: ClickModel, examined: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """Sorted keys of every examination ((user, module) pair and time) for the fatigue counts."""
+    from graphrec.data.homepage import _EXPOSURE_TIME_BITS, _TIME_ORIGIN_DAYS
+
+    rows, slots = np.nonzero(examined)
+    pair = model.request_user[rows].astype(np.int64) * len(model.content_ids) + shown[rows, slots]
+    seconds = model.request_time[rows] - (model.start - _TIME_ORIGIN_DAYS * DAY)
+    return np.sort((pair << _EXPOSURE_TIME_BITS) + seconds)
+
+
+def _reorder(model: ClickModel, rows: np.ndarray) -> ClickModel:
+    """The model holding the requests `rows`, in that order."""
+    names = ("request_ids", "request_user", "request_time", "request_device", "request_intent", "request_slots")
+    return replace(model, **{name: getattr(model, name)[rows] for name in names})
 
 
 def _assemble_events(parts: dict[str, tuple]) -> tuple[pl.DataFrame, np.ndarray]:
@@ -415,6 +570,11 @@ def write_shop(shop: Shop, out_dir: str | Path) -> Path:
         shop.content.write_parquet(staging / "content.parquet")
         shop.impressions.write_parquet(staging / "impressions.parquet")
         shop.truth.write_parquet(staging / "impressions_truth.parquet")
+        files = ["events.parquet", "items.parquet", "content.parquet", "impressions.parquet"]
+        files.append("impressions_truth.parquet")
+        if shop.click_model is not None:
+            shop.click_model.save(staging / "click_model.npz")
+            files.append("click_model.npz")
         write_json_atomic(
             staging / "manifest.json",
             {
@@ -423,13 +583,7 @@ def write_shop(shop: Shop, out_dir: str | Path) -> Path:
                 "config": asdict(shop.config),
                 "stats": shop.stats,
                 "code_version": code_version(),
-                "files": [
-                    "events.parquet",
-                    "items.parquet",
-                    "content.parquet",
-                    "impressions.parquet",
-                    "impressions_truth.parquet",
-                ],
+                "files": files,
             },
         )
     return out_dir

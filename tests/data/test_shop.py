@@ -18,6 +18,8 @@ def test_deterministic_per_seed(small_shop):
     assert small_shop.impressions.equals(again.impressions)
     assert small_shop.truth.equals(again.truth)
     assert small_shop.content.equals(again.content)
+    assert np.array_equal(small_shop.click_model.exposure_keys, again.click_model.exposure_keys)
+    assert np.array_equal(small_shop.click_model.request_intent, again.click_model.request_intent)
     other = generate_shop(replace(SMALL_SHOP, seed=SMALL_SHOP.seed + 1))
     assert not small_shop.events.equals(other.events)
 
@@ -77,7 +79,7 @@ def test_users_browse_their_interests(small_shop):
 def test_content_modules_feature_catalog_items(small_shop):
     featured = small_shop.content["item_ids"].explode()
     assert featured.is_in(small_shop.items["item_id"].implode()).all()
-    assert set(small_shop.content["module_type"]) <= {"carousel", "banner", "teaser", "editorial"}
+    assert set(small_shop.content["module_type"]) == {"carousel", "banner", "teaser", "editorial", "brand_page"}
 
 
 def test_corrupt_fraction_injects_each_fault():
@@ -94,4 +96,10 @@ def test_write_shop_and_scaled_config(tmp_path):
     out = write_shop(generate_shop(config), tmp_path / "shop")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 3 and manifest["stats"]["events"] > 4_900
-    assert {p.name for p in out.iterdir()} >= {"events.parquet", "impressions_truth.parquet", "manifest.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "events.parquet",
+        "impressions_truth.parquet",
+        "click_model.npz",
+        "manifest.json",
+    }
+    assert len(manifest["stats"]["ctr_by_slot"]) == config.homepage.max_slots

@@ -23,11 +23,12 @@ def tiny_run_config(tmp_path) -> dict:
             "target_events": 15_000,
             "n_users": 400,
             "n_items": 600,
-            "n_content": 12,
+            "n_content": 60,
             "n_categories": 10,
             "n_brands": 30,
             "days": 21,
             "corrupt_fraction": 0.002,
+            "homepage": {"slots_by_device": {"desktop": 12, "app": 10, "mobile_web": 8}},
         },
         "split": {"val_days": 5, "test_days": 5},
         "embeddings": {
@@ -286,6 +287,8 @@ BAD_COMMANDS = {
     "not a store": ["export", "list", "--export.store", "{tmp}/nothing"],
     "unknown online store": ["export", "sync", "--export.feature_store.online_store", "mongo"],
     "fewer modules than slots": ["generate", "--shop.n_content", "3", "--out", "{tmp}/shop"],
+    "unknown device": ["generate", "--shop.homepage.slots_by_device", '{"tv": 3}', "--out", "{tmp}/shop"],
+    "exploration above 1": ["generate", "--shop.homepage.exploration", "1.5", "--out", "{tmp}/shop"],
 }
 
 
