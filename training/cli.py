@@ -17,7 +17,7 @@ from pathlib import Path
 from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
 from graphrec.errors import ConfigError, GraphrecError
 from graphrec.graph.config import GraphConfig, SplitConfig
-from training.config import EmbeddingStageConfig, ExportStageConfig
+from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig
 from training.logs import LOG_FORMATS, setup_logging
 from training.signals import stop_on_sigterm
 
@@ -228,6 +228,38 @@ def train(
         log.info("model written to %s (%d epochs%s)", out, summary["epochs_run"], score)
 
 
+def backfill(
+    validated: str,
+    workdir: str = "artifacts/backfill",
+    backfill: BackfillConfig = BackfillConfig(),  # noqa: B008
+    graph: GraphConfig = GraphConfig(),  # noqa: B008
+    embeddings: EmbeddingStageConfig = EmbeddingStageConfig(),  # noqa: B008
+    export: ExportStageConfig = ExportStageConfig(),  # noqa: B008
+) -> None:
+    """Publish embedding versions at past cutoffs, so the ranker's training impressions each meet a version
+    learned only from events before them (the feature store's point-in-time retrieval).
+
+    Args:
+        validated: a validated dataset directory (from validate or run).
+        workdir: where the backfill keeps its snapshot, model and record of published cutoffs.
+        backfill: the cutoffs (every `every_days` from `first_after_days` after the first event, or explicit).
+        graph: how snapshots are built (as in `graphrec run`).
+        embeddings: the model and its training (as in `graphrec run`); each cutoff warm-starts from the last.
+        export: the embedding store and feature store the versions are published to (as in `graphrec run`).
+    """
+    from training.backfill import backfill_job
+
+    summaries = backfill_job(validated, workdir, backfill, graph, embeddings, export)
+    published = [s for s in summaries if not s.get("skipped")]
+    log.info(
+        "%d cutoffs: %d published, %d already there (store %s)",
+        len(summaries),
+        len(published),
+        len(summaries) - len(published),
+        export.store,
+    )
+
+
 def export_publish(
     model: str = "artifacts/default/model",
     snapshot: str | None = None,
@@ -321,6 +353,7 @@ COMMANDS = {
     "run": run,
     "evaluate": evaluate,
     "train": train,
+    "backfill": backfill,
     "export": {
         "_help": "Publish a model's embeddings to the feature store, list or verify versions, roll back or resync "
         "the online store (`graphrec export --model ...` publishes).",

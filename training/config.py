@@ -178,3 +178,59 @@ class ExportStageConfig:
     store: str = "artifacts/store"
     versions: ExportConfig = field(default_factory=ExportConfig)
     feature_store: FeatureStoreConfig = field(default_factory=FeatureStoreConfig)
+
+
+@dataclass
+class BackfillConfig:
+    """Which past cutoffs get an embedding version.
+
+    Args:
+        every_days: days between cutoffs.
+        first_after_days: days of events the first cutoff follows (a model needs some history).
+        cutoffs: explicit cutoffs (ISO times, UTC where no offset is given) instead of the regular ones.
+    """
+
+    every_days: int = 7
+    first_after_days: int = 7
+    cutoffs: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "backfill",
+            self,
+            {"every_days": (positive, "a positive integer"), "first_after_days": (positive, "a positive integer")},
+        )
+
+
+@dataclass
+class RankTrainConfig:
+    """Optimisation of the ranker.
+
+    Args:
+        epochs: maximum epochs; training stops early when the validation loss stops improving.
+        batch_size: impressions per step.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        patience: epochs without a better validation loss before stopping.
+        seed: seeds the initialisation and the batch order.
+    """
+
+    epochs: int = 20
+    batch_size: int = 4096
+    lr: float = 0.002
+    weight_decay: float = 1e-6
+    patience: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "ranker.train",
+            self,
+            {
+                "epochs": (positive, "a positive integer"),
+                "batch_size": (positive, "a positive integer"),
+                "lr": (positive, "positive"),
+                "weight_decay": (at_least_zero, "0 or more"),
+                "patience": (positive, "a positive integer"),
+            },
+        )

@@ -309,12 +309,20 @@ def historical_embeddings(
     (Feast's file store drops them; they are put back here so every request row is answered)."""
     column = ID_COLUMN[entity]
     feast_store = open_store(store, config)
-    entity_df = requests.select(column, "event_timestamp").with_row_index("request_row").to_pandas()
+    # Feast answers one row per (id, timestamp): a request's impressions share both, so ask for each pair once.
+    pairs = requests.select(column, "event_timestamp").unique(maintain_order=True).with_row_index("pair_row")
     result = feast_store.get_historical_features(
-        entity_df=entity_df, features=[f"{entity}_embedding:embedding", f"{entity}_embedding:model_version"]
+        entity_df=pairs.to_pandas(), features=[f"{entity}_embedding:embedding", f"{entity}_embedding:model_version"]
     ).to_df()
-    answered = pl.from_pandas(result[["request_row", "embedding", "model_version"]])
-    answered = answered.with_columns(pl.col("request_row").cast(pl.UInt32))
+    answered = pl.from_pandas(result[["pair_row", "embedding", "model_version"]])
+    answered = answered.with_columns(pl.col("pair_row").cast(pl.UInt32))
+    answered = (
+        requests.select(column, "event_timestamp")
+        .with_row_index("request_row")
+        .join(pairs, on=[column, "event_timestamp"], how="left", nulls_equal=True)
+        .join(answered, on="pair_row", how="inner")
+        .select("request_row", "embedding", "model_version")
+    )
     # Rows of a version that never went live (an export killed before LATEST moved) are not history: nulls.
     orphans = orphan_versions(store)
     if orphans:

@@ -94,6 +94,11 @@ def test_historical_retrieval_gives_each_time_the_version_live_then(tmp_path):
         tmp_path, SQLITE, "user", pl.DataFrame({"user_id": ["u007", "u008"], "event_timestamp": times[2:4]})
     )
     assert users["model_version"].to_list() == ["v000001", "v000002"]
+    # A homepage request's impressions share the user and the time: every one of them is answered.
+    repeated = pl.DataFrame({"item_id": [14, 14, 21, 14, 14], "event_timestamp": [times[2]] * 3 + [times[3]] * 2})
+    answer = historical_embeddings(tmp_path, SQLITE, "item", repeated)
+    assert answer["model_version"].to_list() == ["v000001"] * 3 + ["v000002"] * 2
+    assert answer["item_id"].to_list() == [14, 14, 21, 14, 14]
 
 
 def test_history_outlives_retention_unless_capped(tmp_path):

@@ -130,7 +130,18 @@ def test_bad_input_prints_one_clear_line_without_traceback(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-COMMANDS = ["generate", "validate", "build-graph", "split", "run", "evaluate", "train", "export publish", "export list"]
+COMMANDS = [
+    "generate",
+    "validate",
+    "build-graph",
+    "split",
+    "run",
+    "evaluate",
+    "train",
+    "backfill",
+    "export publish",
+    "export list",
+]
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
@@ -158,13 +169,14 @@ def test_help_imports_no_stage(command):
 def test_print_config_reads_back(tmp_path, command):
     args = command.split()
     required = {"build-graph": ["--validated", "v"], "split": ["--validated", "v"], "train": ["--snapshot", "s"]}
+    required["backfill"] = ["--validated", "v"]
     printed = subprocess.run(
         [sys.executable, "-m", "training.cli", *args, *required.get(args[0], []), "--print_config"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    groups = {"input", "shop", "validation", "graph", "split", "embeddings", "export"}
+    groups = {"input", "shop", "validation", "graph", "split", "embeddings", "export", "backfill"}
     for name, value in yaml.safe_load(printed).items():
         assert name not in groups or isinstance(value, dict), f"{name}: {value!r}"  # real defaults, not null
     (tmp_path / "config.yaml").write_text(printed)
@@ -222,6 +234,12 @@ def test_one_knob_has_one_name_in_every_command():
     assert config("export", "list")["export"] == run["export"]
     assert config("generate")["shop"] == run["shop"]
     assert config("split", "--validated", "v")["split"] == run["split"]
+    backfill = config("backfill", "--validated", "v")
+    assert (backfill["embeddings"], backfill["export"], backfill["graph"]) == (
+        run["embeddings"],
+        run["export"],
+        run["graph"],
+    )
 
 
 def test_run_log_is_one_line_per_stage_without_redraws_or_colours(tmp_path):

@@ -1,0 +1,136 @@
+"""The homepage CTR ranker: a DCN-v2 over behaviour features and frozen graph embeddings, with a position tower.
+
+Relevance comes from a deep & cross network (Wang et al. 2021, "DCN V2: Improved Deep & Cross Network",
+https://arxiv.org/abs/2008.13535) over standardised behaviour features, the user's and the module's frozen
+embeddings, their dot product and element-wise product. The slot enters only through a separate position tower
+(PAL, Guo et al. 2019, "PAL: A Position-bias Aware Learning Framework for CTR Prediction in Live Recommender
+Systems"): in training P(click) = P(seen | slot, device) x P(click | seen, user, module), and serving ranks by the
+second factor alone, so the order is not a mirror of past placement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class RankerConfig:
+    """Architecture of the ranker.
+
+    Args:
+        cross_layers: DCN-v2 cross layers (full-rank).
+        hidden: widths of the deep tower's layers.
+        dropout: dropout in the deep tower.
+        embedding_products: add the element-wise product of the user and module embeddings to the input (their dot
+            product is always an input when embeddings are).
+        position_tower: learn P(seen | slot, device) beside relevance (PAL); without it the slot is ignored.
+    """
+
+    cross_layers: int = 2
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = 0.1
+    embedding_products: bool = True
+    position_tower: bool = True
+
+
+class CrossLayer(nn.Module):
+    """x_{l+1} = x_0 * (W x_l + b) + x_l."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x0 * self.linear(x) + x
+
+
+class HomepageRanker(nn.Module):
+    """P(click | seen) of (user, module) rows from dense features and embeddings; P(seen) from slot and device.
+
+    Args:
+        num_dense: behaviour and context features per row (standardised inside with the stored statistics).
+        embedding_dim: dimension of the user and module embeddings given as inputs (0: none).
+        num_slots: slots the position tower knows (later slots share the last one).
+        num_devices: devices the position tower knows.
+    """
+
+    def __init__(
+        self, num_dense: int, embedding_dim: int, num_slots: int, num_devices: int, config: RankerConfig | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config or RankerConfig()
+        self.num_dense, self.embedding_dim = num_dense, embedding_dim
+        self.num_slots, self.num_devices = num_slots, num_devices
+        self.register_buffer("dense_mean", torch.zeros(num_dense))
+        self.register_buffer("dense_std", torch.ones(num_dense))
+        width = num_dense
+        if embedding_dim:
+            width += 2 * embedding_dim + 1 + (embedding_dim if self.config.embedding_products else 0)
+        self.cross = nn.ModuleList(CrossLayer(width) for _ in range(self.config.cross_layers))
+        layers: list[nn.Module] = []
+        previous = width
+        for size in self.config.hidden:
+            layers += [nn.Linear(previous, size), nn.ReLU(), nn.Dropout(self.config.dropout)]
+            previous = size
+        self.deep = nn.Sequential(*layers)
+        self.head = nn.Linear(width + previous, 1)
+        if self.config.position_tower:
+            self.slot_logit = nn.Embedding(num_slots, num_devices)
+            nn.init.zeros_(self.slot_logit.weight)
+            self.device_logit = nn.Embedding(num_devices, 1)
+            nn.init.constant_(self.device_logit.weight, 2.0)  # starts near "always seen"
+
+    def set_dense_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the training rows' feature means and standard deviations (used for every later input)."""
+        self.dense_mean.copy_(mean)
+        self.dense_std.copy_(torch.clamp(std, min=1e-6))
+
+    def inputs(
+        self, dense: torch.Tensor, user: torch.Tensor | None = None, module: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[n, width] the network's input row: standardised dense features, then the embeddings' terms."""
+        parts = [(dense - self.dense_mean) / self.dense_std]
+        if self.embedding_dim:
+            if user is None or module is None:
+                raise ValueError("this ranker was built with embeddings: pass the user and module vectors")
+            parts += [user, module, (user * module).sum(dim=1, keepdim=True)]
+            if self.config.embedding_products:
+                parts.append(user * module)
+        return torch.cat(parts, dim=1)
+
+    def forward(
+        self, dense: torch.Tensor, user: torch.Tensor | None = None, module: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[n] relevance logits: log-odds of a click given the module is seen. The serving score."""
+        x0 = self.inputs(dense, user, module)
+        x = x0
+        for layer in self.cross:
+            x = layer(x0, x)
+        return self.head(torch.cat([x, self.deep(x0)], dim=1)).squeeze(1)
+
+    def seen_logit(self, slot: torch.Tensor, device: torch.Tensor) -> torch.Tensor:
+        """[n] log-odds that a module in `slot` (0-based) on `device` is seen; +inf-like when there is no tower."""
+        if not self.config.position_tower:
+            return torch.full(slot.shape, 30.0, device=slot.device)
+        slot = torch.clamp(slot, max=self.num_slots - 1)
+        per_device = self.slot_logit(slot).gather(1, device.unsqueeze(1)).squeeze(1)
+        return per_device + self.device_logit(device).squeeze(1)
+
+    def click_log_probability(
+        self, relevance_logit: torch.Tensor, seen_logit: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log P(click) and log P(no click) under P(click) = sigmoid(seen) x sigmoid(relevance), computed stably."""
+        log_click = F.logsigmoid(relevance_logit) + F.logsigmoid(seen_logit)
+        log_no_click = torch.log(-torch.expm1(torch.clamp(log_click, max=-1e-7)))
+        return log_click, log_no_click
+
+    def click_loss(
+        self, relevance_logit: torch.Tensor, seen_logit: torch.Tensor, clicked: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean binary cross-entropy of the clicks under the position-aware model."""
+        log_click, log_no_click = self.click_log_probability(relevance_logit, seen_logit)
+        return -(clicked * log_click + (1 - clicked) * log_no_click).mean()

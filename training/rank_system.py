@@ -1,0 +1,117 @@
+"""The Lightning system that trains the homepage ranker: a thin wrapper owning the position-aware click loss.
+
+The model is a plain `graphrec.rank.model.HomepageRanker` handed in by the caller; serving never sees this class.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from graphrec.rank.model import HomepageRanker
+from training.config import RankTrainConfig
+
+log = logging.getLogger("graphrec.rank")
+
+
+class RankerSystem(L.LightningModule):
+    """Trains P(click) = P(seen | slot, device) x P(click | seen) on logged impressions."""
+
+    def __init__(self, model: HomepageRanker, train_config: RankTrainConfig) -> None:
+        super().__init__()
+        self.save_hyperparameters({"train": asdict(train_config)})
+        self.model = model
+        self.train_config = train_config
+
+    def _loss(self, batch) -> torch.Tensor:
+        dense, user, module, slot, device, clicked = batch
+        embeddings = (user, module) if self.model.embedding_dim else (None, None)
+        relevance = self.model(dense, *embeddings)
+        return self.model.click_loss(relevance, self.model.seen_logit(slot, device), clicked)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[0]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self._loss(batch), on_step=False, on_epoch=True, batch_size=len(batch[0]))
+
+    def configure_optimizers(self):
+        cfg = self.train_config
+        return torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _tensors(arrays: dict, dim: int) -> TensorDataset:
+    n = len(arrays["clicked"])
+    empty = torch.zeros(n, max(dim, 1))
+    user = torch.from_numpy(arrays["user"]) if arrays.get("user") is not None and dim else empty
+    module = torch.from_numpy(arrays["module"]) if arrays.get("module") is not None and dim else empty
+    return TensorDataset(
+        torch.from_numpy(arrays["dense"]),
+        user,
+        module,
+        torch.from_numpy(arrays["slot"]),
+        torch.from_numpy(arrays["device"]),
+        torch.from_numpy(arrays["clicked"]),
+    )
+
+
+def fit_ranker(
+    model: HomepageRanker, train: dict, validation: dict | None, train_config: RankTrainConfig, out_dir
+) -> HomepageRanker:
+    """Fit `model` on the `train` arrays (from `RankRows.arrays`), early-stopping on the `validation` loss; the
+    model is returned with its best weights."""
+    L.seed_everything(train_config.seed, workers=True, verbose=False)
+    dense = torch.from_numpy(train["dense"])
+    model.set_dense_statistics(dense.mean(dim=0), dense.std(dim=0))
+    dim = model.embedding_dim
+    generator = torch.Generator().manual_seed(train_config.seed)
+    train_loader = DataLoader(
+        _tensors(train, dim), batch_size=train_config.batch_size, shuffle=True, generator=generator
+    )
+    val_loader = DataLoader(_tensors(validation, dim), batch_size=8 * train_config.batch_size) if validation else None
+    system = RankerSystem(model, train_config)
+    callbacks = []
+    checkpoint = None
+    if val_loader is not None:
+        checkpoint = ModelCheckpoint(dirpath=out_dir, monitor="val_loss", mode="min", save_top_k=1, filename="best")
+        callbacks = [checkpoint, EarlyStopping(monitor="val_loss", mode="min", patience=train_config.patience)]
+    trainer = L.Trainer(
+        max_epochs=train_config.epochs,
+        accelerator="cpu",
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=checkpoint is not None,
+        deterministic=True,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if val_loader is not None else 0,
+    )
+    trainer.fit(system, train_loader, val_loader)
+    if checkpoint is not None and checkpoint.best_model_path:
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        system.load_state_dict(state)
+        log.debug("best validation loss %.5f", float(checkpoint.best_model_score))
+    return system.model.eval()
+
+
+@torch.no_grad()
+def predict(model: HomepageRanker, arrays: dict, batch_size: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """P(click | seen) (the serving score) and P(click) at the logged slot, per row."""
+    model.eval()
+    dim = model.embedding_dim
+    relevance, click = [], []
+    for dense, user, module, slot, device, _ in DataLoader(_tensors(arrays, dim), batch_size=batch_size):
+        logit = model(dense, user, module) if dim else model(dense)
+        log_click, _ = model.click_log_probability(logit, model.seen_logit(slot, device))
+        relevance.append(torch.sigmoid(logit))
+        click.append(torch.exp(log_click))
+    return torch.cat(relevance).numpy(), torch.cat(click).numpy()
