@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import peak_rss_gib, write_results  # noqa: E402
-from benchmarks.graph_build import machine  # noqa: E402
+from benchmarks.common import peak_rss_gib, write_results
+from benchmarks.graph_build import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"non_personal_ratio_below": 0.80, "one_hop_ratio_below": 0.90}
