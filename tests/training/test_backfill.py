@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -73,3 +74,23 @@ def test_cutoffs_from_settings(small_shop):
     ]
     regular = backfill_cutoffs(events, BackfillConfig(every_days=7, first_after_days=1))
     assert [c.isoformat() for c in regular] == ["2026-01-06T00:00:00+00:00", "2026-01-13T00:00:00+00:00"]
+
+
+def test_ranker_rows_carry_point_in_time_embeddings_and_features(backfilled, small_shop):
+    from graphrec.rank.features import feature_descriptions
+    from graphrec.rank.rows import EMBEDDING_FLAGS, impression_rows
+
+    root, summaries, *_ = backfilled
+    rows = impression_rows(root / "validated", root / "store")
+    frame = rows.frame
+    assert frame.height == small_shop.impressions.height
+    assert rows.feature_names == [*feature_descriptions(), *EMBEDDING_FLAGS] and rows.embedding_dim == 8
+    first_cutoff = datetime.fromisoformat(summaries[0]["cutoff"])
+    early = frame.filter(pl.col("timestamp") < first_cutoff)
+    assert early["has_user_embedding"].sum() == 0 and early["user_embedding_version"].null_count() == early.height
+    late = frame.filter(pl.col("timestamp") >= first_cutoff)
+    assert late["has_user_embedding"].mean() > 0.5 and late["has_module_embedding"].mean() > 0.5
+    arrays = rows.arrays(np.flatnonzero((frame["timestamp"] >= first_cutoff).to_numpy()))
+    assert arrays["user"].shape == (late.height, 8) and arrays["dense"].shape[1] == len(rows.feature_names)
+    missing = arrays["dense"][:, rows.feature_names.index("has_user_embedding")] == 0
+    assert (arrays["user"][missing] == 0).all()  # a user the version lacks gets the zero vector
