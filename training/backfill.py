@@ -25,7 +25,7 @@ from graphrec.data.validation import read_validated
 from graphrec.errors import ConfigError, InputError
 from graphrec.graph.config import GraphConfig
 from graphrec.graph.snapshot import build_snapshot, save_snapshot
-from graphrec.store.versions import list_versions, read_manifest
+from graphrec.store.versions import list_versions, orphan_versions, read_manifest
 from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig
 from training.export import export_job
 from training.train import train_job, warm_start_source
@@ -63,7 +63,8 @@ def published_cutoffs(store: str | Path, workdir: str | Path) -> set[str]:
     store, state = Path(store), Path(workdir) / "backfill.json"
     done = set(json.loads(state.read_text())["published"]) if state.exists() else set()
     if (store / "embeddings").exists():
-        done |= {read_manifest(store, version)["cutoff"] for version in list_versions(store)}
+        orphans = set(orphan_versions(store))  # a killed export's version was never live: publish it again
+        done |= {read_manifest(store, v)["cutoff"] for v in list_versions(store) if v not in orphans}
     return done
 
 

@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from graphrec.rank.model import HomepageRanker
 from training.config import RankTrainConfig
@@ -73,10 +73,17 @@ def fit_ranker(
     model.set_dense_statistics(dense.mean(dim=0), dense.std(dim=0))
     dim = model.embedding_dim
     generator = torch.Generator().manual_seed(train_config.seed)
-    train_loader = DataLoader(
-        _tensors(train, dim), batch_size=train_config.batch_size, shuffle=True, generator=generator
-    )
-    val_loader = DataLoader(_tensors(validation, dim), batch_size=8 * train_config.batch_size) if validation else None
+    # Whole batches are gathered with one index each (a per-row fetch costs more than the step itself).
+    train_set = _tensors(train, dim)
+    batches = BatchSampler(RandomSampler(train_set, generator=generator), train_config.batch_size, drop_last=False)
+    train_loader = DataLoader(train_set, sampler=batches, batch_size=None)
+    val_loader = None
+    if validation:
+        val_set = _tensors(validation, dim)
+        val_batches = BatchSampler(SequentialSampler(val_set), 8 * train_config.batch_size, drop_last=False)
+        val_loader = DataLoader(val_set, sampler=val_batches, batch_size=None)
+    if model.config.position_tower:
+        initialise_position_tower(model, train)
     system = RankerSystem(model, train_config)
     callbacks = []
     checkpoint = None
@@ -104,12 +111,32 @@ def fit_ranker(
 
 
 @torch.no_grad()
+def initialise_position_tower(model: HomepageRanker, train: dict, prior: float = 200.0) -> None:
+    """Start P(seen | slot, device) at each slot's click rate relative to the device's best slot (smoothed towards
+    the device's mean with `prior` impressions): the position curve the logs show, which training then refines."""
+    slots = np.minimum(train["slot"], model.num_slots - 1)
+    for device in range(model.num_devices):
+        mine = train["device"] == device
+        if not mine.any():
+            continue
+        clicks = np.bincount(slots[mine], weights=train["clicked"][mine], minlength=model.num_slots)
+        shown = np.bincount(slots[mine], minlength=model.num_slots)
+        mean = clicks.sum() / shown.sum()
+        ctr = (clicks + prior * mean) / (shown + prior)
+        ratio = np.clip(ctr / ctr.max(), 1e-3, 0.999)
+        model.slot_logit.weight[:, device] = torch.from_numpy(np.log(ratio / (1 - ratio))).float()
+    model.device_logit.weight.zero_()
+
+
+@torch.no_grad()
 def predict(model: HomepageRanker, arrays: dict, batch_size: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """P(click | seen) (the serving score) and P(click) at the logged slot, per row."""
     model.eval()
     dim = model.embedding_dim
     relevance, click = [], []
-    for dense, user, module, slot, device, _ in DataLoader(_tensors(arrays, dim), batch_size=batch_size):
+    rows = _tensors(arrays, dim)
+    loader = DataLoader(rows, sampler=BatchSampler(SequentialSampler(rows), batch_size, False), batch_size=None)
+    for dense, user, module, slot, device, _ in loader:
         logit = model(dense, user, module) if dim else model(dense)
         log_click, _ = model.click_log_probability(logit, model.seen_logit(slot, device))
         relevance.append(torch.sigmoid(logit))
