@@ -16,9 +16,11 @@ _CANDIDATE_DELIMITERS = (",", "\t", ";", "|")
 # empty_line) or null. The validator quarantines such rows with that reason; it is never a contract column.
 LINE_PROBLEM = "__line_problem"
 _UNIT_SEPARATOR = "\x1f"  # never in these text files: each line is read as one field
+# Files spilled for a later pass only: fast to write and read back beats small.
+SPILL_PARQUET = {"compression": "uncompressed"}
 
 
-def scan_table(path: str | Path, delimiter: str | None = None) -> pl.LazyFrame:
+def scan_table(path: str | Path, delimiter: str | None = None, spill_dir: str | Path | None = None) -> pl.LazyFrame:
     """Open a Parquet file, a directory of Parquet files, or a CSV/TSV file with a header as a lazy frame.
 
     CSV columns are read as strings; the validator types them, so a stray value never aborts the read. A line that
@@ -26,6 +28,11 @@ def scan_table(path: str | Path, delimiter: str | None = None) -> pl.LazyFrame:
     missing fields null, extra ones cut) and flagged in the `LINE_PROBLEM` column, so the validator quarantines it
     with its row number like any other bad row. Raises InputError naming the file when it is missing, empty,
     corrupt or split by another delimiter.
+
+    Args:
+        spill_dir: an empty directory for a CSV's rows: the file is converted there to Parquet in streaming passes
+            (memory bounded whatever the file's size) and the frame reads that, so row slices of it are cheap.
+            Without it a CSV is read into memory. Parquet inputs are read in place either way.
     """
     path = Path(path)
     if not path.exists():
@@ -46,18 +53,24 @@ def scan_table(path: str | Path, delimiter: str | None = None) -> pl.LazyFrame:
     if suffix in CSV_SUFFIXES:
         separator = delimiter or CSV_SUFFIXES[suffix]
         _check_csv_header(path, separator)
-        return _scan_csv(path, separator)
+        return _scan_csv(path, separator, None if spill_dir is None else Path(spill_dir))
     raise InputError(f"{path}: unsupported file type {suffix!r}; use Parquet (.parquet) or CSV (.csv/.tsv)")
 
 
-def _scan_csv(path: Path, separator: str) -> pl.LazyFrame:
+def _scan_csv(path: Path, separator: str, spill_dir: Path | None) -> pl.LazyFrame:
     strict = pl.scan_csv(path, separator=separator, infer_schema=False, has_header=True)
+    spilled = None if spill_dir is None else spill_dir / "rows.parquet"
     try:
         # Read once, strictly: a clean file (the usual case) costs no more than before. Rows with fields missing
         # read as nulls here, and the validator judges the values.
-        return strict.collect().lazy()
+        if spilled is None:
+            return strict.collect().lazy()
+        strict.sink_parquet(spilled, **SPILL_PARQUET)
+        return pl.scan_parquet(spilled)
     except pl.exceptions.PolarsError as exc:
         failure = InputError(f"{path}: cannot read rows ({type(exc).__name__}: {exc})")
+        if spilled is not None:
+            spilled.unlink(missing_ok=True)
     # Bytes that are not UTF-8 or a line with extra fields failed the strict read. Read the file leniently (bad
     # bytes replaced, extra fields cut) and once more a line per row, to flag exactly the lines the lenient read
     # repaired: polars reports no per-row problems, and this keeps the good rows instead of rejecting the file.
@@ -96,15 +109,30 @@ def _scan_csv(path: Path, separator: str) -> pl.LazyFrame:
             .alias(LINE_PROBLEM),
             unquoted.str.contains(rf'(^|{sep})"').alias("open_quote"),  # a quoted field that goes on past the line
         )
-        summary = checks.select(pl.len(), pl.col("open_quote").any()).collect()
+        # Streaming aggregates: the lines are counted, never held.
+        summary = checks.select(pl.len(), pl.col("open_quote").any()).collect(engine="streaming")
         rows, open_quote = summary.row(0)
-        aligned = not open_quote and rows == lenient.select(pl.len()).collect().item()
+        aligned = not open_quote and rows == lenient.select(pl.len()).collect(engine="streaming").item()
     except pl.exceptions.PolarsError:
         raise failure from None
     if not aligned:
         # Quoted fields spanning lines: rows and lines do not align, so problems cannot be placed on rows.
         raise failure
-    return pl.concat([lenient, checks.select(LINE_PROBLEM)], how="horizontal")
+    if spill_dir is None:
+        return pl.concat([lenient, checks.select(LINE_PROBLEM)], how="horizontal")
+    try:
+        # Each read streams into its own file, then the two files are zipped into one: zipping the two CSV scans
+        # directly is refused by the streaming engine, and a single Parquet file slices cheaply.
+        values, problems = spill_dir / "lenient.parquet", spill_dir / "line_problems.parquet"
+        lenient.sink_parquet(values, **SPILL_PARQUET)
+        checks.select(LINE_PROBLEM).sink_parquet(problems, **SPILL_PARQUET)
+        both = pl.concat([pl.scan_parquet(values), pl.scan_parquet(problems)], how="horizontal")
+        both.sink_parquet(spill_dir / "rows.parquet", **SPILL_PARQUET)
+        values.unlink()
+        problems.unlink()
+    except pl.exceptions.PolarsError:
+        raise failure from None
+    return pl.scan_parquet(spill_dir / "rows.parquet")
 
 
 def _check_parquet(path: Path) -> None:

@@ -3,21 +3,38 @@
 Every input row ends in exactly one place: the validated table (used), or the quarantine table with reason
 `duplicate` (deduplicated) or another reason (quarantined). `input_rows == used + deduplicated + quarantined`
 holds for every table and is recorded in the report.
+
+A table is validated in chunks of `validation.chunk_rows` rows, so memory follows the chunk, not the table, and
+the outputs are the same whatever the chunk size (one chunk larger than the table is the whole-table pass):
+1. what depends on a whole column is settled first, in a streaming pre-pass: the `auto` epoch unit (where the
+   median falls among the unit thresholds, found from counts, never by holding the column) and whether every id
+   in an id-list column is an integer;
+2. each chunk is typed and checked row by row; its quarantined rows and its valid rows go to the work directory,
+   and every row's 64-bit hash (of the key for catalogs, of all values otherwise) to one of a few hash partitions;
+3. the rows whose hash another row has are read again and judged exactly as one pass over the table would judge
+   them (the first of equal rows is kept, a valid row whose key an earlier row has conflicts), so a hash collision
+   costs a re-read, never a row;
+4. `auto` text ids become Int64 at the end when every value, or every kept value, of the column is an integer.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
 from graphrec.data.config import ValidationConfig
-from graphrec.data.readers import LINE_PROBLEM, scan_table
+from graphrec.data.readers import LINE_PROBLEM, SPILL_PARQUET, scan_table
 from graphrec.data.schema import (
     CONTENT,
     EVENT_TYPE_DTYPE,
@@ -45,6 +62,13 @@ _DATETIME_FORMATS = (
     "%Y-%m-%d",
 )
 _EPOCH_UNIT_SCALE = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+# The median of |epoch| at or above a threshold means that unit (checked from the top); below all of them: seconds.
+_EPOCH_UNIT_THRESHOLDS = ((1e17, "ns"), (1e14, "us"), (1e11, "ms"))
+_NUMERIC_TEXT = r"^-?\d+(\.\d+)?$"
+# Notes in the order one pass over a table writes them, whichever chunk saw each first.
+_NOTE_ORDER = ("naive_timestamps", "naive_timezone", "ambiguous_local_times", "timestamp_unit", "timestamp_parsing")
+_INDEX_DTYPE = np.dtype([("row_number", np.uint64), ("hash", np.uint64)])
+_MAX_PARTITIONS = 1024  # files of the hash index, at most
 
 
 @dataclass
@@ -139,41 +163,84 @@ def check_schema(schema: pl.Schema, spec: TableSpec, source: str) -> list[Column
     return present
 
 
+def _trimmed(series: pl.Series) -> pl.Series:
+    """String ids trimmed, empty ones null."""
+    text = series.cast(pl.String).str.strip_chars()
+    return pl.select(pl.when(text.str.len_bytes() == 0).then(None).otherwise(text)).to_series().alias(series.name)
+
+
+def _is_integer_text_expr(text: pl.Expr) -> pl.Expr:
+    """Per value: true where a string id is a plain integer (`17`, not `017` or `1.0`) or null."""
+    return text.cast(pl.Int64, strict=False).cast(pl.String).eq_missing(text)
+
+
+def _is_integer_text(text: pl.Series) -> pl.Series:
+    return pl.select(_is_integer_text_expr(pl.lit(text))).to_series()
+
+
 def _normalise_id(series: pl.Series, id_type: str) -> pl.Series:
-    """Trim string ids (empty -> null) and, for `auto`, turn all-integer string columns into Int64."""
+    """Trim string ids (empty -> null); `int` reads them as Int64. `auto` keeps them as text here: whether the
+    column becomes Int64 is decided at the end, on the whole table (`_integer_id_columns`)."""
     if _is_integer(series.dtype):
         return series.cast(pl.Int64) if series.dtype != pl.UInt64 else series
     if series.dtype == pl.Null:
         return series.cast(pl.String)
-    text = series.cast(pl.String).str.strip_chars()
-    text = pl.select(pl.when(text.str.len_bytes() == 0).then(None).otherwise(text)).to_series().alias(series.name)
-    if id_type == "str":
-        return text
-    as_int = text.cast(pl.Int64, strict=False)
-    if id_type == "int" or bool(as_int.cast(pl.String).eq_missing(text).all()):
-        return as_int
-    return text
+    text = _trimmed(series)
+    return text.cast(pl.Int64, strict=False) if id_type == "int" else text
 
 
-def _epoch_unit(values: pl.Series, configured: str) -> str:
-    if configured != "auto":
-        return configured
-    # The median, not the maximum, so that a few rows in another unit are quarantined, not the whole column.
-    largest = values.abs().median()
-    if largest is None:
+def _median_unit(frame: pl.LazyFrame, values: pl.Expr) -> str:
+    """The epoch unit implied by the median of `values` (absolute epochs), in one streaming pass that never holds
+    the column: per threshold it counts the values below and keeps the largest below and the smallest above, which
+    is all it takes to know on which side the median falls (polars sorts NaN last; a NaN median is no unit)."""
+    v = pl.col("v")
+    aggregates = [v.count().alias("n"), v.is_nan().sum().alias("nan")]
+    for i, (threshold, _) in enumerate(_EPOCH_UNIT_THRESHOLDS):
+        below = v < threshold
+        aggregates += [
+            below.sum().alias(f"below{i}"),
+            v.filter(below).max().alias(f"low{i}"),
+            v.filter(~below & ~v.is_nan()).min().alias(f"high{i}"),
+        ]
+    epochs = frame.select(values.cast(pl.Float64).alias("v"))  # computed once, then aggregated
+    stats = epochs.select(aggregates).collect(engine="streaming").row(0, named=True)
+    n = stats["n"]
+    lower, upper = (n - 1) // 2, n // 2  # sorted positions of the middle values (one value when n is odd)
+    if n == 0 or upper >= n - stats["nan"]:
         return "s"
-    largest = float(largest)
-    if largest >= 1e17:
-        return "ns"
-    if largest >= 1e14:
-        return "us"
-    if largest >= 1e11:
-        return "ms"
+    for i, (threshold, unit) in enumerate(_EPOCH_UNIT_THRESHOLDS):
+        below = stats[f"below{i}"]
+        if below <= lower:  # both middle values at or above the threshold
+            return unit
+        if below == upper and lower < upper:  # the threshold lies between the two middle values
+            median = pl.Series([stats[f"low{i}"], stats[f"high{i}"]], dtype=pl.Float64).median()
+            if median >= threshold:
+                return unit
     return "s"
 
 
-def _normalise_timestamp(series: pl.Series, config: ValidationConfig, notes: dict[str, Any]) -> pl.Series:
-    """Return the column as Datetime(us, UTC); values that cannot be read become null."""
+def _epoch_units(source: _Source, config: ValidationConfig) -> dict[str, str]:
+    """The epoch unit of each timestamp column that may hold numbers, chosen on the whole column: with `auto`, from
+    the median (not the maximum, so that a few rows in another unit are quarantined, not the whole column)."""
+    units = {}
+    for column in source.columns:
+        dtype = source.dtypes[column.name]
+        if column.kind != "timestamp" or isinstance(dtype, pl.Datetime) or dtype == pl.Date:
+            continue
+        if config.timestamp_unit != "auto" or dtype == pl.Null:
+            units[column.name] = config.timestamp_unit if config.timestamp_unit != "auto" else "s"
+        elif _is_stringlike(dtype):
+            text = pl.col(column.name).cast(pl.String).str.strip_chars()
+            epochs = pl.when(text.str.contains(_NUMERIC_TEXT)).then(text).cast(pl.Float64)
+            units[column.name] = _median_unit(source.frame, epochs.abs())
+        else:
+            units[column.name] = _median_unit(source.frame, pl.col(column.name).abs())
+    return units
+
+
+def _normalise_timestamp(series: pl.Series, config: ValidationConfig, notes: dict[str, Any], unit: str) -> pl.Series:
+    """Return the column as Datetime(us, UTC); values that cannot be read become null. `unit` is the epoch unit
+    of numbers, chosen on the whole column (`_epoch_units`)."""
     name = series.name
     dtype = series.dtype
     if isinstance(dtype, pl.Datetime):
@@ -186,29 +253,35 @@ def _normalise_timestamp(series: pl.Series, config: ValidationConfig, notes: dic
         # Each string is read as an epoch number when it is one and as a date-time otherwise; a date-time with an
         # offset is exact, one without is a local time in `validation.timezone`.
         text = series.cast(pl.String).str.strip_chars()
-        numeric = text.str.contains(r"^-?\d+(\.\d+)?$").fill_null(False)
+        numeric = text.str.contains(_NUMERIC_TEXT).fill_null(False)
         formats = ([config.timestamp_format] if config.timestamp_format else []) + list(_DATETIME_FORMATS)
         with_offset = [f for f in formats if "%z" in f or "%#z" in f]
         naive_formats = [f for f in formats if f not in with_offset]
-        exact = pl.select(
-            pl.coalesce(
-                [text.str.to_datetime(format=f, strict=False, time_zone="UTC", time_unit="us") for f in with_offset]
-                or [pl.lit(None, dtype=TIMESTAMP_DTYPE)]
-            )
-        ).to_series()
-        local = pl.select(
-            pl.coalesce([text.str.to_datetime(format=f, strict=False, time_unit="us") for f in naive_formats])
-        ).to_series()
-        local = pl.select(pl.when(exact.is_null()).then(local)).to_series()
+        exact = _first_parse(text, with_offset, TIMESTAMP_DTYPE, time_zone="UTC")
+        local = _first_parse(text.set(exact.is_not_null(), None), naive_formats, pl.Datetime("us"))
         parsed = pl.select(pl.coalesce(exact, _localise(local, config, notes))).to_series()
         epochs = pl.select(pl.when(numeric).then(text)).to_series().cast(pl.Float64).alias(name)
         if bool(numeric.any()):
-            from_epoch = _epoch_to_datetime(epochs, config, notes)
+            from_epoch = _epoch_to_datetime(epochs, notes, unit)
             parsed = pl.select(pl.when(numeric).then(from_epoch).otherwise(parsed)).to_series()
         if not bool(numeric.all()):
             notes["timestamp_parsing"] = "strings"
         return parsed.alias(name).cast(TIMESTAMP_DTYPE)
-    return _epoch_to_datetime(series, config, notes)
+    return _epoch_to_datetime(series, notes, unit)
+
+
+def _first_parse(text: pl.Series, formats: list[str], dtype: pl.DataType, **options: Any) -> pl.Series:
+    """Each value read with the first of `formats` that reads it (null when none does), as
+    `pl.coalesce(text.str.to_datetime(f) for f in formats)` but each format only reads what the ones before could
+    not: a column in one format is parsed once."""
+    parsed = pl.repeat(None, text.len(), dtype=dtype, eager=True).alias(text.name)
+    for format in formats:
+        unread = parsed.is_null() & text.is_not_null()
+        if not unread.any():
+            break
+        attempt = text.filter(unread).str.to_datetime(format=format, strict=False, time_unit="us", **options)
+        parsed = parsed.scatter(unread.arg_true(), attempt)
+    return parsed
 
 
 def _localise(naive: pl.Series, config: ValidationConfig, notes: dict[str, Any]) -> pl.Series:
@@ -227,14 +300,23 @@ def _localise(naive: pl.Series, config: ValidationConfig, notes: dict[str, Any])
     return local.dt.convert_time_zone("UTC").cast(TIMESTAMP_DTYPE)
 
 
-def _epoch_to_datetime(series: pl.Series, config: ValidationConfig, notes: dict[str, Any]) -> pl.Series:
+def _epoch_to_datetime(series: pl.Series, notes: dict[str, Any], unit: str) -> pl.Series:
     name = series.name
-    unit = _epoch_unit(series, config.timestamp_unit)
     notes["timestamp_unit"] = unit
     micros = series.cast(pl.Float64) * _EPOCH_UNIT_SCALE[unit]
     in_range = micros.abs() < 8e18
     micros = pl.select(pl.when(in_range).then(micros).otherwise(None)).to_series()
     return micros.round(0).cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
+
+
+def _normalise_event_type(series: pl.Series, config: ValidationConfig) -> pl.Series:
+    """Canonical event types (aliases resolved; unknown names null). An Enum column is mapped per category, not
+    per row: the same result, without spelling out every row."""
+    if isinstance(series.dtype, pl.Enum):
+        categories = _normalise_event_type(series.dtype.categories, config)
+        return categories.gather(series.to_physical()).alias(series.name)
+    text = series.cast(pl.String).str.strip_chars().str.to_lowercase()
+    return text.replace_strict(config.aliases(), default=None, return_dtype=pl.String).cast(EVENT_TYPE_DTYPE)
 
 
 def _normalise_flag(series: pl.Series) -> pl.Series:
@@ -247,38 +329,71 @@ def _normalise_flag(series: pl.Series) -> pl.Series:
     return pl.select(pl.when(series.is_in([0, 1])).then(series).otherwise(None)).to_series().cast(pl.Int8)
 
 
-def _normalise_id_list(series: pl.Series, id_type: str) -> pl.Series:
+def _id_lists_as_text(series: pl.Series) -> pl.Series:
+    """A column of id lists (lists, or strings of ids separated by '|', ',', ';' or spaces) as List(String)."""
     if isinstance(series.dtype, pl.List):
-        inner = series.explode()
-        if _is_integer(inner.dtype):
-            return series.cast(pl.List(pl.Int64))
-        lists = series.cast(pl.List(pl.String))
-    else:
-        text = series.cast(pl.String).str.strip_chars().str.strip_chars("[]")
-        text = text.str.replace_all(r"[|,;\s]+", " ").str.replace_all(r"[\"']", "").str.strip_chars()
-        lists = pl.select(
-            pl.when(text.str.len_bytes() == 0).then(pl.lit([], dtype=pl.List(pl.String))).otherwise(text.str.split(" "))
-        ).to_series()
-    flat = lists.explode()
-    typed = _normalise_id(flat.alias("ids"), id_type)
-    if typed.dtype == pl.Int64:
-        return lists.cast(pl.List(pl.Int64)).alias(series.name)
-    return lists.alias(series.name)
+        return series.cast(pl.List(pl.String))
+    text = series.cast(pl.String).str.strip_chars().str.strip_chars("[]")
+    text = text.str.replace_all(r"[|,;\s]+", " ").str.replace_all(r"[\"']", "").str.strip_chars()
+    return pl.select(
+        pl.when(text.str.len_bytes() == 0).then(pl.lit([], dtype=pl.List(pl.String))).otherwise(text.str.split(" "))
+    ).to_series()
 
 
-def _normalise(df: pl.DataFrame, columns: list[Column], config: ValidationConfig, notes: dict[str, Any]) -> dict:
+def _id_lists_are_integers(series: pl.Series, id_type: str) -> bool:
+    """Whether these id lists are read as List(Int64): lists of integers are; with `auto`, lists whose every id is
+    a plain integer are (the whole column must be: `_integer_id_lists`)."""
+    if isinstance(series.dtype, pl.List) and _is_integer(series.dtype.inner):
+        return True
+    if id_type != "auto":
+        return id_type == "int"
+    return bool(_is_integer_text(_trimmed(_id_lists_as_text(series).explode())).all())
+
+
+def _integer_id_lists(source: _Source, config: ValidationConfig) -> dict[str, bool]:
+    """Per id-list column, whether every id in the whole column is an integer (the column is then List(Int64))."""
+    decided = {}
+    for column in source.columns:
+        if column.kind == "id_list":
+            starts = range(0, source.rows, config.chunk_rows)
+            decided[column.name] = all(
+                _id_lists_are_integers(
+                    source.read(start, config.chunk_rows, [column.name])[column.name], config.id_type
+                )
+                for start in starts
+            )
+    return decided
+
+
+def _normalise_id_list(series: pl.Series, integer: bool) -> pl.Series:
+    """Parse a column of id lists; `integer`, decided on the whole column, reads the ids as Int64."""
+    if isinstance(series.dtype, pl.List) and _is_integer(series.dtype.inner):
+        return series.cast(pl.List(pl.Int64))
+    lists = _id_lists_as_text(series)
+    return (lists.cast(pl.List(pl.Int64)) if integer else lists).alias(series.name)
+
+
+@dataclass
+class _WholeTable:
+    """What a chunk cannot see but the whole column decides, settled before the chunks are validated."""
+
+    epoch_units: dict[str, str]  # per timestamp column that may hold epoch numbers
+    integer_id_lists: dict[str, bool]  # per id-list column
+
+
+def _normalise(
+    df: pl.DataFrame, columns: list[Column], config: ValidationConfig, notes: dict[str, Any], whole: _WholeTable
+) -> dict[str, pl.Series]:
     normalised: dict[str, pl.Series] = {}
     for column in columns:
         raw = df[column.name]
         if column.kind == "id":
             normalised[column.name] = _normalise_id(raw, config.id_type)
         elif column.kind == "event_type":
-            text = raw.cast(pl.String).str.strip_chars().str.to_lowercase()
-            normalised[column.name] = text.replace_strict(config.aliases(), default=None, return_dtype=pl.String).cast(
-                EVENT_TYPE_DTYPE
-            )
+            normalised[column.name] = _normalise_event_type(raw, config)
         elif column.kind == "timestamp":
-            normalised[column.name] = _normalise_timestamp(raw, config, notes)
+            unit = whole.epoch_units.get(column.name, "s")
+            normalised[column.name] = _normalise_timestamp(raw, config, notes, unit)
         elif column.kind == "int":
             normalised[column.name] = raw.cast(pl.Int64, strict=False)
         elif column.kind == "float":
@@ -286,21 +401,28 @@ def _normalise(df: pl.DataFrame, columns: list[Column], config: ValidationConfig
         elif column.kind == "flag":
             normalised[column.name] = _normalise_flag(raw)
         elif column.kind == "id_list":
-            normalised[column.name] = _normalise_id_list(raw, config.id_type)
+            normalised[column.name] = _normalise_id_list(raw, whole.integer_id_lists[column.name])
         else:
             text = raw.cast(pl.String)
             normalised[column.name] = text
     return normalised
 
 
+def _reference_time(config: ValidationConfig) -> datetime:
+    """The "now" of the future check, taken once per table so that every chunk is judged against the same one."""
+    reference = datetime.fromisoformat(config.reference_time) if config.reference_time else datetime.now(UTC)
+    return reference.replace(tzinfo=UTC) if reference.tzinfo is None else reference
+
+
 def _reason_expression(
-    spec: TableSpec, columns: list[Column], config: ValidationConfig, dtypes: dict[str, pl.DataType]
+    spec: TableSpec,
+    columns: list[Column],
+    config: ValidationConfig,
+    dtypes: dict[str, pl.DataType],
+    reference: datetime,
 ) -> pl.Expr:
     """One `when` chain: the first problem of a row names its reason; valid rows get null. `dtypes` are the
     normalised columns' types."""
-    reference = datetime.fromisoformat(config.reference_time) if config.reference_time else datetime.now(UTC)
-    if reference.tzinfo is None:
-        reference = reference.replace(tzinfo=UTC)
     latest = reference + timedelta(seconds=config.max_future_seconds)
     earliest = datetime.fromisoformat(config.min_timestamp)
     if earliest.tzinfo is None:
@@ -337,101 +459,367 @@ def _reason_expression(
     return expr.otherwise(pl.lit(None, dtype=pl.String))
 
 
-def validate_table(
-    source: str | Path | pl.LazyFrame | pl.DataFrame,
-    spec: TableSpec,
-    config: ValidationConfig | None = None,
-    source_name: str | None = None,
-) -> ValidatedTable:
-    """Type, check and deduplicate one table; raise RejectedInputError when too many rows are bad."""
-    config = config or ValidationConfig()
+@dataclass
+class _Source:
+    """One table's raw rows, read in slices: Parquet read in place, a frame in memory, or a CSV or lazy plan first
+    spilled to Parquet in the work directory (read once, however many passes follow)."""
+
+    frame: pl.LazyFrame  # the contract columns present, and LINE_PROBLEM where a CSV reader flagged lines
+    columns: list[Column]
+    dtypes: dict[str, pl.DataType]
+    name: str
+    rows: int = 0
+
+    @property
+    def line_problems(self) -> bool:
+        return LINE_PROBLEM in self.dtypes
+
+    def read(self, start: int, length: int, names: list[str] | None = None) -> pl.DataFrame:
+        """Rows `start` to `start + length` (0-based, file order), all columns or `names`."""
+        frame = self.frame if names is None else self.frame.select(names)
+        return self._collect(frame.slice(start, min(length, self.rows - start)))  # polars lengths are 32-bit
+
+    def read_rows(self, row_numbers: pl.Series) -> pl.DataFrame:
+        """The rows with these 1-based row numbers, in file order, with a `row_number` column."""
+        numbered = self.frame.with_row_index("row_number", offset=1)
+        wanted = row_numbers.cast(pl.get_index_type()).implode()
+        return self._collect(numbered.filter(pl.col("row_number").is_in(wanted)))
+
+    def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
+        try:
+            return frame.collect()
+        except Exception as exc:  # polars raises several types for unreadable rows; all mean the same to a user
+            raise InputError(f"{self.name}: cannot read rows ({type(exc).__name__}: {exc})") from None
+
+
+def _open_source(
+    source: str | Path | pl.LazyFrame | pl.DataFrame, spec: TableSpec, config: ValidationConfig, name: str, work: Path
+) -> _Source:
+    """Check the columns of `source` against the contract and open its rows for slicing."""
     if isinstance(source, str | Path):
-        name = source_name or str(source)
-        frame = scan_table(source, delimiter=config.delimiter)
+        (work / "input").mkdir()
+        frame = scan_table(source, delimiter=config.delimiter, spill_dir=work / "input")
     else:
-        name = source_name or f"<{spec.name}>"
         frame = source.lazy()
     try:
         schema = frame.collect_schema()
     except Exception as exc:
         raise InputError(f"{name}: cannot read columns ({type(exc).__name__}: {exc})") from None
     columns = check_schema(schema, spec, name)
-    line_problems = LINE_PROBLEM in schema.names()
-    try:
-        df = frame.select([c.name for c in columns] + ([LINE_PROBLEM] if line_problems else [])).collect()
-    except Exception as exc:
-        raise InputError(f"{name}: cannot read rows ({type(exc).__name__}: {exc})") from None
-    if df.height == 0:
+    frame = frame.select([c.name for c in columns] + ([LINE_PROBLEM] if LINE_PROBLEM in schema.names() else []))
+    if isinstance(source, pl.LazyFrame):
+        # A lazy plan (an adapter's parsing) runs once, streaming into Parquet, rather than once per slice.
+        try:
+            frame.sink_parquet(work / "input.parquet", **SPILL_PARQUET)
+        except Exception as exc:
+            raise InputError(f"{name}: cannot read rows ({type(exc).__name__}: {exc})") from None
+        frame = pl.scan_parquet(work / "input.parquet")
+    opened = _Source(frame, columns, dict(frame.collect_schema()), name)
+    opened.rows = opened._collect(frame.select(pl.len())).item()
+    if opened.rows == 0:
         raise InputError(f"{name}: no data rows (the {spec.name} table is empty)")
+    return opened
 
-    notes: dict[str, Any] = {}
-    normalised = _normalise(df, columns, config, notes)
+
+def _check_rows(
+    raw: pl.DataFrame,
+    row_numbers: pl.Series,
+    source: _Source,
+    spec: TableSpec,
+    config: ValidationConfig,
+    notes: dict[str, Any],
+    whole: _WholeTable,
+    reference: datetime,
+) -> pl.DataFrame:
+    """Type rows and name each row's first problem (`reason`, null when valid): row_number, the raw columns as
+    `raw__<name>`, the typed columns and reason. Duplicates are judged later, across chunks."""
+    normalised = _normalise(raw, source.columns, config, notes, whole)
     work = pl.DataFrame(
-        [df[c.name].alias(f"raw__{c.name}") for c in columns] + list(normalised.values())
-    ).with_row_index("row_number", offset=1)
+        [row_numbers.alias("row_number")]
+        + [raw[c.name].alias(f"raw__{c.name}") for c in source.columns]
+        + list(normalised.values())
+    )
     dtypes = {name: series.dtype for name, series in normalised.items()}
-    reason = _reason_expression(spec, columns, config, dtypes)
-    if line_problems:  # a line the reader had to repair is quarantined for that, whatever its values look like
-        work = work.with_columns(df[LINE_PROBLEM])
+    reason = _reason_expression(spec, source.columns, config, dtypes, reference)
+    if source.line_problems:  # a line the reader had to repair is quarantined for that, whatever its values look like
+        work = work.with_columns(raw[LINE_PROBLEM])
         reason = pl.coalesce(pl.col(LINE_PROBLEM), reason)
-    work = work.with_columns(reason.alias("reason"))
-    value_columns = [c.name for c in columns]
+    return work.with_columns(reason.alias("reason"))
+
+
+def _judge_duplicates(checked: pl.DataFrame, spec: TableSpec, value_columns: list[str]) -> pl.DataFrame:
+    """Give valid rows (null reason, file order) equal to an earlier row the reason `duplicate`, then those whose
+    key an earlier row has `conflicting_duplicate_<key>`. Earlier rows count whatever their own reason."""
     duplicate = pl.col("reason").is_null() & ~pl.struct(value_columns).is_first_distinct()
-    work = work.with_columns(pl.when(duplicate).then(pl.lit(DUPLICATE)).otherwise(pl.col("reason")).alias("reason"))
+    checked = checked.with_columns(
+        pl.when(duplicate).then(pl.lit(DUPLICATE)).otherwise(pl.col("reason")).alias("reason")
+    )
     if spec.key:
         conflict = pl.col("reason").is_null() & ~pl.struct(list(spec.key)).is_first_distinct()
         reason = f"conflicting_duplicate_{'_'.join(spec.key)}"
-        work = work.with_columns(pl.when(conflict).then(pl.lit(reason)).otherwise(pl.col("reason")).alias("reason"))
+        checked = checked.with_columns(
+            pl.when(conflict).then(pl.lit(reason)).otherwise(pl.col("reason")).alias("reason")
+        )
+    return checked
 
-    good = work.filter(pl.col("reason").is_null()).select(value_columns)
-    for column in spec.columns:
-        if column.name not in good.columns:
-            good = good.with_columns(pl.lit(None, dtype=pl.String).alias(column.name))
-    good = good.select(spec.names)
-    if config.id_type == "auto":
-        good = _integer_ids_where_every_kept_one_is(good, columns)
-    quarantine = work.filter(pl.col("reason").is_not_null()).select(
-        "row_number",
-        "reason",
-        *[_as_text(pl.col(f"raw__{c.name}"), df[c.name].dtype).alias(c.name) for c in columns],
+
+def _row_hash(frame: pl.DataFrame) -> pl.Series:
+    """A 64-bit hash of each row's typed values, the same for equal rows in any chunk (unequal rows may collide:
+    that costs a re-read, never a row)."""
+    return frame.hash_rows()
+
+
+def _add_to_index(directory: Path, row_numbers: pl.Series, hashes: pl.Series, partitions: int) -> None:
+    """Append (row_number, hash) pairs to the files of their hash partitions (`hash % partitions`)."""
+    index = np.empty(len(hashes), dtype=_INDEX_DTYPE)
+    index["row_number"] = row_numbers.to_numpy()
+    index["hash"] = hashes.to_numpy()
+    partition = (index["hash"] % partitions).astype(np.uint16)  # small integers: a radix sort
+    order = np.argsort(partition, kind="stable")
+    present, starts = np.unique(partition[order], return_index=True)
+    for part, start, end in zip(present, starts, [*starts[1:], len(order)], strict=True):
+        with open(directory / f"{part}.bin", "ab") as handle:
+            index[order[start:end]].tofile(handle)
+
+
+def _rows_sharing_a_hash(directory: Path, partitions: int, batch_rows: int) -> Iterator[pl.Series]:
+    """Row numbers (sorted) whose hash another row has, a hash partition at a time, in batches of about
+    `batch_rows` rows or one partition. Equal rows share a hash, so each batch holds every copy of its rows."""
+    batch: list[pl.Series] = []
+    size = 0
+    for partition in range(partitions):
+        path = directory / f"{partition}.bin"
+        if not path.exists():
+            continue
+        index = np.fromfile(path, dtype=_INDEX_DTYPE)
+        hashes = np.sort(index["hash"])
+        repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])  # sorted
+        if not len(repeated):
+            continue
+        found = np.minimum(np.searchsorted(repeated, index["hash"]), len(repeated) - 1)
+        shared = index["row_number"][repeated[found] == index["hash"]]
+        batch.append(pl.Series("row_number", shared))
+        size += len(shared)
+        if size >= batch_rows:
+            yield pl.concat(batch).sort()
+            batch, size = [], 0
+    if batch:
+        yield pl.concat(batch).sort()
+
+
+def _integer_id_columns(kept: pl.LazyFrame, not_all_integer: dict[str, bool]) -> list[str]:
+    """The `auto` text id columns that become Int64: those whose every value in the table is a plain integer (or
+    null), and those whose kept rows hold ids and only plain integers. A quarantined line's garbage id (`10\ufffd3`,
+    `N/A`) must not turn a column of integer ids into text, which would then clash with the catalog's integer ids.
+    `kept` are the kept rows; a search for one id, or one non-integer id, mostly stops at the first rows."""
+    integer = []
+    for column, mixed in not_all_integer.items():
+        values = kept.select(pl.col(column).drop_nulls())
+        if not mixed:
+            integer.append(column)
+        elif values.head(1).collect(engine="streaming").height:
+            odd = values.filter(~_is_integer_text_expr(pl.col(column))).head(1)
+            if odd.collect(engine="streaming").height == 0:
+                integer.append(column)
+    return integer
+
+
+@dataclass
+class _ChunkedResult:
+    """A table validated into a work directory: its valid rows and quarantine as lazy frames over the work files
+    (read them before the directory goes), and its report."""
+
+    frame: pl.LazyFrame
+    quarantine: pl.LazyFrame
+    report: TableReport
+
+
+@dataclass
+class _Tally:
+    """What the chunks add up to: rows read and kept, reasons, notes, and which `auto` text id columns hold a value
+    that is not a plain integer somewhere in the table (kept or not)."""
+
+    not_all_integer: dict[str, bool]
+    input_rows: int = 0
+    used: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _validate_in_chunks(
+    source: str | Path | pl.LazyFrame | pl.DataFrame,
+    spec: TableSpec,
+    config: ValidationConfig,
+    name: str,
+    work: Path,
+) -> _ChunkedResult:
+    """Validate one table a chunk of `config.chunk_rows` rows at a time, with the outputs of one pass over the
+    whole table (see the module docstring), using `work` (an empty directory) for the intermediate files."""
+    source = _open_source(source, spec, config, name, work)
+    whole = _WholeTable(_epoch_units(source, config), _integer_id_lists(source, config))
+    chunks = len(range(0, source.rows, config.chunk_rows))
+    partitions = min(chunks, _MAX_PARTITIONS)  # about a chunk's worth of rows in each hash partition
+    tally = _Tally(
+        {
+            c.name: False
+            for c in source.columns
+            if c.kind == "id" and config.id_type == "auto" and _is_stringlike(source.dtypes[c.name])
+        }
     )
-    reasons = dict(quarantine.group_by("reason").len().sort("reason").iter_rows())
-    deduplicated = reasons.get(DUPLICATE, 0)
+    (work / "index").mkdir()
+    steps = _ChunkedValidation(
+        source, spec, config, whole, _reference_time(config), work, logging.INFO if chunks > 1 else logging.DEBUG
+    )
+    for chunk in range(chunks):
+        steps.check_chunk(chunk, partitions, tally)
+    if tally.input_rows != source.rows:
+        raise AssertionError(f"{name}: read {tally.input_rows:,} rows of {source.rows:,}")
+    for batch, row_numbers in enumerate(_rows_sharing_a_hash(work / "index", partitions, config.chunk_rows)):
+        steps.judge_duplicates(batch, row_numbers, tally)
+    frame, quarantine = steps.assemble(chunks, tally)
+    deduplicated = tally.reasons.get(DUPLICATE, 0)
+    notes = tally.notes
     report = TableReport(
         table=spec.name,
         source=name,
-        input_rows=df.height,
-        used=good.height,
+        input_rows=tally.input_rows,
+        used=tally.used,
         deduplicated=deduplicated,
-        quarantined=quarantine.height - deduplicated,
-        reasons=reasons,
-        notes=notes,
+        quarantined=sum(tally.reasons.values()) - deduplicated,
+        reasons=dict(sorted(tally.reasons.items())),
+        notes={k: notes[k] for k in _NOTE_ORDER if k in notes}
+        | {k: v for k, v in notes.items() if k not in _NOTE_ORDER},
     )
     if not report.reconciled:  # a bug, never bad input: every row must land in exactly one place
         raise AssertionError(f"row accounting broken for {name}: {report.as_dict()}")
-    if report.quarantined > config.max_bad_fraction * report.input_rows:
-        report.rejected = True
-        share = report.quarantined / report.input_rows
-        raise RejectedInputError(
-            f"{name}: rejected, {share:.1%} of rows are bad (threshold {config.max_bad_fraction:.1%}). "
-            f"{report.summary()}",
-            report.as_dict(),
-            quarantine,
+    return _ChunkedResult(frame, quarantine, report)
+
+
+@dataclass
+class _ChunkedValidation:
+    """The three steps of chunked validation over one table's rows, writing to `work`."""
+
+    source: _Source
+    spec: TableSpec
+    config: ValidationConfig
+    whole: _WholeTable
+    reference: datetime
+    work: Path
+    level: int  # of the progress log lines
+
+    @property
+    def value_columns(self) -> list[str]:
+        return [c.name for c in self.source.columns]
+
+    def raw_as_text(self) -> list[pl.Expr]:
+        return [
+            _as_text(pl.col(f"raw__{c.name}"), self.source.dtypes[c.name]).alias(c.name) for c in self.source.columns
+        ]
+
+    def check_chunk(self, chunk: int, partitions: int, tally: _Tally) -> None:
+        """Type and check one chunk: its quarantined and valid rows to files, each row's hash to the index."""
+        start, rows = chunk * self.config.chunk_rows, self.source.rows
+        raw = self.source.read(start, self.config.chunk_rows)
+        row_numbers = pl.int_range(start + 1, start + 1 + raw.height, dtype=pl.get_index_type(), eager=True)
+        checked = _check_rows(
+            raw, row_numbers, self.source, self.spec, self.config, tally.notes, self.whole, self.reference
         )
-    return ValidatedTable(good, quarantine, report)
+        valid = checked.filter(pl.col("reason").is_null())
+        bad = checked.filter(pl.col("reason").is_not_null()).select("row_number", "reason", *self.raw_as_text())
+        valid.select("row_number", *self.value_columns).write_ipc(self.work / f"valid-{chunk}.arrow")
+        bad.write_ipc(self.work / f"quarantine-{chunk}.arrow")
+        hashes = _row_hash(checked.select(list(self.spec.key) or self.value_columns))
+        _add_to_index(self.work / "index", checked["row_number"], hashes, partitions)
+        tally.reasons.update(dict(bad["reason"].value_counts().iter_rows()))
+        for column, seen in tally.not_all_integer.items():
+            tally.not_all_integer[column] = seen or not bool(_is_integer_text(checked[column]).all())
+        tally.input_rows += raw.height
+        tally.used += valid.height
+        log.log(
+            self.level,
+            "%s: checked rows %s-%s of %s",
+            self.source.name,
+            f"{start + 1:,}",
+            f"{start + raw.height:,}",
+            f"{rows:,}",
+        )
+
+    def judge_duplicates(self, batch: int, row_numbers: pl.Series, tally: _Tally) -> None:
+        """Read rows that share a hash again, type them again (the same way), and judge them on their values in
+        file order; the rows dropped as duplicates or key conflicts go to files by chunk."""
+        raw = self.source.read_rows(row_numbers)
+        checked = _check_rows(
+            raw, raw["row_number"], self.source, self.spec, self.config, {}, self.whole, self.reference
+        )
+        judged = _judge_duplicates(checked, self.spec, self.value_columns)
+        dropped = judged.filter(checked["reason"].is_null() & judged["reason"].is_not_null())
+        tally.reasons.update(dict(dropped["reason"].value_counts().iter_rows()))
+        tally.used -= dropped.height
+        chunk_of = ((pl.col("row_number") - 1) // self.config.chunk_rows).alias("chunk")
+        dropped = dropped.select("row_number", "reason", *self.raw_as_text(), chunk_of)
+        for (chunk,), part in dropped.partition_by("chunk", as_dict=True).items():
+            part.drop("chunk").write_ipc(self.work / f"dropped-{chunk}-{batch}.arrow")
+        log.log(
+            self.level,
+            "%s: %s rows sharing a hash judged, %s dropped",
+            self.source.name,
+            f"{raw.height:,}",
+            f"{dropped.height:,}",
+        )
+
+    def assemble(self, chunks: int, tally: _Tally) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+        """The validated table and the quarantine as lazy frames over the chunks' files, in file order."""
+        valid_parts, quarantine_parts = [], []
+        for chunk in range(chunks):
+            valid = pl.scan_ipc(self.work / f"valid-{chunk}.arrow")
+            quarantine = self.work / f"quarantine-{chunk}.arrow"
+            dropped_files = sorted(self.work.glob(f"dropped-{chunk}-*.arrow"))
+            if dropped_files:
+                dropped = pl.scan_ipc(dropped_files).collect()
+                valid = valid.filter(~pl.col("row_number").is_in(dropped["row_number"].implode()))
+                merged = pl.concat([pl.read_ipc(quarantine), dropped]).sort("row_number")
+                quarantine = self.work / f"quarantine-{chunk}-merged.arrow"
+                merged.write_ipc(quarantine)
+            valid_parts.append(valid)
+            quarantine_parts.append(pl.scan_ipc(quarantine))
+        frame = pl.concat(valid_parts).drop("row_number")
+        missing = [pl.lit(None, dtype=pl.String).alias(n) for n in self.spec.names if n not in self.value_columns]
+        integer_ids = [
+            pl.col(n).cast(pl.Int64, strict=False) for n in _integer_id_columns(frame, tally.not_all_integer)
+        ]
+        return frame.with_columns(missing + integer_ids).select(self.spec.names), pl.concat(quarantine_parts)
 
 
-def _integer_ids_where_every_kept_one_is(good: pl.DataFrame, columns: list[Column]) -> pl.DataFrame:
-    """`auto` id typing decided on the rows kept: a quarantined line's garbage id (`10\ufffd3`, `N/A`) must not
-    turn a column of integer ids into text, which would then clash with the catalog's integer ids."""
-    for column in columns:
-        values = good[column.name]
-        if column.kind != "id" or values.dtype != pl.String or values.null_count() == values.len():
-            continue
-        as_int = values.cast(pl.Int64, strict=False)
-        if bool(as_int.cast(pl.String).eq_missing(values).all()):
-            good = good.with_columns(as_int)
-    return good
+def _rejection(report: TableReport, config: ValidationConfig) -> str | None:
+    """The message rejecting a table whose share of bad rows exceeds the threshold (marking its report), or None."""
+    if report.quarantined <= config.max_bad_fraction * report.input_rows:
+        return None
+    report.rejected = True
+    share = report.quarantined / report.input_rows
+    return (
+        f"{report.source}: rejected, {share:.1%} of rows are bad (threshold {config.max_bad_fraction:.1%}). "
+        f"{report.summary()}"
+    )
+
+
+def validate_table(
+    source: str | Path | pl.LazyFrame | pl.DataFrame,
+    spec: TableSpec,
+    config: ValidationConfig | None = None,
+    source_name: str | None = None,
+) -> ValidatedTable:
+    """Type, check and deduplicate one table into frames in memory, validating `config.chunk_rows` rows at a time
+    (the result does not depend on it); raise RejectedInputError when too many rows are bad. `validate_dataset`
+    writes the tables to disk instead, in bounded memory."""
+    config = config or ValidationConfig()
+    name = source_name or (str(source) if isinstance(source, str | Path) else f"<{spec.name}>")
+    with tempfile.TemporaryDirectory(prefix="graphrec-validate-") as work:
+        table = _validate_in_chunks(source, spec, config, name, Path(work))
+        quarantine = table.quarantine.collect()
+        rejection = _rejection(table.report, config)
+        if rejection:
+            raise RejectedInputError(rejection, table.report.as_dict(), quarantine)
+        return ValidatedTable(table.frame.collect(), quarantine, table.report)
 
 
 def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -452,43 +840,52 @@ def validate_dataset(
 
     Writes `<table>.parquet`, `quarantine/<table>.parquet` and `report.json`. When a table is rejected, the
     previous `out_dir` is left untouched and the report and quarantined rows go to `<out_dir>.rejected/`.
-    Returns the report.
+    Tables stream through `config.chunk_rows` rows at a time, their work files inside the staging directory, so
+    memory is bounded by the chunk, not the table. Returns the report.
     """
     config = config or ValidationConfig()
     out_dir = Path(out_dir)
     source_names = source_names or {}
-    validated: dict[str, ValidatedTable] = {}
-    for name, source in tables.items():
-        spec = TABLES[name]
-        label = source_names.get(name) or (str(source) if isinstance(source, str | Path) else f"<{name}>")
-        log.debug("validating %s from %s", name, label)
-        try:
-            validated[name] = validate_table(source, spec, config, label)
-        except RejectedInputError as exc:
-            rejected_dir = out_dir.parent / f"{out_dir.name}.rejected"
-            with atomic_directory(rejected_dir) as staging:
-                if exc.quarantine is not None:
-                    (staging / "quarantine").mkdir()
-                    exc.quarantine.write_parquet(staging / "quarantine" / f"{name}.parquet")
-                write_json_atomic(staging / "report.json", {"status": "rejected", "table": name, "report": exc.report})
-            raise RejectedInputError(f"{exc} Quarantined rows and report: {rejected_dir}", exc.report) from None
-        log.debug("%s", validated[name].report.summary())
-    check_id_types(validated)
-    report: dict[str, Any] = {
-        "kind": "validated_dataset",
-        "status": "ok",
-        "created_at": utc_now_iso(),
-        "tables": {name: v.report.as_dict() for name, v in validated.items()},
-        "cross_checks": _cross_checks(validated),
-        "input_fingerprint": fingerprint or {},
-        "config": asdict(config),
-        "code_version": code_version(),
-    }
+    reports: dict[str, TableReport] = {}
     with atomic_directory(out_dir) as staging:
         (staging / "quarantine").mkdir()
-        for name, table in validated.items():
-            table.frame.write_parquet(staging / f"{name}.parquet")
-            table.quarantine.write_parquet(staging / "quarantine" / f"{name}.parquet")
+        for name, source in tables.items():
+            spec = TABLES[name]
+            label = source_names.get(name) or (str(source) if isinstance(source, str | Path) else f"<{name}>")
+            log.debug("validating %s from %s", name, label)
+            work = Path(tempfile.mkdtemp(prefix=f".work-{name}-", dir=staging))
+            try:
+                table = _validate_in_chunks(source, spec, config, label, work)
+                rejection = _rejection(table.report, config)
+                if rejection:
+                    rejected_dir = out_dir.parent / f"{out_dir.name}.rejected"
+                    with atomic_directory(rejected_dir) as rejected:
+                        (rejected / "quarantine").mkdir()
+                        table.quarantine.sink_parquet(rejected / "quarantine" / f"{name}.parquet")
+                        report = {"status": "rejected", "table": name, "report": table.report.as_dict()}
+                        write_json_atomic(rejected / "report.json", report)
+                    raise RejectedInputError(
+                        f"{rejection} Quarantined rows and report: {rejected_dir}", table.report.as_dict()
+                    )
+                table.frame.sink_parquet(staging / f"{name}.parquet")
+                table.quarantine.sink_parquet(staging / "quarantine" / f"{name}.parquet")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            reports[name] = table.report
+            log.debug("%s", table.report.summary())
+        written = {name: pl.scan_parquet(staging / f"{name}.parquet") for name in reports}
+        sources = {name: table_report.source for name, table_report in reports.items()}
+        check_id_types(written, sources)
+        report = {
+            "kind": "validated_dataset",
+            "status": "ok",
+            "created_at": utc_now_iso(),
+            "tables": {name: table_report.as_dict() for name, table_report in reports.items()},
+            "cross_checks": _cross_checks(written),
+            "input_fingerprint": fingerprint or {},
+            "config": asdict(config),
+            "code_version": code_version(),
+        }
         write_json_atomic(staging / "report.json", report)
     return report
 
@@ -514,32 +911,37 @@ ID_REFERENCES = {
 }
 
 
-def _id_values(validated: dict[str, ValidatedTable], table: str, column: str) -> pl.Series | None:
-    """The non-null ids of one column (lists flattened), or None where the table or column is absent or empty."""
-    if table not in validated or column not in validated[table].frame.columns:
+def _id_values(tables: dict[str, pl.LazyFrame], table: str, column: str) -> pl.LazyFrame | None:
+    """The non-null ids of one column (lists flattened) as a lazy frame with one column, `id`, or None where the
+    table or column is absent or holds no id."""
+    if table not in tables or column not in tables[table].collect_schema().names():
         return None
-    values = validated[table].frame[column]
-    if isinstance(values.dtype, pl.List):
-        values = values.explode()
+    values = tables[table].select(pl.col(column).alias("id"))
+    if isinstance(values.collect_schema()["id"], pl.List):
+        values = values.explode("id")
     values = values.drop_nulls()
-    return values if values.len() else None
+    return values if values.head(1).collect(engine="streaming").height else None
 
 
-def check_id_types(validated: dict[str, ValidatedTable]) -> None:
+def check_id_types(tables: dict[str, pl.LazyFrame], sources: dict[str, str]) -> None:
     """The one id-typing rule: an id (user, item, content) has one type, integer or text, in every table that
     holds it. Otherwise the same id written `1007` in one file and `1007.0` in another would silently become two
-    nodes, so validation stops and names both files."""
+    nodes, so validation stops and names both files. `tables` are validated tables (lazy: only their id columns
+    are read), `sources` the inputs they came from."""
     for id_name, references in ID_REFERENCES.items():
-        seen: dict[str, tuple[str, str, pl.Series]] = {}
+        seen: dict[str, tuple[str, str, pl.LazyFrame]] = {}
         for table, column in references:
-            values = _id_values(validated, table, column)
+            values = _id_values(tables, table, column)
             if values is None:
                 continue
-            kind = "integer" if values.dtype.is_integer() else "text"
-            seen.setdefault(kind, (validated[table].report.source, column, values))
+            kind = "integer" if values.collect_schema()["id"].is_integer() else "text"
+            seen.setdefault(kind, (sources[table], column, values))
         if len(seen) > 1:
             (int_source, int_column, _), (text_source, text_column, text) = seen["integer"], seen["text"]
-            example = text.filter(~text.str.contains(r"^\s*-?\d+\s*$")).head(1).to_list() or text.head(1).to_list()
+            odd = text.filter(~pl.col("id").str.contains(r"^\s*-?\d+\s*$")).head(1)
+            example = odd.collect(engine="streaming")["id"].to_list() or (
+                text.head(1).collect(engine="streaming")["id"].to_list()
+            )
             raise SchemaError(
                 f"{id_name}: integer in {int_source} (column {int_column}) but text in {text_source} (column "
                 f"{text_column}, e.g. {example[0]!r}); an id must be written the same way in every table, or set "
@@ -547,9 +949,9 @@ def check_id_types(validated: dict[str, ValidatedTable]) -> None:
             )
 
 
-def _cross_checks(validated: dict[str, ValidatedTable]) -> dict[str, int]:
+def _cross_checks(tables: dict[str, pl.LazyFrame]) -> dict[str, int]:
     """Counts of distinct ids a catalog does not cover (reported, not quarantined: catalogs lag behind logs).
-    Ids have one type across tables (`check_id_types`), so every miss is counted."""
+    Ids have one type across tables (`check_id_types`), so every miss is counted. Only distinct ids are held."""
     checks: dict[str, int] = {}
     pairs = (
         ("events", "item_id", "items", "item_id", "event_items_not_in_catalog"),
@@ -558,17 +960,18 @@ def _cross_checks(validated: dict[str, ValidatedTable]) -> dict[str, int]:
         ("content", "item_ids", "items", "item_id", "featured_items_not_in_catalog"),
     )
     for table, column, catalog, catalog_column, name in pairs:
-        if table in validated and catalog in validated:
-            ids = _id_values(validated, table, column)
-            known = _id_values(validated, catalog, catalog_column)
+        if table in tables and catalog in tables:
+            ids = _id_values(tables, table, column)
+            known = _id_values(tables, catalog, catalog_column)
             if ids is None:
                 checks[name] = 0
             elif known is None:
-                checks[name] = ids.n_unique()
+                checks[name] = ids.select(pl.col("id").n_unique()).collect(engine="streaming").item()
             else:
-                if ids.dtype != known.dtype:  # both integer (Int64 / UInt64) or both text
+                if ids.collect_schema()["id"] != known.collect_schema()["id"]:  # Int64 / UInt64, or both text
                     ids, known = ids.cast(pl.String), known.cast(pl.String)
-                checks[name] = int((~ids.unique().is_in(known.implode())).sum())
+                missing = ids.unique().join(known.unique(), on="id", how="anti")
+                checks[name] = missing.select(pl.len()).collect(engine="streaming").item()
     return checks
 
 
