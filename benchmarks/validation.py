@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -204,6 +205,11 @@ def compare(size: int, events: Path, args, source: str) -> dict:
     return row
 
 
+def load_range(*runs: dict) -> str:
+    loads = [value for run in runs for value in run["load_average"]]
+    return f"{min(loads):.1f}-{max(loads):.1f}"
+
+
 def same_outputs(one: dict, other: dict) -> bool:
     keys = ("checksums", "used", "deduplicated", "quarantined", "reasons")
     return all(one[key] == other[key] for key in keys)
@@ -253,7 +259,10 @@ def main() -> None:
 
 
 def report(rows: list[dict], sweep: list[dict], args) -> None:
-    command = "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]])
+    argv = [str(Path(sys.argv[0])), *sys.argv[1:]]
+    if "--note" in argv:  # the note is written out below the results
+        argv[argv.index("--note") + 1] = "..."
+    command = "python " + shlex.join(argv)
     info = machine()
     runs = [r[k] for r in rows for k in ("chunked", "other", "baseline") if k in r] + sweep
     loads = [run["load_average"] for run in runs]
@@ -288,15 +297,16 @@ def report(rows: list[dict], sweep: list[dict], args) -> None:
         "table and of the quarantine, and the same report counts.",
         "",
         "| events | source | chunk_rows | seconds | CPU s | rows/s | peak GiB | compared with | its seconds "
-        "| its peak GiB | same outputs |",
-        "|---:|:---|---:|---:|---:|---:|---:|:---|---:|---:|:---:|",
+        "| its peak GiB | same outputs | load (1 min) |",
+        "|---:|:---|---:|---:|---:|---:|---:|:---|---:|---:|:---:|:---|",
     ]
     for r in rows:
         c, o = r["chunked"], r["other"]
         lines.append(
             f"| {c['input_rows']:,} | {r['source']} | {c['chunk_rows']:,} | {c['seconds']:.2f} | "
             f"{c['cpu_seconds']:.1f} | {c['rows_per_s']:,} | {c['peak_rss_gib']:.2f} | {r['comparison']} | "
-            f"{o['seconds']:.2f} | {o['peak_rss_gib']:.2f} | {'yes' if r['same_outputs'] else 'NO'} |"
+            f"{o['seconds']:.2f} | {o['peak_rss_gib']:.2f} | {'yes' if r['same_outputs'] else 'NO'} | "
+            f"{load_range(c, o)} |"
         )
     baselines = [r for r in rows if "baseline" in r]
     if baselines:
@@ -305,15 +315,16 @@ def report(rows: list[dict], sweep: list[dict], args) -> None:
             "The implementation before chunking (`--baseline-checkout`: the whole table in memory), timed in the same "
             "session, so that the machine's load weighs on both alike:",
             "",
-            "| events | source | seconds | CPU s | rows/s | peak GiB | same outputs | its time / chunked time |",
-            "|---:|:---|---:|---:|---:|---:|:---:|---:|",
+            "| events | source | seconds | CPU s | rows/s | peak GiB | same outputs | its time / chunked time "
+            "| load (1 min) |",
+            "|---:|:---|---:|---:|---:|---:|:---:|---:|:---|",
         ]
         for r in baselines:
             b = r["baseline"]
             lines.append(
                 f"| {b['input_rows']:,} | {r['source']} | {b['seconds']:.2f} | {b['cpu_seconds']:.1f} | "
                 f"{b['rows_per_s']:,} | {b['peak_rss_gib']:.2f} | {'yes' if b['same_outputs'] else 'NO'} | "
-                f"{b['seconds'] / r['chunked']['seconds']:.2f}x |"
+                f"{b['seconds'] / r['chunked']['seconds']:.2f}x | {load_range(b)} |"
             )
     skipped = [r for r in rows if "whole_table_skipped" in r]
     for r in skipped:
@@ -336,7 +347,7 @@ def report(rows: list[dict], sweep: list[dict], args) -> None:
         for run in sweep:
             lines.append(
                 f"| {run['chunk_rows']:,} | {run['seconds']:.2f} | {run['cpu_seconds']:.1f} | {run['rows_per_s']:,} | "
-                f"{run['peak_rss_gib']:.2f} | {run['load_average'][0]:.1f}-{run['load_average'][1]:.1f} |"
+                f"{run['peak_rss_gib']:.2f} | {load_range(run)} |"
             )
     parquet = [r for r in rows if r["source"] == "parquet"]
     big = max(parquet, key=lambda r: r["target_events"]) if parquet else None
