@@ -103,3 +103,29 @@ def write_results(
     (results / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     text = "\n".join(_strip_repo(line) for line in markdown)
     (results / f"{name}.md").write_text(text.rstrip("\n") + "\n")  # one final newline, as committed files end
+
+
+def machine() -> dict:
+    """The machine and library versions a result was measured with (versions read from package metadata, so
+    nothing heavy is imported to report them)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    info = {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(memory, 1)}
+    info["python"] = platform.python_version()
+    for package in ("polars", "torch"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = None
+    info["platform"] = platform.platform()
+    return info

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # graphrec from this checkout, as the other benchmarks import it
-from common import peak_rss_gib, write_results  # noqa: E402
+from common import machine, peak_rss_gib, write_results  # noqa: E402
 
 
 def child_graphrec(events: Path, items: Path, content: Path, out: Path, cutoff: str) -> dict:
@@ -147,30 +145,6 @@ def prepare(size: int, workdir: Path) -> tuple[Path, str, int]:
 
     rows = pl.scan_parquet(validated).select(pl.len()).collect().item()
     return shop_dir, default_cutoff(pl.scan_parquet(validated)).isoformat(), rows, validation
-
-
-def machine() -> dict:
-    import polars as pl
-    import torch
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(memory, 1),
-        "python": platform.python_version(),
-        "polars": pl.__version__,
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-    }
 
 
 def main() -> None:

@@ -23,8 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import peak_rss_gib, write_results
-from benchmarks.graph_build import machine
+from benchmarks.common import machine, peak_rss_gib, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"non_personal_ratio_below": 0.80, "one_hop_ratio_below": 0.90}

@@ -26,8 +26,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.common import peak_rss_gib, write_results  # noqa: E402
-from benchmarks.graph_build import machine  # noqa: E402
+from benchmarks.common import machine, peak_rss_gib, write_results  # noqa: E402
 
 
 def child_generate(size: int, out: str) -> dict:

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import current_rss_gib, peak_rss_gib, reset_peak_rss, write_results  # noqa: E402
+from common import current_rss_gib, machine, peak_rss_gib, reset_peak_rss, write_results  # noqa: E402
 
 
 def child(snapshot_dir: str, fanouts: str, steps: str) -> dict:
@@ -119,7 +119,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from graph_build import child_graphrec, machine, prepare
+    from graph_build import child_graphrec, prepare
 
     rows = []
     for size in args.sizes:

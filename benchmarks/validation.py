@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -32,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # graphrec from this checkout, as the other benchmarks import it
-from common import peak_rss_gib, write_results  # noqa: E402
+from common import machine, peak_rss_gib, write_results  # noqa: E402
 
 GOAL_PEAK_GIB = 3.0
 GOAL_ROWS_PER_S = 1_500_000
@@ -127,28 +126,6 @@ def run_child(kind: str, *args: str) -> dict:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # 1-minute, before and after
     return result
-
-
-def machine() -> dict:
-    import polars as pl
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(memory, 1),
-        "python": platform.python_version(),
-        "polars": pl.__version__,
-        "platform": platform.platform(),
-    }
 
 
 def events_file(data_dir: Path, size: int, csv: bool = False) -> Path:

@@ -384,6 +384,14 @@ class ClickModel:
         return cls(config=meta["config"], start=meta["start"], **arrays)
 
 
+def examination_keys(model: ClickModel, examined: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """Sorted keys of every examination ((user, module) pair and time): the index `earlier_examinations` reads."""
+    rows, slots = np.nonzero(examined)
+    pair = model.request_user[rows].astype(np.int64) * len(model.content_ids) + shown[rows, slots]
+    seconds = model.request_time[rows] - (model.start - _TIME_ORIGIN_DAYS * DAY)
+    return np.sort((pair << _EXPOSURE_TIME_BITS) + seconds)
+
+
 REFERENCE_ORDERS = ("oracle", "one_hop", "non_personal")
 
 
@@ -450,7 +458,7 @@ class ReferenceScorer:
             return sum(parts.values())
         non_personal = self.population_logit[modules] + parts["novelty"]
         if kind == "non_personal":
-            return non_personal + 0.0 * parts["base"]
+            return np.broadcast_to(non_personal, parts["base"].shape)
         if kind == "one_hop":
             affinity = self._pair_affinity(requests, modules)
             return non_personal + self.affinity_weight * affinity + parts["fatigue"]

@@ -22,7 +22,7 @@ import polars as pl
 
 from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
 from graphrec.data.config import DEVICES, MODULE_TYPES, ShopConfig
-from graphrec.data.homepage import DAY, ClickModel, ModulePool, build_module_pool, sample_policy
+from graphrec.data.homepage import DAY, ClickModel, ModulePool, build_module_pool, examination_keys, sample_policy
 from graphrec.data.schema import EVENT_TYPE_DTYPE, TIMESTAMP_DTYPE
 
 # Share of sessions per hour of day (UTC): quiet nights, a lunch bump and an evening peak.
@@ -278,7 +278,7 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     slot_grid = np.broadcast_to(np.arange(max_slots), shown.shape)
     exam_prob = model.examination(np.arange(n_requests)[:, None], slot_grid)
     examined = (rng.random(shown.shape) < exam_prob) & (shown >= 0)
-    model.exposure_keys = _exposure_keys(model, examined, shown)
+    model.exposure_keys = examination_keys(model, examined, shown)
     shown_r, shown_s = np.nonzero(shown >= 0)
     parts = model.logit_parts(shown_r, shown[shown_r, shown_s])
     relevance = 1.0 / (1.0 + np.exp(-sum(parts.values())))
@@ -375,7 +375,7 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     request_id[kept] = np.arange(1, len(kept) + 1)
     model.request_ids = request_id
     model = _reorder(model, kept)
-    model.exposure_keys = _exposure_keys(model, examined[kept], shown[kept])
+    model.exposure_keys = examination_keys(model, examined[kept], shown[kept])
 
     user_names = pl.Series("user_id", model.user_ids)
     content_names = pl.Series("content_id", model.content_ids)
@@ -500,16 +500,6 @@ def _shop_stats(events: pl.DataFrame, impressions: pl.DataFrame, truth: pl.DataF
         "mean_true_click_prob": float(truth["click_prob"].mean()) if truth.height else 0.0,
         "users_with_events": events["user_id"].n_unique(),
     }
-
-
-def _exposure_keys(model: ClickModel, examined: np.ndarray, shown: np.ndarray) -> np.ndarray:
-    """Sorted keys of every examination ((user, module) pair and time) for the fatigue counts."""
-    from graphrec.data.homepage import _EXPOSURE_TIME_BITS, _TIME_ORIGIN_DAYS
-
-    rows, slots = np.nonzero(examined)
-    pair = model.request_user[rows].astype(np.int64) * len(model.content_ids) + shown[rows, slots]
-    seconds = model.request_time[rows] - (model.start - _TIME_ORIGIN_DAYS * DAY)
-    return np.sort((pair << _EXPOSURE_TIME_BITS) + seconds)
 
 
 def _reorder(model: ClickModel, rows: np.ndarray) -> ClickModel:

@@ -5,18 +5,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from graphrec.data.homepage import binary_auc as auc
 
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); NaN when only one class is present."""
-    from scipy.stats import rankdata
-
-    labels = np.asarray(labels).astype(bool)
-    positives = int(labels.sum())
-    negatives = len(labels) - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+__all__ = ["auc", "click_metrics", "expected_calibration_error", "group_auc", "logloss", "ndcg_at_k"]
 
 
 def logloss(probabilities: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
