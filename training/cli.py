@@ -17,7 +17,7 @@ from pathlib import Path
 from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
 from graphrec.errors import ConfigError, GraphrecError
 from graphrec.graph.config import GraphConfig, SplitConfig
-from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig
+from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig, RankerStageConfig, TuneConfig
 from training.logs import LOG_FORMATS, setup_logging
 from training.signals import stop_on_sigterm
 
@@ -260,6 +260,75 @@ def backfill(
     )
 
 
+def rank(
+    validated: str,
+    out: str = "artifacts/ranker",
+    ranker: RankerStageConfig = RankerStageConfig(),  # noqa: B008
+    export: ExportStageConfig = ExportStageConfig(),  # noqa: B008
+    click_model: str | None = None,
+) -> None:
+    """Train and evaluate the homepage ranker on validated impressions and write its serving artifact.
+
+    Args:
+        validated: a validated dataset directory with impressions and content (from validate or run).
+        out: output directory of the ranker artifact (its report.json holds the evaluation).
+        ranker: rows, model, training, split and evaluation settings (as in `graphrec run`).
+        export: the embedding store whose versions are the ranker's embedding inputs (`graphrec backfill`
+            publishes versions older than the impressions).
+        click_model: the generated shop's click_model.npz: also measure the ranker's order with the true click
+            model (policy value) and its off-policy estimates.
+    """
+    from training.rank_job import rank_job
+
+    report = rank_job(validated, out, ranker, export.store, export.feature_store, click_model)
+    test = report["evaluation"]["test"]["overall"]
+    log.info(
+        "ranker written to %s: test AUC %.4f, GAUC %.4f, ECE %.4f (%.0fs)",
+        out,
+        test["auc"],
+        test["gauc"],
+        test["ece"],
+        report["seconds"],
+    )
+
+
+def tune(
+    target: str,
+    validated: str | None = None,
+    val_window: str | None = None,
+    tune: TuneConfig = TuneConfig(),  # noqa: B008
+    ranker: RankerStageConfig = RankerStageConfig(),  # noqa: B008
+    embeddings: EmbeddingStageConfig = EmbeddingStageConfig(),  # noqa: B008
+    export: ExportStageConfig = ExportStageConfig(),  # noqa: B008
+) -> None:
+    """Search the ranker's or the embeddings' hyperparameters with Optuna and write the best as the YAML group
+    that `graphrec rank` or `graphrec train` / `run` reads with --config; a rerun continues the same study.
+
+    Args:
+        target: `ranker` or `embeddings`.
+        validated: with `--target ranker`: a validated dataset with impressions (from validate or run).
+        val_window: with `--target embeddings`: a split window (e.g. .../split/val); trials train on its snapshot
+            and early-stop on its targets.
+        tune: trials, seed, timeout, pruning, where the study lives, where the YAML goes, the search spaces.
+        ranker: the ranker's settings (as in `graphrec rank`); each trial sets the searched keys.
+        embeddings: the embeddings' settings (as in `graphrec train`); each trial sets the searched keys.
+        export: the embedding store the ranker's rows read (with `ranker.embeddings`).
+    """
+    from training.tune import tune_job
+
+    summary = tune_job(target, tune, validated, val_window, ranker, embeddings, export.store, export.feature_store)
+    if "best" in summary:
+        log.info(
+            "study %r: %d complete trials, best %s %.5f (trial %d) -> %s",
+            summary["study"],
+            summary["complete"],
+            summary["metric"],
+            summary["best"]["value"],
+            summary["best"]["trial"],
+            summary.get("written", {}).get("yaml", "unchanged"),
+        )
+
+
 def export_publish(
     model: str = "artifacts/default/model",
     snapshot: str | None = None,
@@ -354,6 +423,8 @@ COMMANDS = {
     "evaluate": evaluate,
     "train": train,
     "backfill": backfill,
+    "rank": rank,
+    "tune": tune,
     "export": {
         "_help": "Publish a model's embeddings to the feature store, list or verify versions, roll back or resync "
         "the online store (`graphrec export --model ...` publishes).",

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from graphrec.embed.config import ModelConfig
 from graphrec.errors import at_least_zero, check_settings, fraction, positive
+from graphrec.rank.config import RankerConfig
+from graphrec.rank.features import RankFeatureConfig
 from graphrec.store.config import ExportConfig, FeatureStoreConfig
 
 
@@ -232,5 +234,235 @@ class RankTrainConfig:
                 "lr": (positive, "positive"),
                 "weight_decay": (at_least_zero, "0 or more"),
                 "patience": (positive, "a positive integer"),
+            },
+        )
+
+
+@dataclass
+class RankSplitConfig:
+    """The ranker's temporal split of the impressions, by whole days counted back from the last impression.
+
+    Args:
+        test_days: the last days, held out for the evaluation (the final ranker trains on them too).
+        validation_days: the days before the test days, for early stopping.
+        skip_days: first days of impressions left out of training: users and modules have little history there,
+            and no embedding version is older than them.
+    """
+
+    test_days: int = 7
+    validation_days: int = 2
+    skip_days: int = 7
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "ranker.split",
+            self,
+            {
+                "test_days": (at_least_zero, "0 or more"),
+                "validation_days": (positive, "a positive integer"),
+                "skip_days": (at_least_zero, "0 or more"),
+            },
+        )
+
+
+@dataclass
+class RankSliceConfig:
+    """The evaluation's slices.
+
+    Args:
+        cold_user_max_events: rows whose user had at most this many item events before the impression.
+        heavy_user_quantile: rows whose user's item events before the impression are at or above this quantile
+            of the test rows' users.
+    """
+
+    cold_user_max_events: int = 2
+    heavy_user_quantile: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "ranker.slices",
+            self,
+            {
+                "cold_user_max_events": (at_least_zero, "0 or more"),
+                "heavy_user_quantile": (lambda v: v is not None and 0 < v < 1, "in (0, 1)"),
+            },
+        )
+
+
+@dataclass
+class RankerStageConfig:
+    """The homepage ranker: point-in-time rows, training, evaluation and its artifact (`graphrec rank` and the
+    ranker stages of `graphrec run`).
+
+    Args:
+        enabled: run these stages in `graphrec run`.
+        embeddings: use the embedding store's versions as inputs (point-in-time: each impression gets the newest
+            version whose cutoff is at or before it); off trains on behaviour features alone.
+        features: the behaviour features (windows, weights, priors).
+        model: the ranker's architecture.
+        train: its optimisation.
+        split: the temporal split of the evaluation.
+        slices: the evaluation's slices.
+        final_fit: after the evaluation, train the published ranker on every day (test days included) for the
+            epoch count the evaluation's early stopping chose.
+        policy_requests: test requests whose every live module is scored to measure the ranker's order with the
+            true click model (generated shops only; 0 skips it).
+        top_k: slots of the order whose expected clicks are measured.
+    """
+
+    enabled: bool = True
+    embeddings: bool = True
+    features: RankFeatureConfig = field(default_factory=RankFeatureConfig)
+    model: RankerConfig = field(default_factory=RankerConfig)
+    train: RankTrainConfig = field(default_factory=RankTrainConfig)
+    split: RankSplitConfig = field(default_factory=RankSplitConfig)
+    slices: RankSliceConfig = field(default_factory=RankSliceConfig)
+    final_fit: bool = True
+    policy_requests: int = 2000
+    top_k: int = 40
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "ranker",
+            self,
+            {"policy_requests": (at_least_zero, "0 or more"), "top_k": (positive, "a positive integer")},
+        )
+
+
+def _range(low_bound: float, log: bool = False):
+    """A rule for a [low, high] search range: two numbers, low <= high, both >= low_bound (> 0 on a log scale)."""
+
+    def ok(value) -> bool:
+        return (
+            value is not None
+            and len(value) == 2
+            and value[0] <= value[1]
+            and value[0] >= low_bound
+            and (not log or value[0] > 0)
+        )
+
+    return ok
+
+
+def _choices(test):
+    """A rule for a list of choices: not empty, every choice passing `test`."""
+    return lambda value: bool(value) and all(test(v) for v in value)
+
+
+@dataclass
+class RankerSearchSpace:
+    """The ranker's search space in `graphrec tune --target ranker`: each trial sets these keys of the `ranker`
+    group and keeps the rest as given. A range is [low, high] (both included); a list of one choice, or a range with
+    low = high, fixes the key.
+
+    Args:
+        cross_layers: range of `ranker.model.cross_layers`: 0 (the deep tower alone) to 3 DCN-v2 cross layers.
+        hidden: choices of `ranker.model.hidden`, the deep tower's widths.
+        dropout: range of `ranker.model.dropout`.
+        lr: range of `ranker.train.lr`, drawn on a log scale.
+        weight_decay: range of `ranker.train.weight_decay`, drawn on a log scale.
+        batch_size: choices of `ranker.train.batch_size`.
+    """
+
+    cross_layers: list[int] = field(default_factory=lambda: [0, 3])
+    hidden: list[list[int]] = field(default_factory=lambda: [[64], [128, 64], [256, 128]])
+    dropout: list[float] = field(default_factory=lambda: [0.0, 0.3])
+    lr: list[float] = field(default_factory=lambda: [3e-4, 1e-2])
+    weight_decay: list[float] = field(default_factory=lambda: [1e-7, 1e-3])
+    batch_size: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192])
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "tune.ranker_space",
+            self,
+            {
+                "cross_layers": (_range(0), "a range [low, high] of 0 or more"),
+                "hidden": (_choices(lambda h: bool(h) and all(w > 0 for w in h)), "a list of lists of positive widths"),
+                "dropout": (lambda v: _range(0)(v) and v[1] < 1, "a range [low, high] in [0, 1)"),
+                "lr": (_range(0, log=True), "a positive range [low, high]"),
+                "weight_decay": (_range(0, log=True), "a positive range [low, high] (drawn on a log scale)"),
+                "batch_size": (_choices(positive), "a list of positive sizes"),
+            },
+        )
+
+
+@dataclass
+class EmbeddingSearchSpace:
+    """The embeddings' search space in `graphrec tune --target embeddings`: each trial sets these keys of the
+    `embeddings` group and keeps the rest as given. A range is [low, high] (both included); a list of one choice,
+    or a range with low = high, fixes the key.
+
+    Args:
+        dim: choices of `embeddings.model.dim`.
+        num_layers: range of `embeddings.model.num_layers` (propagation layers).
+        lr: range of `embeddings.train.lr`, drawn on a log scale.
+        l2: range of `embeddings.train.l2`, drawn on a log scale.
+        aux_weight: range of `embeddings.train.aux_weight` (0: the target behaviour alone).
+    """
+
+    dim: list[int] = field(default_factory=lambda: [32, 64, 128])
+    num_layers: list[int] = field(default_factory=lambda: [1, 3])
+    lr: list[float] = field(default_factory=lambda: [1e-3, 3e-2])
+    l2: list[float] = field(default_factory=lambda: [1e-6, 1e-2])
+    aux_weight: list[float] = field(default_factory=lambda: [0.0, 1.0])
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "tune.embeddings_space",
+            self,
+            {
+                "dim": (_choices(positive), "a list of positive dimensions"),
+                "num_layers": (_range(0), "a range [low, high] of 0 or more"),
+                "lr": (_range(0, log=True), "a positive range [low, high]"),
+                "l2": (_range(0, log=True), "a positive range [low, high] (drawn on a log scale)"),
+                "aux_weight": (_range(0), "a range [low, high] of 0 or more"),
+            },
+        )
+
+
+@dataclass
+class TuneConfig:
+    """Hyperparameter search with Optuna (`graphrec tune`): a study per target, kept in SQLite so that a killed
+    search continues where it stopped.
+
+    Args:
+        n_trials: complete trials the study holds when the search ends, counted over every run of it (pruned and
+            failed trials do not count), so a rerun after a kill continues and a rerun after the end does nothing.
+        seed: seeds the sampler (TPE); trial k's draw depends only on the seed and the trials before it, so a study
+            is reproducible, also across a kill. Training itself is seeded by the target's `train.seed`.
+        timeout_minutes: start no new trial after this many minutes of this run (null: no limit); a rerun goes on.
+        pruner_warmup_epochs: a trial is never pruned in its first this many epochs (median pruning on the
+            per-epoch validation metric after that).
+        pruner_startup_trials: no trial is pruned before this many trials of the study are complete.
+        workdir: holds the studies (`study.db`, SQLite, one study per target) and each running trial's scratch
+            directory.
+        out: the tuned YAML, the target group with the best trial's values (default `conf/tuned/<target>.yaml`);
+            the study's trials (`<name>.trials.csv`) and plots (`<name>.history.png`, `<name>.importance.png`) are
+            written beside it.
+        ranker_space: the ranker's search space.
+        embeddings_space: the embeddings' search space.
+    """
+
+    n_trials: int = 20
+    seed: int = 0
+    timeout_minutes: float | None = None
+    pruner_warmup_epochs: int = 2
+    pruner_startup_trials: int = 3
+    workdir: str = "artifacts/tune"
+    out: str | None = None
+    ranker_space: RankerSearchSpace = field(default_factory=RankerSearchSpace)
+    embeddings_space: EmbeddingSearchSpace = field(default_factory=EmbeddingSearchSpace)
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "tune",
+            self,
+            {
+                "n_trials": (positive, "a positive integer"),
+                "timeout_minutes": (lambda v: v is None or v > 0, "positive or null"),
+                "pruner_warmup_epochs": (at_least_zero, "0 or more"),
+                "pruner_startup_trials": (at_least_zero, "0 or more"),
+                "workdir": (bool, "a directory"),
+                "out": (lambda v: v is None or v.endswith((".yaml", ".yml")), "null or a path ending in .yaml"),
             },
         )

@@ -64,10 +64,16 @@ def _tensors(arrays: dict, dim: int) -> TensorDataset:
 
 
 def fit_ranker(
-    model: HomepageRanker, train: dict, validation: dict | None, train_config: RankTrainConfig, out_dir
-) -> HomepageRanker:
-    """Fit `model` on the `train` arrays (from `RankRows.arrays`), early-stopping on the `validation` loss; the
-    model is returned with its best weights."""
+    model: HomepageRanker,
+    train: dict,
+    validation: dict | None,
+    train_config: RankTrainConfig,
+    out_dir,
+    callbacks: list | None = None,
+) -> tuple[HomepageRanker, dict]:
+    """Fit `model` on the `train` arrays (from `RankRows.arrays`), early-stopping on the `validation` loss; returns
+    the model with its best weights and a summary (epochs run, best epoch, best validation loss, the loss curve).
+    `callbacks` are added to the Trainer's (for example an Optuna pruning callback on `val_loss`)."""
     L.seed_everything(train_config.seed, workers=True, verbose=False)
     dense = torch.from_numpy(train["dense"])
     model.set_dense_statistics(dense.mean(dim=0), dense.std(dim=0))
@@ -85,11 +91,12 @@ def fit_ranker(
     if model.config.position_tower:
         initialise_position_tower(model, train)
     system = RankerSystem(model, train_config)
-    callbacks = []
+    curve = _LossCurve()
+    callbacks = [curve, *(callbacks or [])]
     checkpoint = None
     if val_loader is not None:
         checkpoint = ModelCheckpoint(dirpath=out_dir, monitor="val_loss", mode="min", save_top_k=1, filename="best")
-        callbacks = [checkpoint, EarlyStopping(monitor="val_loss", mode="min", patience=train_config.patience)]
+        callbacks += [checkpoint, EarlyStopping(monitor="val_loss", mode="min", patience=train_config.patience)]
     trainer = L.Trainer(
         max_epochs=train_config.epochs,
         accelerator="cpu",
@@ -107,7 +114,28 @@ def fit_ranker(
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         system.load_state_dict(state)
         log.debug("best validation loss %.5f", float(checkpoint.best_model_score))
-    return system.model.eval()
+    summary = {"epochs_run": len(curve.train_loss), "train_loss": curve.train_loss, "val_loss": curve.val_loss}
+    if curve.val_loss:
+        best = int(np.argmin(curve.val_loss))
+        summary.update(best_epoch=best + 1, best_val_loss=curve.val_loss[best])
+    return system.model.eval(), summary
+
+
+class _LossCurve(L.Callback):
+    """Records the epoch losses (for the artifact, the run report and the final fit's epoch count)."""
+
+    def __init__(self) -> None:
+        self.train_loss: list[float] = []
+        self.val_loss: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if "train_loss" in trainer.callback_metrics:
+            self.train_loss.append(float(trainer.callback_metrics["train_loss"]))
+            log.info("ranker epoch %d: train loss %.5f", len(self.train_loss), self.train_loss[-1])
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "val_loss" in trainer.callback_metrics:
+            self.val_loss.append(float(trainer.callback_metrics["val_loss"]))
 
 
 @torch.no_grad()

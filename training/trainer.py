@@ -94,9 +94,14 @@ def build_model(
 
 
 def build_trainer(
-    train_config: TrainConfig, out_dir: Path, validate: bool, progress: bool = True
+    train_config: TrainConfig,
+    out_dir: Path,
+    validate: bool,
+    progress: bool = True,
+    callbacks: list[Callback] | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint | None, ValidationCurve]:
-    """The Lightning Trainer of one fit, with its best-checkpoint callback (None without validation) and curve."""
+    """The Lightning Trainer of one fit, with its best-checkpoint callback (None without validation) and curve.
+    `callbacks` are added to its own (for example an Optuna pruning callback on the monitored score)."""
     monitor = f"val_ndcg@{train_config.k}"
     checkpoints = out_dir / "checkpoints"
     # last.ckpt after every epoch, whatever the validation schedule, so a kill loses at most the epoch in progress
@@ -105,7 +110,7 @@ def build_trainer(
         dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
     )
     curve = ValidationCurve(monitor)
-    callbacks: list[Callback] = [latest, curve]
+    callbacks = [latest, curve, *(callbacks or [])]
     # A progress bar on a terminal; one log line per epoch anywhere else (a scheduler's log gets no redraws).
     bar = progress and progress_bar_wanted()
     if progress and not bar:
@@ -147,12 +152,13 @@ def train_embeddings(
     resume: bool = True,
     progress: bool = True,
     init: dict[str, tuple[torch.Tensor | None, torch.Tensor]] | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> tuple[MultiBehaviourGCN, dict]:
     """Train with Lightning into `out_dir` (checkpoints, CSV logs) and return the best model and a summary.
 
     With a validation task, early stopping and the best checkpoint follow val ndcg@k; without one, the last
     epoch is kept. With `resume`, a `last.ckpt` in `out_dir` of this very run is continued (e.g. after a kill).
-    `init` warm-starts parameters (see `build_model`).
+    `init` warm-starts parameters (see `build_model`); `callbacks` are added to the Trainer's.
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
@@ -160,7 +166,7 @@ def train_embeddings(
     model = build_model(task, model_config, train_config.seed, init)
     system = EmbeddingSystem(model, train_config)
     system.attach(task, val_task)
-    trainer, checkpoint, curve = build_trainer(train_config, out_dir, val_task is not None, progress)
+    trainer, checkpoint, curve = build_trainer(train_config, out_dir, val_task is not None, progress, callbacks)
     last = out_dir / "checkpoints" / "last.ckpt"
     same = same_run(out_dir, model.hyperparameters(), train_config, task, init)
     resume_from = str(last) if resume and same else None

@@ -321,11 +321,16 @@ class ClickModel:
         """P(relevant | user, module, context) for (request, module) pairs."""
         return sigmoid(sum(self.logit_parts(requests, modules).values()))
 
+    def examination_curve(self, slots: int) -> np.ndarray:
+        """[devices, slots] P(examine | slot, device) on a page of at least `slots` slots (order of `DEVICES`)."""
+        power = np.array([self.homepage.examination_power[d] for d in DEVICES])
+        return 1.0 / (np.arange(slots)[None, :] + 1.0) ** power[:, None]
+
     def examination(self, requests: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """P(examine | slot, device), 0 past the request's page."""
-        power = np.array([self.homepage.examination_power[d] for d in DEVICES])
         requests, slots = np.broadcast_arrays(requests, slots)
-        exam = 1.0 / (slots + 1.0) ** power[self.request_device[requests]]
+        curve = self.examination_curve(int(slots.max()) + 1 if slots.size else 1)
+        exam = curve[self.request_device[requests], slots]
         return np.where(slots < self.request_slots[requests], exam, 0.0)
 
     def expected_clicks(self, requests: np.ndarray, orders: np.ndarray) -> np.ndarray:

@@ -10,31 +10,13 @@ second factor alone, so the order is not a mirror of past placement.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from graphrec.rank.config import RankerConfig
 
-@dataclass
-class RankerConfig:
-    """Architecture of the ranker.
-
-    Args:
-        cross_layers: DCN-v2 cross layers (full-rank).
-        hidden: widths of the deep tower's layers.
-        dropout: dropout in the deep tower.
-        embedding_products: add the element-wise product of the user and module embeddings to the input (their dot
-            product is always an input when embeddings are).
-        position_tower: learn P(seen | slot, device) beside relevance (PAL); without it the slot is ignored.
-    """
-
-    cross_layers: int = 2
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
-    dropout: float = 0.1
-    embedding_products: bool = True
-    position_tower: bool = True
+__all__ = ["CrossLayer", "HomepageRanker", "RankerConfig"]
 
 
 class CrossLayer(nn.Module):

@@ -4,7 +4,8 @@ A row joins the impression to (a) the behaviour features of `graphrec.rank.featu
 strictly before it), (b) the user's and the module's embeddings of the version live at its time, through the
 feature store's historical retrieval (the newest version whose cutoff is <= the impression: learned only from
 events before it; `graphrec backfill` publishes such versions), and (c) its context (hour, weekday, device) and
-slot. Users and modules a version lacks get zero vectors and a 0 in `has_user_embedding` / `has_module_embedding`.
+slot. Users and modules a version lacks get zero vectors and a 0 in `has_user_embedding` / `has_module_embedding`;
+`embedding_cutoff` is the cutoff of the version joined to the row (null where none is older than the row).
 """
 
 from __future__ import annotations
@@ -113,4 +114,18 @@ def _with_embeddings(frame: pl.DataFrame, store: str | Path, feature_store) -> t
             present.cast(pl.Float32).alias(f"has_{name}_embedding"),
             version.alias(f"{name}_embedding_version"),
         ]
+    cutoffs = _version_cutoffs(store)
+    live = vectors["user"][2].fill_null(vectors["module"][2])
+    columns.append(
+        live.replace_strict(cutoffs, default=None, return_dtype=pl.String)
+        .str.to_datetime(time_zone="UTC")
+        .alias("embedding_cutoff")
+    )
     return frame.with_columns(columns), dim
+
+
+def _version_cutoffs(store: str | Path) -> dict[str, str]:
+    """Each version's snapshot cutoff, from its manifest."""
+    from graphrec.store.versions import list_versions, read_manifest
+
+    return {version: read_manifest(store, version)["cutoff"] for version in list_versions(store)}

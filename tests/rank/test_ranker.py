@@ -91,7 +91,10 @@ def test_fit_learns_relevance_and_position_apart(tmp_path):
     train = {k: (v[:30_000] if v is not None else None) for k, v in arrays.items()}
     val = {k: (v[30_000:] if v is not None else None) for k, v in arrays.items()}
     model = HomepageRanker(5, 0, 8, 3, RankerConfig(hidden=[16]))
-    model = fit_ranker(model, train, val, RankTrainConfig(epochs=12, batch_size=512, lr=0.01, patience=3), tmp_path)
+    model, summary = fit_ranker(
+        model, train, val, RankTrainConfig(epochs=12, batch_size=512, lr=0.01, patience=3), tmp_path
+    )
+    assert summary["epochs_run"] >= 1 and len(summary["val_loss"]) == summary["epochs_run"]
     score, click = predict(model, val)
     assert auc(score, relevance[30_000:] > 0.5) > 0.95  # the serving score orders by relevance
     with torch.no_grad():

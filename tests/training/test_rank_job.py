@@ -1,0 +1,167 @@
+"""The ranker job: point-in-time rows, the temporal split, the artifact's scores, and the policy value."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from graphrec.data.config import ValidationConfig
+from graphrec.data.validation import validate_dataset
+from graphrec.embed.config import ModelConfig
+from graphrec.errors import InputError
+from graphrec.rank.artifact import load_ranker
+from graphrec.rank.model import RankerConfig
+from graphrec.rank.policy import pbm_ips
+from graphrec.store.versions import list_versions, read_manifest
+from training.backfill import backfill_job
+from training.config import (
+    BackfillConfig,
+    EmbeddingStageConfig,
+    ExportStageConfig,
+    RankerStageConfig,
+    RankSplitConfig,
+    RankTrainConfig,
+    TrainConfig,
+)
+from training.rank_job import build_rows, rank_job, split_rows
+
+RANKER = RankerStageConfig(
+    model=RankerConfig(hidden=[16]),
+    train=RankTrainConfig(epochs=3, batch_size=1024, lr=0.01),
+    split=RankSplitConfig(test_days=3, validation_days=2, skip_days=4),
+    policy_requests=60,
+    top_k=12,
+)
+
+
+@pytest.fixture(scope="module")
+def ranked(small_shop, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rank")
+    tables = {name: getattr(small_shop, name) for name in ("events", "items", "content", "impressions")}
+    validate_dataset(tables, root / "validated", ValidationConfig(reference_time="2026-06-01"))
+    embeddings = EmbeddingStageConfig(model=ModelConfig(dim=8, num_layers=1), train=TrainConfig(epochs=1))
+    export = ExportStageConfig(store=str(root / "store"))
+    backfill_job(
+        root / "validated", root / "bf", BackfillConfig(every_days=3, first_after_days=3), None, embeddings, export
+    )
+    small_shop.click_model.save(root / "click_model.npz")
+    report = rank_job(root / "validated", root / "ranker", RANKER, root / "store", None, root / "click_model.npz")
+    return root, report
+
+
+def test_every_row_meets_an_embedding_version_cut_before_it(ranked):
+    root, _ = ranked
+    rows = build_rows(root / "validated", RANKER, root / "store")
+    frame = rows.frame.filter(pl.col("user_embedding_version").is_not_null())
+    assert frame.height > 0.5 * rows.frame.height
+    cutoffs = {v: read_manifest(root / "store", v)["cutoff"] for v in list_versions(root / "store")}
+    for column in ("user_embedding_version", "module_embedding_version"):
+        known = frame.filter(pl.col(column).is_not_null())
+        cutoff = known[column].replace_strict(cutoffs).str.to_datetime(time_zone="UTC")
+        assert (cutoff <= known["timestamp"]).all()
+    # A row without a version has zero vectors and its flag at 0, never another version's vector.
+    missing = rows.frame.filter(pl.col("user_embedding_version").is_null())
+    assert (missing["has_user_embedding"] == 0).all()
+    assert np.abs(missing["user_embedding"].to_numpy()).sum() == 0
+
+
+def test_the_split_is_temporal_and_refuses_a_log_too_short(ranked):
+    root, report = ranked
+    rows = build_rows(root / "validated", RankerStageConfig(embeddings=False, split=RANKER.split))
+    parts = split_rows(rows, RANKER.split)
+    times = rows.frame["timestamp"]
+    assert times.gather(parts["train"]).max() < times.gather(parts["validation"]).min()
+    assert times.gather(parts["validation"]).max() < times.gather(parts["test"]).min()
+    assert report["rows"]["test"] == len(parts["test"])
+    slices = report["evaluation"]["test"]
+    assert 0 < slices["new_modules"]["impressions"] < slices["overall"]["impressions"]
+    assert 0 < slices["cold_users"]["impressions"] < slices["overall"]["impressions"]
+    with pytest.raises(InputError, match="too few"):
+        split_rows(rows, RankSplitConfig(test_days=7, validation_days=7, skip_days=7))
+
+
+def test_the_artifact_scores_the_rows_as_training_did(ranked):
+    from training.rank_system import predict
+
+    root, report = ranked
+    model, info = load_ranker(root / "ranker")
+    rows = build_rows(root / "validated", RANKER, root / "store")
+    assert info["features"]["names"] == rows.feature_names
+    assert info["embeddings"]["dim"] == rows.embedding_dim == model.embedding_dim
+    assert info["metrics"]["overall"]["auc"] == report["evaluation"]["test"]["overall"]["auc"]
+    arrays = rows.arrays(np.arange(500))
+    relevance, _ = predict(model, arrays)
+    with torch.no_grad():  # serving: the network alone on the same inputs, no slot, no Lightning
+        serving = torch.sigmoid(
+            model(
+                torch.from_numpy(arrays["dense"]), torch.from_numpy(arrays["user"]), torch.from_numpy(arrays["module"])
+            )
+        ).numpy()
+    np.testing.assert_allclose(serving, relevance, rtol=1e-6)
+    assert not (root / ".ranker.work").exists()
+
+
+def test_policy_value_puts_the_oracle_on_top(ranked):
+    _, report = ranked
+    table = report["policy_value"]["orders"]
+    assert set(table) == {"oracle", "ranker", "popularity", "logging policy"}
+    oracle = table["oracle"]["expected_clicks"]
+    assert oracle > 0 and all(row["expected_clicks"] <= oracle + 1e-9 for row in table.values())
+    assert table["ranker"]["ratio_to_oracle"] > 0
+    for name in ("oracle", "ranker", "popularity"):
+        assert np.isfinite(table[name]["ips"]) and table[name]["ips_se"] > 0
+
+
+def test_candidate_rows_line_up_with_the_click_model(ranked, small_shop):
+    from graphrec.data.homepage import ReferenceScorer
+    from graphrec.rank.policy import candidate_rows, ranked_value, score_grid
+    from graphrec.rank.rows import read_impressions
+
+    root, _ = ranked
+    model = small_shop.click_model
+    requests = np.arange(0, len(model.request_ids), 97)
+    candidates = candidate_rows(model, read_impressions(root / "validated"), requests)
+    assert candidates.height == model.active(requests).sum()
+    true = model.relevance(
+        model.request_index(candidates["request_id"].to_numpy()), model.module_index(candidates["content_id"])
+    )
+    grid = score_grid(candidates, true, len(requests), len(model.content_ids))
+    _, value = ranked_value(model, requests, grid, 12)
+    _, oracle = ranked_value(model, requests, ReferenceScorer.fit(model).scores("oracle", requests), 12)
+    np.testing.assert_allclose(value, oracle)
+
+
+def test_first_slot_ips_is_unbiased_under_the_position_based_model():
+    rng = np.random.default_rng(0)
+    n, modules, slots, exploration = 200_000, 30, 5, 0.3
+    relevance = rng.uniform(0.05, 0.6, modules)
+    theta = 1.0 / np.arange(1, slots + 1)
+    preference = np.exp(rng.normal(size=modules))
+    policy = (1 - exploration) * preference / preference.sum() + exploration / modules  # first-slot distribution
+    shown = rng.choice(modules, size=n, p=policy)
+    clicked = (rng.random(n) < theta[0] * relevance[shown]).astype(float)
+    log = {
+        "module": shown,
+        "clicked": clicked,
+        "propensity": policy[shown],
+        "device": np.zeros(n, dtype=np.int64),
+        "page": np.full(n, slots),
+    }
+    target = np.tile(np.argsort(-relevance)[:slots], (n, 1))  # the best order, a policy the log rarely shows
+    truth = float((theta * relevance[target[0]]).sum())
+    estimate = pbm_ips(log, target, theta[None, :])
+    assert abs(estimate["ips"] - truth) < 3 * estimate["ips_se"]
+    assert abs(estimate["snips"] - truth) < 0.05 * truth
+    # Slots past the logged page are never seen, whatever the target puts there.
+    short = pbm_ips(log | {"page": np.full(n, 1)}, target, theta[None, :])
+    assert short["ips"] < estimate["ips"]
+
+
+def test_the_command_needs_a_store_for_embeddings(ranked, capsys):
+    from training.cli import main
+
+    root, _ = ranked
+    code = main(["rank", "--validated", str(root / "validated"), "--export.store", str(root / "nowhere")])
+    assert code == 2 and "graphrec: error:" in capsys.readouterr().err

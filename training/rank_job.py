@@ -1,0 +1,298 @@
+"""The ranker job: point-in-time rows, a temporal evaluation, the final fit and the serving artifact.
+
+`graphrec rank --validated artifacts/default/validated --export.store artifacts/store --out artifacts/default/ranker`
+joins every validated impression to its behaviour features and (with `ranker.embeddings`) to the user and module
+embeddings of the version live at its time, trains the ranker on the earlier days, early-stops on the next ones and
+evaluates it on the last `ranker.split.test_days` (AUC, logloss, GAUC, NDCG@10, ECE; overall and for cold users,
+heavy users and new modules), then trains the published ranker on every day for the epoch count the evaluation
+chose and writes it with `graphrec.rank.artifact.save_ranker`. Given the generated shop's click model, the test
+requests' orders are also scored with the true click model (policy value) beside the logging policy, a popularity
+order and the oracle, with the off-policy estimates of the same values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphrec.artifacts import write_json_atomic
+from graphrec.data.config import DEVICES
+from graphrec.errors import InputError
+from graphrec.rank.features import feature_descriptions
+from graphrec.rank.rows import EMBEDDING_FLAGS, RankRows, impression_rows
+from training.config import RankerStageConfig, RankSplitConfig
+
+log = logging.getLogger("graphrec.rank")
+
+DAY_SECONDS = 86_400
+MAX_POSITION_SLOTS = 100  # the position tower's slots; later slots share the last one
+
+
+def build_rows(
+    validated: str | Path, config: RankerStageConfig, store: str | Path | None = None, feature_store=None
+) -> RankRows:
+    """Training rows of every validated impression, with embeddings from `store` when `config.embeddings`."""
+    if config.embeddings and store is None:
+        raise InputError("ranker.embeddings is on but no embedding store was given (--export.store)")
+    if config.embeddings:
+        from graphrec.store.versions import list_versions
+
+        if not (Path(store) / "embeddings").exists() or not list_versions(store):
+            raise InputError(
+                f"{store}: no embedding versions; publish some with `graphrec backfill` (or set --ranker.embeddings "
+                "false to train on behaviour features alone)"
+            )
+    return impression_rows(validated, store if config.embeddings else None, feature_store, config.features)
+
+
+def impression_days(rows: RankRows) -> np.ndarray:
+    """Each row's day index, counted from the first impression's UTC midnight."""
+    seconds = rows.frame["timestamp"].dt.epoch("s").to_numpy()
+    return (seconds - (seconds.min() // DAY_SECONDS) * DAY_SECONDS) // DAY_SECONDS
+
+
+def split_rows(rows: RankRows, split: RankSplitConfig) -> dict[str, np.ndarray]:
+    """Row indexes of the temporal parts: `train` (after `skip_days`), `validation`, `test` (the last days) and
+    `all` (every row after `skip_days`, for the final fit)."""
+    day = impression_days(rows)
+    last = int(day.max())
+    test_from = last + 1 - split.test_days
+    validation_from = test_from - split.validation_days
+    if validation_from <= split.skip_days:
+        raise InputError(
+            f"the impressions span {last + 1} days: too few for ranker.split (skip {split.skip_days}, validation "
+            f"{split.validation_days}, test {split.test_days} days)"
+        )
+    parts = {
+        "train": np.flatnonzero((day >= split.skip_days) & (day < validation_from)),
+        "validation": np.flatnonzero((day >= validation_from) & (day < test_from)),
+        "test": np.flatnonzero(day >= test_from),
+        "all": np.flatnonzero(day >= split.skip_days),
+    }
+    for name in ("train", "validation"):
+        clicks = int(rows.frame["clicked"].gather(parts[name]).sum()) if len(parts[name]) else 0
+        if clicks == 0:
+            raise InputError(f"the ranker's {name} days hold no clicked impression; more days or a larger log needed")
+    return parts
+
+
+def new_ranker(rows: RankRows, config: RankerStageConfig, features: list[str] | None = None, embeddings=None):
+    """An untrained ranker for `rows`' features (`features`: a subset) and embeddings (None: `config.embeddings`),
+    its weights drawn from `config.train.seed`."""
+    import torch
+
+    from graphrec.rank.model import HomepageRanker
+
+    torch.manual_seed(config.train.seed)
+
+    names = features if features is not None else rows.feature_names
+    use = config.embeddings if embeddings is None else embeddings
+    slots = min(int(rows.frame["slot"].max()) + 1, MAX_POSITION_SLOTS)
+    return HomepageRanker(len(names), rows.embedding_dim if use else 0, slots, len(DEVICES), replace(config.model))
+
+
+def fit_split(
+    rows: RankRows,
+    parts: dict[str, np.ndarray],
+    config: RankerStageConfig,
+    out_dir: str | Path,
+    callbacks: list | None = None,
+    features: list[str] | None = None,
+    embeddings: bool | None = None,
+):
+    """Train a ranker on `parts["train"]`, early-stopping on `parts["validation"]`; returns (model, summary)."""
+    from training.rank_system import fit_ranker
+
+    use = config.embeddings if embeddings is None else embeddings
+    model = new_ranker(rows, config, features, use)
+    train = rows.arrays(parts["train"], use, features)
+    validation = rows.arrays(parts["validation"], use, features)
+    return fit_ranker(model, train, validation, config.train, Path(out_dir), callbacks)
+
+
+def slice_masks(rows: RankRows, test: np.ndarray, config: RankerStageConfig) -> dict[str, np.ndarray]:
+    """Boolean masks over the `test` rows: cold users, heavy users and new modules (launched after the cutoff of the
+    embedding version live at the row; where the rows have no embeddings, launched less than `skip_days` before)."""
+    frame = rows.frame[test]
+    events = frame["user_item_events"].to_numpy()
+    heavy_from = float(np.quantile(events, config.slices.heavy_user_quantile)) if len(events) else 0.0
+    age = frame["module_age_days"].to_numpy()
+    if "embedding_cutoff" in frame.columns:
+        launch = frame["timestamp"].dt.epoch("s").to_numpy() - age * DAY_SECONDS
+        cutoff = frame["embedding_cutoff"].dt.epoch("s").fill_null(np.iinfo(np.int64).min).to_numpy()
+        new_module = launch > cutoff
+    else:
+        new_module = age < max(config.split.skip_days, 1)
+    return {
+        "cold_users": events <= config.slices.cold_user_max_events,
+        "heavy_users": events >= max(heavy_from, 1.0),
+        "new_modules": new_module,
+    }
+
+
+def evaluate_ranker(model, rows: RankRows, test: np.ndarray, config: RankerStageConfig, features=None) -> dict:
+    """Click metrics of `model` on the `test` rows, overall and per slice (P(click) at the logged slot)."""
+    from graphrec.rank.metrics import click_metrics
+    from training.rank_system import predict
+
+    arrays = rows.arrays(test, model.embedding_dim > 0, features)
+    _, click = predict(model, arrays)
+    result = {"overall": click_metrics(click, arrays["clicked"], arrays["user_id"], arrays["request"])}
+    for name, mask in slice_masks(rows, test, config).items():
+        if mask.any() and 0 < arrays["clicked"][mask].sum() < mask.sum():
+            result[name] = click_metrics(
+                click[mask], arrays["clicked"][mask], arrays["user_id"][mask], arrays["request"][mask]
+            )
+        else:
+            result[name] = {"impressions": int(mask.sum()), "note": "no clicks and non-clicks both in this slice"}
+    return result
+
+
+def rank_job(
+    validated: str | Path,
+    out: str | Path,
+    config: RankerStageConfig | None = None,
+    store: str | Path | None = None,
+    feature_store=None,
+    click_model: str | Path | None = None,
+) -> dict[str, Any]:
+    """Build rows, evaluate on the temporal split, train the final ranker and write its artifact to `out`; returns
+    the report (also written as `<out>.report.json` beside the artifact)."""
+    from graphrec.rank.artifact import save_ranker
+
+    config = config or RankerStageConfig()
+    out = Path(out)
+    started = time.perf_counter()
+    rows = build_rows(validated, config, store, feature_store)
+    parts = split_rows(rows, config.split)
+    log.info(
+        "ranker rows: %s impressions (%s train, %s validation, %s test), %d features%s (%.0fs)",
+        f"{rows.frame.height:,}",
+        f"{len(parts['train']):,}",
+        f"{len(parts['validation']):,}",
+        f"{len(parts['test']):,}",
+        len(rows.feature_names),
+        f", {rows.embedding_dim}-dim embeddings" if rows.embedding_dim else "",
+        time.perf_counter() - started,
+    )
+    work = out.parent / f".{out.name}.work"
+    model, summary = fit_split(rows, parts, config, work / "evaluation")
+    metrics = evaluate_ranker(model, rows, parts["test"], config)
+    overall = metrics["overall"]
+    log.info(
+        "ranker test: AUC %.4f, logloss %.5f, GAUC %.4f, ECE %.4f (%d epochs)",
+        overall["auc"],
+        overall["logloss"],
+        overall["gauc"],
+        overall["ece"],
+        summary["epochs_run"],
+    )
+    report: dict[str, Any] = {
+        "rows": {name: len(index) for name, index in parts.items()} | {"impressions": rows.frame.height},
+        "evaluation": {"training": summary, "test": metrics},
+    }
+    if click_model is not None and config.policy_requests:
+        report["policy_value"] = policy_value(
+            {"ranker": model}, rows, parts["test"], config, validated, click_model, store, feature_store
+        )
+    final, final_summary = model, summary
+    if config.final_fit and len(parts["test"]):
+        from training.rank_system import fit_ranker
+
+        epochs = int(summary.get("best_epoch", summary["epochs_run"]))
+        train_config = replace(config.train, epochs=epochs)
+        final, final_summary = fit_ranker(
+            new_ranker(rows, config), rows.arrays(parts["all"], config.embeddings), None, train_config, work / "final"
+        )
+        log.info("final ranker: %d epochs on every day after the first %d", epochs, config.split.skip_days)
+    names = rows.feature_names if config.embeddings else [n for n in rows.feature_names if n not in EMBEDDING_FLAGS]
+    descriptions = feature_descriptions(config.features) | {
+        "has_user_embedding": "1 if the live embedding version holds the user",
+        "has_module_embedding": "1 if the live embedding version holds the module",
+    }
+    info = {
+        "features": {
+            "names": names,
+            "descriptions": {n: descriptions[n] for n in names},
+            "config": asdict(config.features),
+        },
+        "embeddings": _embedding_info(rows, store) if config.embeddings else None,
+        "training": {
+            "config": asdict(config.train),
+            "split": asdict(config.split),
+            "evaluation_fit": summary,
+            "final_fit": final_summary if final is not model else None,
+        },
+        "metrics": metrics,
+        "data": {"validated": str(validated), "rows": report["rows"]},
+    }
+    save_ranker(final, out, info)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(out / "report.json", report)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _embedding_info(rows: RankRows, store) -> dict[str, Any]:
+    from graphrec.store.versions import latest_version, read_manifest
+
+    frame = rows.frame
+    versions = sorted(set(frame["user_embedding_version"].drop_nulls().to_list()))
+    live = latest_version(store)
+    manifest = read_manifest(store, live) if live else {}
+    return {
+        "store": str(store),
+        "dim": rows.embedding_dim,
+        "trained_on_versions": versions,
+        "live_version": live,
+        "space": manifest.get("space"),
+        "rows_with_user_embedding": float(frame["has_user_embedding"].mean()),
+        "rows_with_module_embedding": float(frame["has_module_embedding"].mean()),
+    }
+
+
+def policy_value(
+    rankers: dict[str, Any],
+    rows: RankRows,
+    test: np.ndarray,
+    config: RankerStageConfig,
+    validated: str | Path,
+    click_model: str | Path,
+    store=None,
+    feature_store=None,
+) -> dict[str, Any]:
+    """`graphrec.rank.policy.policy_table` of each ranker's order on `config.policy_requests` test requests (theta
+    for the off-policy estimates from the first ranker's position tower)."""
+    from graphrec.data.homepage import ClickModel
+    from graphrec.rank.policy import policy_setting, policy_table
+    from training.rank_system import predict
+
+    started = time.perf_counter()
+    model = ClickModel.load(click_model)
+    request_ids = rows.frame["request_id"].gather(test).to_numpy()
+    setting = policy_setting(validated, model, request_ids, config.features, config.policy_requests)
+    candidates = setting.rows(store if rows.embedding_dim else None, feature_store)
+    scores = {}
+    for name, ranker in rankers.items():
+        scores[name], _ = predict(ranker, candidates.arrays(None, ranker.embedding_dim > 0))
+    theta = tower_theta(next(iter(rankers.values())), config.top_k)
+    table = policy_table(setting, scores, theta, config.top_k)
+    log.info("policy value on %d test requests (%.0fs)", len(setting.requests), time.perf_counter() - started)
+    return {"requests": len(setting.requests), "top_k": config.top_k, "orders": table}
+
+
+def tower_theta(ranker, slots: int) -> np.ndarray:
+    """[devices, slots] P(seen | slot, device) of a ranker's position tower."""
+    import torch
+
+    with torch.no_grad():
+        slot = torch.clamp(torch.arange(slots), max=ranker.num_slots - 1).repeat(len(DEVICES))
+        device = torch.arange(len(DEVICES)).repeat_interleave(slots)
+        return torch.sigmoid(ranker.seen_logit(slot, device)).numpy().reshape(len(DEVICES), slots)
