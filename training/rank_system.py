@@ -75,8 +75,7 @@ def fit_ranker(
     the model with its best weights and a summary (epochs run, best epoch, best validation loss, the loss curve).
     `callbacks` are added to the Trainer's (for example an Optuna pruning callback on `val_loss`)."""
     L.seed_everything(train_config.seed, workers=True, verbose=False)
-    dense = torch.from_numpy(train["dense"])
-    model.set_dense_statistics(dense.mean(dim=0), dense.std(dim=0))
+    model.fit_dense_transform(torch.from_numpy(train["dense"]))
     dim = model.embedding_dim
     generator = torch.Generator().manual_seed(train_config.seed)
     # Whole batches are gathered with one index each (a per-row fetch costs more than the step itself).

@@ -47,6 +47,24 @@ from training.config import (
 log = logging.getLogger("graphrec.tune")
 
 TARGETS = ("ranker", "embeddings")
+# The keys each search sets (its space in training/config.py: RankerSearchSpace, EmbeddingSearchSpace).
+SEARCHED = {
+    "ranker": {
+        "ranker.model.cross_layers",
+        "ranker.model.hidden",
+        "ranker.model.dropout",
+        "ranker.train.lr",
+        "ranker.train.weight_decay",
+        "ranker.train.batch_size",
+    },
+    "embeddings": {
+        "embeddings.model.dim",
+        "embeddings.model.num_layers",
+        "embeddings.train.lr",
+        "embeddings.train.l2",
+        "embeddings.train.aux_weight",
+    },
+}
 BEST = {"minimize": "lowest", "maximize": "highest"}
 # Keys of the target's group that no trial reads (the ranker's final fit and evaluation, the embeddings' baselines):
 # a rerun may change them without starting another study.
@@ -125,7 +143,7 @@ def tune_job(
                 tune.n_trials,
                 tune.n_trials - done,
             )
-            ran = _run_trials(study, storage, search, tune, scratch_root / target)
+            ran = _run_trials(study, storage, search, tune, scratch_root)
         summary = study_summary(study, search, storage.url)
         summary["ran"] = ran
         if summary["complete"] and (ran or not out.exists()):
@@ -138,14 +156,15 @@ def tune_job(
 def _run_trials(
     study: optuna.Study, storage: optuna.storages.RDBStorage, search: Search, tune: TuneConfig, scratch: Path
 ) -> int:
-    """Run trials until the study holds `tune.n_trials` complete ones or the timeout passes; returns how many ran."""
+    """Run trials until the study holds `tune.n_trials` complete ones or the timeout passes; returns how many ran.
+    Each trial trains in its own directory under `scratch`, removed when it ends."""
     fit = search.prepare()
     deadline = time.monotonic() + 60 * tune.timeout_minutes if tune.timeout_minutes else None
 
     def objective(trial: optuna.Trial) -> float:
         values = search.suggest(trial)
         trial.set_user_attr("config", values)
-        directory = scratch.parent / f"{scratch.name}-{trial.number:04d}"
+        directory = scratch / f"{search.group}-{trial.number:04d}"
         try:
             value, summary = fit(trial, values, directory)
         except BaseException as exc:
@@ -227,7 +246,8 @@ def ranker_search(
 
         return fit
 
-    settings = {"validated": str(Path(validated).resolve()), "store": str(Path(store).resolve()) if store else None}
+    used_store = str(Path(store).resolve()) if config.embeddings else None  # rows read no store without embeddings
+    settings = {"validated": str(Path(validated).resolve()), "store": used_store}
     return Search(
         group="ranker",
         metric="val_loss",
@@ -235,8 +255,8 @@ def ranker_search(
         usage="graphrec rank --config {out} --validated ...",
         suggest=suggest,
         prepare=prepare,
-        settings=settings | _base_settings(config, "ranker", suggest_keys(space)),
-        base_changes=_changed(config, RankerStageConfig(), "ranker", suggest_keys(space)),
+        settings=settings | _base_settings(config, "ranker"),
+        base_changes=_changed(config, RankerStageConfig(), "ranker"),
     )
 
 
@@ -293,7 +313,6 @@ def embedding_search(
 
         return fit
 
-    keys = suggest_keys(space)
     return Search(
         group="embeddings",
         metric=metric,
@@ -301,8 +320,8 @@ def embedding_search(
         usage="graphrec train --config {out} --snapshot ...; graphrec run --config conf/default.yaml --config {out}",
         suggest=suggest,
         prepare=prepare,
-        settings={"val_window": str(Path(val_window).resolve())} | _base_settings(config, "embeddings", keys),
-        base_changes=_changed(config, EmbeddingStageConfig(), "embeddings", keys),
+        settings={"val_window": str(Path(val_window).resolve())} | _base_settings(config, "embeddings"),
+        base_changes=_changed(config, EmbeddingStageConfig(), "embeddings"),
     )
 
 
@@ -310,16 +329,6 @@ def _float(trial: optuna.Trial, name: str, bounds: list[float], log: bool = Fals
     """A float drawn in `bounds`, rounded to 3 significant digits: what the trial trains with and the YAML holds."""
     low, high = bounds
     return min(max(float(f"{trial.suggest_float(name, low, high, log=log):.3g}"), low), high)
-
-
-def suggest_keys(space: RankerSearchSpace | EmbeddingSearchSpace) -> set[str]:
-    """The dotted config keys a search space sets."""
-    group, parts = (
-        ("ranker", {"model": ("cross_layers", "hidden", "dropout"), "train": ("lr", "weight_decay", "batch_size")})
-        if isinstance(space, RankerSearchSpace)
-        else ("embeddings", {"model": ("dim", "num_layers"), "train": ("lr", "l2", "aux_weight")})
-    )
-    return {f"{group}.{part}.{name}" for part, names in parts.items() for name in names}
 
 
 def with_values(config, values: dict[str, Any], group: str):
@@ -358,20 +367,20 @@ def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _base_settings(config, group: str, tuned: set[str]) -> dict[str, Any]:
+def _base_settings(config, group: str) -> dict[str, Any]:
     """The group's keys a trial reads but does not tune: a study continues only with the same ones."""
     unused = UNUSED_KEYS[group]
     return {
         k: v
         for k, v in flat(asdict(config), f"{group}.").items()
-        if k not in tuned and not any(k == u or (u.endswith(".") and k.startswith(u)) for u in unused)
+        if k not in SEARCHED[group] and not any(k == u or (u.endswith(".") and k.startswith(u)) for u in unused)
     }
 
 
-def _changed(config, default, group: str, tuned: set[str]) -> dict[str, Any]:
+def _changed(config, default, group: str) -> dict[str, Any]:
     """The trials' fixed settings that differ from the defaults (named in the YAML's header)."""
-    defaults = _base_settings(default, group, tuned)
-    return {k: v for k, v in _base_settings(config, group, tuned).items() if defaults.get(k) != v}
+    defaults = _base_settings(default, group)
+    return {k: v for k, v in _base_settings(config, group).items() if defaults.get(k) != v}
 
 
 @contextlib.contextmanager

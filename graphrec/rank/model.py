@@ -47,6 +47,7 @@ class HomepageRanker(nn.Module):
         self.config = config or RankerConfig()
         self.num_dense, self.embedding_dim = num_dense, embedding_dim
         self.num_slots, self.num_devices = num_slots, num_devices
+        self.register_buffer("dense_log", torch.zeros(num_dense, dtype=torch.bool))
         self.register_buffer("dense_mean", torch.zeros(num_dense))
         self.register_buffer("dense_std", torch.ones(num_dense))
         width = num_dense
@@ -67,15 +68,27 @@ class HomepageRanker(nn.Module):
             nn.init.constant_(self.device_logit.weight, 2.0)  # starts near "always seen"
 
     def set_dense_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store the training rows' feature means and standard deviations (used for every later input)."""
+        """Store the training rows' (transformed) feature means and standard deviations, used for every later input."""
         self.dense_mean.copy_(mean)
         self.dense_std.copy_(torch.clamp(std, min=1e-6))
+
+    @torch.no_grad()
+    def fit_dense_transform(self, dense: torch.Tensor) -> None:
+        """Fit the input transform on the training rows: counts (features never negative that reach above 2) enter
+        as log1p, since their heavy tails would otherwise dominate the standardised inputs; then every feature is
+        standardised with the transformed rows' mean and standard deviation."""
+        self.dense_log.copy_((dense.min(dim=0).values >= 0) & (dense.max(dim=0).values > 2))
+        transformed = self._transform(dense)
+        self.set_dense_statistics(transformed.mean(dim=0), transformed.std(dim=0))
+
+    def _transform(self, dense: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.dense_log, torch.log1p(torch.clamp(dense, min=0)), dense)
 
     def inputs(
         self, dense: torch.Tensor, user: torch.Tensor | None = None, module: torch.Tensor | None = None
     ) -> torch.Tensor:
         """[n, width] the network's input row: standardised dense features, then the embeddings' terms."""
-        parts = [(dense - self.dense_mean) / self.dense_std]
+        parts = [(self._transform(dense) - self.dense_mean) / self.dense_std]
         if self.embedding_dim:
             if user is None or module is None:
                 raise ValueError("this ranker was built with embeddings: pass the user and module vectors")

@@ -1,0 +1,482 @@
+"""The homepage ranker's uplift harness: six rankers on the same point-in-time rows, 5 seeds each, and their orders'
+policy value under the generated shop's true click model beside the off-policy estimates of it.
+
+On a generated shop (`--events`, default 500k): embedding versions are backfilled weekly twice, once with the GNN
+(the default recipe) and once with matrix factorisation (the same trainer with 0 layers, no catalog features, no
+history term); every impression becomes a training row with behaviour features from strictly earlier events and
+the embeddings of the version live at its time. Rankers, trained on the days after the first week, early-stopped on
+the next 2 days and tested on the last 7:
+  (i)   basic: context and module statistics only (no user signal, no embeddings);
+  (ii)  hand_made: every behaviour feature (the user's history, affinities, the session, fatigue), no embeddings;
+  (iii) mf: basic + MF embeddings;
+  (iv)  gnn: basic + GNN embeddings;
+  (v)   gnn+hand_made: every behaviour feature + GNN embeddings;
+  (vi)  lightgbm: gradient-boosted trees over the inputs of (v) (embeddings as columns, their dot product, the
+        slot and device as features; scored at slot 0 for the orders).
+Metrics on the test days: AUC, logloss, GAUC, NDCG@10, ECE of P(click) at the logged slot, overall and for cold
+users, heavy users and modules launched after the embedding cutoff; the oracle's (true P(click)) beside them. Policy
+value: expected clicks per request of each ranker's top-40 order on a sample of test requests (every live module
+scored), with the first-slot IPS / SNIPS estimates, against the oracle, the logging policy and popularity.
+
+Run: python benchmarks/ranker.py [--events 500000] [--seeds 5] [--workdir benchmarks/work/ranker]
+Writes benchmarks/results/ranker.{md,json}. The shop, the backfills and the rows are cached in the workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine, write_results
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOALS = {"oracle_auc_ratio": 0.97, "ece_below": 0.01, "policy_ratio": 0.9, "lift_sigmas": 3.0}
+ARMS = ("basic", "hand_made", "mf", "gnn", "gnn+hand_made", "lightgbm")
+CONTEXT = ("hour_sin", "hour_cos", "weekday")
+SLICES = ("overall", "cold_users", "heavy_users", "new_modules")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def prepare_shop(workdir: Path, events: int, seed: int) -> Path:
+    """Generate and validate the benchmark shop once; returns the validated directory."""
+    from graphrec.data.config import ShopConfig, ValidationConfig
+    from graphrec.data.shop import generate_shop, write_shop
+    from graphrec.data.validation import validate_dataset
+
+    shop_dir, validated = workdir / "shop", workdir / "validated"
+    if not (shop_dir / "click_model.npz").exists():
+        log(f"generating a {events:,}-event shop")
+        shop = generate_shop(ShopConfig.scaled_to(events, seed=seed))
+        write_shop(shop, shop_dir)
+    if not (validated / "report.json").exists():
+        import polars as pl
+
+        tables = {n: pl.read_parquet(shop_dir / f"{n}.parquet") for n in ("events", "items", "content", "impressions")}
+        validate_dataset(tables, validated, ValidationConfig(reference_time="2100-01-01"))
+    return validated
+
+
+def backfill(workdir: Path, validated: Path, kind: str, epochs: int) -> tuple[Path, float]:
+    """Weekly embedding versions of `kind` (gnn or mf) in their own store; returns the store and the seconds."""
+    from graphrec.embed.config import ModelConfig
+    from training.backfill import backfill_job
+    from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig, TrainConfig
+
+    store = workdir / f"store_{kind}"
+    model = ModelConfig() if kind == "gnn" else ModelConfig(num_layers=0, use_features=False, history=False)
+    embeddings = EmbeddingStageConfig(model=model, train=TrainConfig(epochs=epochs))
+    started = time.perf_counter()
+    log(f"backfilling {kind} versions into {store}")
+    backfill_job(
+        validated, workdir / f"backfill_{kind}", BackfillConfig(), None, embeddings, ExportStageConfig(store=str(store))
+    )
+    return store, time.perf_counter() - started
+
+
+def build_frames(workdir: Path, validated: Path, stores: dict[str, Path]):
+    """Rows with features (once) and each store's embeddings; cached as Parquet."""
+    import polars as pl
+
+    from graphrec.rank.rows import EMBEDDING_FLAGS, RankRows, _with_embeddings, impression_rows
+
+    rows = {}
+    base_path = workdir / "rows_base.parquet"
+    if base_path.exists():
+        base = pl.read_parquet(base_path)
+        names = json.loads((workdir / "rows_features.json").read_text())
+    else:
+        log("building point-in-time rows")
+        built = impression_rows(validated)
+        base, names = built.frame, built.feature_names
+        base.write_parquet(base_path)
+        (workdir / "rows_features.json").write_text(json.dumps(names))
+    rows["none"] = RankRows(base, names, 0)
+    for kind, store in stores.items():
+        path = workdir / f"rows_{kind}.parquet"
+        if path.exists():
+            frame = pl.read_parquet(path)
+        else:
+            log(f"joining {kind} embeddings point-in-time")
+            frame, _ = _with_embeddings(base, store, None)
+            frame.write_parquet(path)
+        rows[kind] = RankRows(frame, [*names, *EMBEDDING_FLAGS], frame["user_embedding"].dtype.size)
+    return rows
+
+
+def arm_inputs(rows, names: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Each neural arm's (rows key, features)."""
+    from graphrec.rank.rows import EMBEDDING_FLAGS
+
+    basic = [n for n in names if n.startswith("module_") or n in CONTEXT or n.startswith("device_")]
+    flags = list(EMBEDDING_FLAGS)
+    return {
+        "basic": ("none", basic),
+        "hand_made": ("none", names),
+        "mf": ("mf", basic + flags),
+        "gnn": ("gnn", basic + flags),
+        "gnn+hand_made": ("gnn", names + flags),
+    }
+
+
+def lightgbm_matrix(arrays: dict, slot_zero: bool = False) -> np.ndarray:
+    """LightGBM's input: the dense features, both embeddings, their dot product, slot and device."""
+    parts = [
+        arrays["dense"],
+        arrays["user"],
+        arrays["module"],
+        (arrays["user"] * arrays["module"]).sum(1, keepdims=True),
+    ]
+    slot = np.zeros_like(arrays["slot"]) if slot_zero else arrays["slot"]
+    parts += [slot[:, None].astype(np.float32), arrays["device"][:, None].astype(np.float32)]
+    return np.concatenate(parts, axis=1)
+
+
+def fit_lightgbm(train: dict, validation: dict, seed: int):
+    import lightgbm as lgb
+
+    params = {
+        "objective": "binary",
+        "learning_rate": 0.05,
+        "num_leaves": 63,
+        "min_data_in_leaf": 200,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": 2,
+        "verbose": -1,
+    }
+    dim = train["user"].shape[1]
+    n_dense = train["dense"].shape[1]
+    categorical = [n_dense + 2 * dim + 2]  # device
+    data = lgb.Dataset(lightgbm_matrix(train), train["clicked"], categorical_feature=categorical, free_raw_data=True)
+    valid = lgb.Dataset(lightgbm_matrix(validation), validation["clicked"], reference=data)
+    booster = lgb.train(
+        params, data, num_boost_round=2000, valid_sets=[valid], callbacks=[lgb.early_stopping(50, verbose=False)]
+    )
+    return booster
+
+
+def evaluate_scores(click: np.ndarray, arrays: dict, masks: dict[str, np.ndarray]) -> dict:
+    from graphrec.rank.metrics import click_metrics
+
+    out = {"overall": click_metrics(click, arrays["clicked"], arrays["user_id"], arrays["request"])}
+    for name, mask in masks.items():
+        out[name] = click_metrics(
+            click[mask], arrays["clicked"][mask], arrays["user_id"][mask], arrays["request"][mask]
+        )
+    return out
+
+
+def oracle_scores(model, frame) -> np.ndarray:
+    """True P(click) of logged rows: P(examine | slot) x P(relevant)."""
+    requests = model.request_index(frame["request_id"].to_numpy())
+    modules = model.module_index(frame["content_id"].to_numpy())
+    return model.relevance(requests, modules) * model.examination(requests, frame["slot"].to_numpy())
+
+
+def run_generated(args, workdir: Path) -> dict:
+    from graphrec.data.homepage import ClickModel
+    from graphrec.rank.policy import policy_setting, policy_table
+    from training.config import RankerStageConfig, RankTrainConfig
+    from training.rank_job import fit_split, slice_masks, split_rows, tower_theta
+    from training.rank_system import predict
+
+    started = time.perf_counter()
+    validated = prepare_shop(workdir, args.events, args.shop_seed)
+    click_model = ClickModel.load(workdir / "shop" / "click_model.npz")
+    stores, backfill_seconds = {}, {}
+    for kind in ("gnn", "mf"):
+        stores[kind], backfill_seconds[kind] = backfill(workdir, validated, kind, args.embedding_epochs)
+    rows = build_frames(workdir, validated, stores)
+    config = RankerStageConfig(
+        train=RankTrainConfig(epochs=args.epochs), top_k=40, policy_requests=args.policy_requests
+    )
+    parts = split_rows(rows["gnn"], config.split)
+    test = parts["test"]
+    masks = slice_masks(rows["gnn"], test, config)
+    test_frame = rows["gnn"].frame[test]
+    oracle = oracle_scores(click_model, test_frame)
+    reference = rows["gnn"].arrays(test, False, [])
+    oracle_metrics = evaluate_scores(oracle, reference, masks)
+    log(f"oracle test AUC {oracle_metrics['overall']['auc']:.4f} on {len(test):,} impressions")
+
+    log(f"policy setting: {args.policy_requests} test requests, every live module")
+    setting = policy_setting(
+        validated, click_model, test_frame["request_id"].to_numpy(), config.features, args.policy_requests
+    )
+    candidates = {"none": setting.rows()}
+    for kind, store in stores.items():
+        candidates[kind] = setting.rows(store)
+    names = rows["none"].feature_names
+    inputs = arm_inputs(rows, names)
+    results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    theta = click_model.examination_curve(config.top_k)  # until a ranker's position tower replaces it
+    learned_theta = False
+    for seed in range(args.seeds):
+        for arm in ARMS:
+            if arm not in args.arms:
+                continue
+            t0 = time.perf_counter()
+            if arm == "lightgbm":
+                key, features = "gnn", inputs["gnn+hand_made"][1]
+                r = rows[key]
+                booster = fit_lightgbm(
+                    r.arrays(parts["train"], True, features), r.arrays(parts["validation"], True, features), seed
+                )
+                arrays = r.arrays(test, True, features)
+                click = booster.predict(lightgbm_matrix(arrays))
+                grid_arrays = candidates[key].arrays(None, True, features)
+                scores = booster.predict(lightgbm_matrix(grid_arrays, slot_zero=True))
+                summary = {"trees": booster.best_iteration}
+            else:
+                key, features = inputs[arm]
+                r = rows[key]
+                use = key != "none"
+                seeded = RankerStageConfig(train=RankTrainConfig(epochs=args.epochs, seed=seed), top_k=40)
+                model, summary = fit_split(r, parts, seeded, workdir / "ckpt" / arm, features=features, embeddings=use)
+                arrays = r.arrays(test, use, features)
+                _, click = predict(model, arrays)
+                scores, _ = predict(model, candidates[key].arrays(None, use, features))
+                if not learned_theta:  # the off-policy estimates use the first ranker's position tower
+                    theta, learned_theta = tower_theta(model, config.top_k), True
+                summary = {k: summary[k] for k in ("epochs_run", "best_epoch") if k in summary}
+            metrics = evaluate_scores(click, arrays, masks)
+            policy = policy_table(setting, {arm: scores}, theta, config.top_k)
+            seconds = time.perf_counter() - t0
+            results[arm].append(
+                {"seed": seed, "metrics": metrics, "policy": policy[arm], "training": summary, "seconds": seconds}
+            )
+            log(
+                f"seed {seed} {arm}: AUC {metrics['overall']['auc']:.4f} logloss {metrics['overall']['logloss']:.5f} "
+                f"ECE {metrics['overall']['ece']:.4f} policy {policy[arm]['ratio_to_oracle']:.3f} ({seconds:.0f}s)"
+            )
+    references = policy_table(setting, {}, theta, config.top_k)
+    return {
+        "shop": {
+            "events": args.events,
+            "seed": args.shop_seed,
+            "impressions": rows["none"].frame.height,
+            "clicks": int(rows["none"].frame["clicked"].sum()),
+            "rows": {k: len(v) for k, v in parts.items()},
+            "train_clicks": int(rows["none"].frame["clicked"].gather(parts["train"]).sum()),
+        },
+        "backfill_seconds": backfill_seconds,
+        "oracle": oracle_metrics,
+        "arms": results,
+        "references": references,
+        "policy_requests": len(setting.requests),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def summarise(section: dict) -> dict:
+    """Mean and std over seeds of each arm's figures; ratios to the oracle; the lifts over hand_made."""
+    oracle_auc = section["oracle"]["overall"]["auc"]
+    table = {}
+    for arm, runs in section["arms"].items():
+        if not runs:
+            continue
+        row = {}
+        for part in SLICES:
+            for metric in ("auc", "logloss", "gauc", "ndcg@10", "ece"):
+                values = np.array([r["metrics"][part][metric] for r in runs], dtype=float)
+                row[f"{part}.{metric}"] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        for metric in ("expected_clicks", "ratio_to_oracle", "ips", "snips"):
+            values = np.array([r["policy"][metric] for r in runs], dtype=float)
+            row[f"policy.{metric}"] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        row["oracle_auc_ratio"] = row["overall.auc"][0] / oracle_auc
+        table[arm] = row
+    lifts = {}
+    if "hand_made" in table:
+        for arm in ("gnn", "gnn+hand_made"):
+            if arm not in table:
+                continue
+            lifts[arm] = {}
+            for part in ("overall", "cold_users"):
+                (m, s), (m0, s0) = table[arm][f"{part}.auc"], table["hand_made"][f"{part}.auc"]
+                pooled = float(np.sqrt((s**2 + s0**2) / 2)) or float("nan")
+                lifts[arm][part] = {"auc_lift": m - m0, "pooled_std": pooled, "sigmas": (m - m0) / pooled}
+    return {"arms": table, "lifts": lifts}
+
+
+def markdown(payload: dict) -> list[str]:
+    g = payload["generated"]
+    s = payload["summary"]
+    shop = g["shop"]
+    lines = [
+        "# Homepage ranker: uplift harness and policy value",
+        "",
+        f"Command: `{payload['command']}`",
+        "",
+        f"Machine: {payload['machine']['cpus']} CPUs ({payload['machine']['cpu_model']}), "
+        f"{payload['machine']['memory_gib']} GiB; torch {payload['machine']['torch']}, "
+        f"polars {payload['machine']['polars']}.",
+        "",
+        f"Data: the generated shop at {shop['events']:,} target events (seed {shop['seed']}): {shop['impressions']:,} "
+        f"impressions, {shop['clicks']:,} clicks; rows train {shop['rows']['train']:,} "
+        f"({shop['train_clicks']:,} clicks), "
+        f"validation {shop['rows']['validation']:,}, test {shop['rows']['test']:,} (the last 7 days). "
+        f"Embedding backfills (weekly versions): GNN {g['backfill_seconds']['gnn']:.0f} s, MF "
+        f"{g['backfill_seconds']['mf']:.0f} s (0 when cached). {payload['seeds']} ranker seeds per arm (initialisation "
+        "and batch order; the embeddings are one backfill). Total time "
+        f"{g['seconds'] / 60:.0f} min.",
+        "",
+        "## Click prediction on the test days (mean ± std over seeds)",
+        "",
+        "| ranker | AUC | / oracle | logloss | GAUC | NDCG@10 | ECE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    o = g["oracle"]["overall"]
+    lines.append(
+        f"| oracle (true P(click)) | {o['auc']:.4f} | 1.000 | {o['logloss']:.5f} | {o['gauc']:.4f} | "
+        f"{o['ndcg@10']:.4f} | {o['ece']:.4f} |"
+    )
+    for arm, row in s["arms"].items():
+        cell = _cells(row)
+        lines.append(
+            f"| {arm} | {cell('overall.auc')} | {row['oracle_auc_ratio']:.3f} | {cell('overall.logloss', 5)} | "
+            f"{cell('overall.gauc')} | {cell('overall.ndcg@10')} | {cell('overall.ece')} |"
+        )
+    lines += ["", "## Slices (AUC, mean ± std over seeds)", "", "| ranker | cold users | heavy users | new modules |"]
+    lines.append("|---|---|---|---|")
+    oc = g["oracle"]
+    lines.append(
+        f"| oracle | {oc['cold_users']['auc']:.4f} | {oc['heavy_users']['auc']:.4f} | {oc['new_modules']['auc']:.4f} |"
+    )
+    for arm, row in s["arms"].items():
+        lines.append(
+            f"| {arm} | "
+            + " | ".join(f"{row[f'{p}.auc'][0]:.4f} ± {row[f'{p}.auc'][1]:.4f}" for p in SLICES[1:])
+            + " |"
+        )
+    slice_sizes = {p: g["oracle"][p]["impressions"] for p in SLICES}
+    lines += ["", "Slice sizes (test impressions): " + ", ".join(f"{k} {v:,}" for k, v in slice_sizes.items()) + "."]
+    lines += [
+        "",
+        "## Lift of the embeddings over hand-made features alone (AUC, in pooled seed standard deviations)",
+        "",
+    ]
+    lines += ["| ranker | overall | cold users |", "|---|---|---|"]
+    for arm, parts in s["lifts"].items():
+        lines.append(
+            f"| {arm} vs hand_made | "
+            + " | ".join(
+                f"{parts[p]['auc_lift']:+.4f} ({parts[p]['sigmas']:+.1f} sd)" for p in ("overall", "cold_users")
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        f"## Policy value: expected clicks per request of the top-40 order ({g['policy_requests']:,} test requests, "
+        "every live module scored; truth from the click model)",
+        "",
+        "| order | expected clicks | / oracle | IPS (learned theta) | SNIPS | IPS (true theta) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in g["references"].items():
+        if name == "logging policy":
+            lines.append(
+                f"| logging policy (logged pages) | {row['expected_clicks']:.4f} | {row['ratio_to_oracle']:.3f} | "
+                f"on-policy: {row['logged_clicks']:.4f} logged clicks | | |"
+            )
+        else:
+            lines.append(
+                f"| {name} | {row['expected_clicks']:.4f} | {row['ratio_to_oracle']:.3f} | {row['ips']:.4f} ± "
+                f"{row['ips_se']:.4f} | {row['snips']:.4f} | {row['ips_true_theta']:.4f} |"
+            )
+    for arm, row in s["arms"].items():
+        cell = _cells(row)
+        lines.append(
+            f"| {arm} | {cell('policy.expected_clicks')} | {row['policy.ratio_to_oracle'][0]:.3f} | "
+            f"{cell('policy.ips')} | {cell('policy.snips')} | |"
+        )
+    lines += ["", "## Goals", ""]
+    lines += goal_lines(payload)
+    return lines
+
+
+def _cells(row: dict):
+    """Formats `row[key]`, a (mean, std) pair, as "mean ± std"."""
+
+    def cell(key: str, digits: int = 4) -> str:
+        return f"{row[key][0]:.{digits}f} ± {row[key][1]:.{digits}f}"
+
+    return cell
+
+
+def goal_lines(payload: dict) -> list[str]:
+    s, g = payload["summary"], payload["generated"]
+    arms = s["arms"]
+    best = max(arms, key=lambda a: arms[a]["overall.auc"][0])
+    b = arms[best]
+    policy_best = max(arms, key=lambda a: arms[a]["policy.expected_clicks"][0])
+    refs = g["references"]
+    verdict = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    lines = [
+        f"- Best ranker by AUC: {best}, {b['overall.auc'][0]:.4f} = {b['oracle_auc_ratio']:.3f} of the oracle's "
+        f"(goal >= {GOALS['oracle_auc_ratio']}): {verdict(b['oracle_auc_ratio'] >= GOALS['oracle_auc_ratio'])}.",
+        f"- Its ECE {b['overall.ece'][0]:.4f} (goal < {GOALS['ece_below']}): "
+        f"{verdict(b['overall.ece'][0] < GOALS['ece_below'])}.",
+    ]
+    p = arms[policy_best]["policy.expected_clicks"][0]
+    ratio = arms[policy_best]["policy.ratio_to_oracle"][0]
+    above = p > refs["logging policy"]["expected_clicks"] and p > refs["popularity"]["expected_clicks"]
+    lines.append(
+        f"- Best order: {policy_best}, {p:.4f} expected clicks = {ratio:.3f} of the oracle's (goal >= "
+        f"{GOALS['policy_ratio']}): {verdict(ratio >= GOALS['policy_ratio'])}; above the logging policy "
+        f"({refs['logging policy']['expected_clicks']:.4f}) and popularity "
+        f"({refs['popularity']['expected_clicks']:.4f}): "
+        f"{verdict(above)}."
+    )
+    for arm, parts in s["lifts"].items():
+        for part in ("overall", "cold_users"):
+            sig = parts[part]["sigmas"]
+            lines.append(
+                f"- {arm} over hand_made on {part.replace('_', ' ')}: {sig:+.1f} sd "
+                f"(goal > {GOALS['lift_sigmas']:.0f}): "
+                f"{verdict(sig > GOALS['lift_sigmas'])}."
+            )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500_000, help="target events of the generated shop")
+    parser.add_argument("--shop-seed", type=int, default=7)
+    parser.add_argument("--seeds", type=int, default=5, help="ranker seeds per arm")
+    parser.add_argument("--epochs", type=int, default=20, help="maximum ranker epochs (early stopping decides)")
+    parser.add_argument("--embedding-epochs", type=int, default=20, help="epochs of each backfilled version")
+    parser.add_argument("--policy-requests", type=int, default=3000)
+    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--workdir", default=str(Path(__file__).resolve().parent / "work" / "ranker"))
+    args = parser.parse_args()
+    workdir = Path(args.workdir) / f"generated-{args.events}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    generated = run_generated(args, workdir)
+    payload = {
+        "command": "python benchmarks/ranker.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "seeds": args.seeds,
+        "goals": GOALS,
+        "generated": generated,
+    }
+    payload["summary"] = summarise(generated)
+    write_results(RESULTS, "ranker", payload, markdown(payload), workdir=args.workdir)
+    log("wrote benchmarks/results/ranker.{md,json}")
+
+
+if __name__ == "__main__":
+    main()
