@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 from graphrec.embed.config import ModelConfig
 from graphrec.errors import at_least_zero, check_settings, fraction, positive
-from graphrec.rank.config import RankerConfig
-from graphrec.rank.features import RankFeatureConfig
+from graphrec.rank.config import RankerConfig, RankFeatureConfig
 from graphrec.store.config import ExportConfig, FeatureStoreConfig
 
 

@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from graphrec.errors import ConfigError, at_least_zero, check_settings, fraction, positive
 
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "add_to_wishlist", "purchase")
+"""Canonical behaviours, in funnel order."""
+
 DEVICES = ("mobile_web", "desktop", "app")
 MODULE_TYPES = ("carousel", "banner", "teaser", "editorial", "brand_page")
 

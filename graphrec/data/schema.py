@@ -7,8 +7,7 @@ from typing import Literal
 
 import polars as pl
 
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "add_to_wishlist", "purchase")
-"""Canonical behaviours, in funnel order."""
+from graphrec.data.config import EVENT_TYPES  # defined with the settings, which must not import polars
 
 DEFAULT_EVENT_ALIASES: dict[str, str] = {
     "pv": "view",

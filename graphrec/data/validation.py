@@ -783,11 +783,25 @@ class _ChunkedValidation:
             valid_parts.append(valid)
             quarantine_parts.append(pl.scan_ipc(quarantine))
         frame = pl.concat(valid_parts).drop("row_number")
-        missing = [pl.lit(None, dtype=pl.String).alias(n) for n in self.spec.names if n not in self.value_columns]
+        missing = [
+            pl.lit(None, dtype=_ABSENT_DTYPES.get(self.spec.column(n).kind, pl.String)).alias(n)
+            for n in self.spec.names
+            if n not in self.value_columns
+        ]
         integer_ids = [
             pl.col(n).cast(pl.Int64, strict=False) for n in _integer_id_columns(frame, tally.not_all_integer)
         ]
         return frame.with_columns(missing + integer_ids).select(self.spec.names), pl.concat(quarantine_parts)
+
+
+# The type of an optional column a table lacks (all nulls), so readers see the type the column has when present.
+_ABSENT_DTYPES: dict[str, pl.DataType] = {
+    "timestamp": TIMESTAMP_DTYPE,
+    "int": pl.Int64(),
+    "float": pl.Float64(),
+    "flag": pl.Int8(),
+    "id_list": pl.List(pl.String),
+}
 
 
 def _rejection(report: TableReport, config: ValidationConfig) -> str | None:

@@ -17,23 +17,17 @@ logs and editorial labels for training query rewriting"), each impression's expe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import polars as pl
 
-from graphrec.data.config import DEVICES
 from graphrec.data.schema import EVENT_TYPES
-from graphrec.errors import SchemaError, at_least_zero, check_settings, positive
+from graphrec.errors import SchemaError
+from graphrec.rank.config import DEFAULT_EVENT_WEIGHTS, RankFeatureConfig
+
+__all__ = ["DEFAULT_EVENT_WEIGHTS", "RankFeatureConfig", "behaviour_features", "feature_descriptions"]
 
 SECOND_US = 1_000_000
 DAY_US = 86_400 * SECOND_US
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "view": 1.0,
-    "click": 2.0,
-    "add_to_cart": 3.0,
-    "add_to_wishlist": 3.0,
-    "purchase": 4.0,
-}
 _PLURAL = {
     "view": "views",
     "click": "clicks",
@@ -41,51 +35,6 @@ _PLURAL = {
     "add_to_wishlist": "wishlists",
     "purchase": "purchases",
 }
-
-
-@dataclass
-class RankFeatureConfig:
-    """How behaviour features are computed.
-
-    Args:
-        windows_days: windows of the user's per-type item event counts, in whole days before the row's time.
-        event_weights: weight of each item event type in the category and brand affinities.
-        devices: devices encoded one-hot (any other device encodes as all zeros).
-        coec_prior_clicks: COEC's prior in expected clicks: a module without impressions scores 1, one with many
-            more expected clicks than this its clicks / expected clicks.
-        slot_prior_impressions: pseudo-impressions shrinking each (device, slot) CTR of a day to the overall CTR
-            of the days before it, and that to `prior_ctr`.
-        prior_ctr: the CTR assumed before any impression.
-        feedback_delay_seconds: impressions (and their clicks) count only from this long before the row's time,
-            as logged clicks arrive after their impression; 0 counts every impression strictly before it.
-    """
-
-    windows_days: tuple[int, ...] = (1, 7, 28)
-    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    devices: tuple[str, ...] = DEVICES
-    coec_prior_clicks: float = 5.0
-    slot_prior_impressions: float = 100.0
-    prior_ctr: float = 0.02
-    feedback_delay_seconds: int = 0
-
-    def __post_init__(self) -> None:
-        self.windows_days = tuple(self.windows_days)
-        self.devices = tuple(self.devices)
-        check_settings(
-            "rank_features",
-            self,
-            {
-                "windows_days": (lambda v: len(v) > 0 and all(positive(d) for d in v), "positive day counts"),
-                "event_weights": (
-                    lambda v: set(v) == set(EVENT_TYPES) and all(at_least_zero(w) for w in v.values()),
-                    f"a non-negative weight for each of {list(EVENT_TYPES)}",
-                ),
-                "coec_prior_clicks": (positive, "positive"),
-                "slot_prior_impressions": (positive, "positive"),
-                "prior_ctr": (lambda v: v is not None and 0 < v < 1, "in (0, 1)"),
-                "feedback_delay_seconds": (at_least_zero, "zero or more"),
-            },
-        )
 
 
 def feature_descriptions(config: RankFeatureConfig | None = None) -> dict[str, str]:

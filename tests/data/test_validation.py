@@ -438,3 +438,23 @@ def test_a_quarantined_line_does_not_decide_the_id_type(tmp_path):
     assert report["tables"]["events"]["reasons"] == {"invalid_encoding": 1}
     assert pl.read_parquet(tmp_path / "out" / "events.parquet")["item_id"].dtype == pl.Int64
     assert report["cross_checks"]["event_items_not_in_catalog"] == 0
+
+
+def test_absent_optional_columns_keep_their_type():
+    # A content table without featured items (news, say) must still give the snapshot a list column to explode.
+    content = pl.DataFrame({"content_id": ["n1", "n2"], "module_type": ["news", "sports"]})
+    result = validate_content(content, LENIENT)
+    assert result.frame.schema["item_ids"] == pl.List(pl.String)
+    assert result.frame["item_ids"].null_count() == 2
+    impressions = pl.DataFrame(
+        {
+            "request_id": [1, 1],
+            "user_id": [5, 5],
+            "content_id": ["n1", "n2"],
+            "slot": [0, 1],
+            "timestamp": [1_700_000_000, 1_700_000_000],
+            "clicked": [1, 0],
+        }
+    )
+    typed = validate_impressions(impressions, LENIENT).frame.schema
+    assert typed["propensity"] == pl.Float64 and typed["device"] == pl.String
