@@ -196,6 +196,7 @@ def test_print_config_reads_back(tmp_path, command):
         ("train", "train.yaml"),
         ("evaluate", "evaluate.yaml"),
         ("export publish", "export.yaml"),
+        ("rank", "rank.yaml"),
     ],
 )
 def test_each_config_file_is_read_by_its_command(command, path):
