@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,9 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, write_results
+from benchmarks.common import REPO, machine, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SHARED = Path(os.environ.get("GRAPHREC_SHARED_DATA", REPO.parent / "shared" / "data"))
 GOALS = {"oracle_auc_ratio": 0.97, "ece_below": 0.01, "policy_ratio": 0.9, "lift_sigmas": 3.0}
 ARMS = ("basic", "hand_made", "mf", "gnn", "gnn+hand_made", "lightgbm")
 CONTEXT = ("hour_sin", "hour_cos", "weekday")
@@ -66,20 +68,23 @@ def prepare_shop(workdir: Path, events: int, seed: int) -> Path:
     return validated
 
 
-def backfill(workdir: Path, validated: Path, kind: str, epochs: int) -> tuple[Path, float]:
-    """Weekly embedding versions of `kind` (gnn or mf) in their own store; returns the store and the seconds."""
+def backfill(
+    workdir: Path, validated: Path, kind: str, epochs: int, every_days: int = 7, **stage
+) -> tuple[Path, float]:
+    """Embedding versions of `kind` (gnn or mf) every `every_days` in their own store (`stage`: more settings of
+    the embedding stage, e.g. the target); returns the store and the seconds (about 0 when already there)."""
     from graphrec.embed.config import ModelConfig
     from training.backfill import backfill_job
     from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig, TrainConfig
 
     store = workdir / f"store_{kind}"
     model = ModelConfig() if kind == "gnn" else ModelConfig(num_layers=0, use_features=False, history=False)
-    embeddings = EmbeddingStageConfig(model=model, train=TrainConfig(epochs=epochs))
+    embeddings = EmbeddingStageConfig(model=model, train=TrainConfig(epochs=epochs), **stage)
     started = time.perf_counter()
     log(f"backfilling {kind} versions into {store}")
-    backfill_job(
-        validated, workdir / f"backfill_{kind}", BackfillConfig(), None, embeddings, ExportStageConfig(store=str(store))
-    )
+    export = ExportStageConfig(store=str(store))
+    cutoffs = BackfillConfig(every_days=every_days, first_after_days=every_days)
+    backfill_job(validated, workdir / f"backfill_{kind}", cutoffs, None, embeddings, export)
     return store, time.perf_counter() - started
 
 
@@ -187,12 +192,123 @@ def oracle_scores(model, frame) -> np.ndarray:
     return model.relevance(requests, modules) * model.examination(requests, frame["slot"].to_numpy())
 
 
+def train_arms(args, workdir: Path, rows: dict, parts: dict, masks: dict, candidates=None, policy=None) -> dict:
+    """Every arm of `args.arms` (that the rows support) for each seed: test metrics overall and per slice, and with
+    `candidates` / `policy` the policy value of its order."""
+    from training.config import RankerStageConfig, RankTrainConfig
+    from training.rank_job import fit_split
+    from training.rank_system import predict
+
+    test = parts["test"]
+    inputs = arm_inputs(rows, rows["none"].feature_names)
+    arms = [a for a in ARMS if a in args.arms and (a == "lightgbm" or inputs[a][0] in rows)]
+    results: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for seed in range(args.seeds):
+        for arm in arms:
+            t0 = time.perf_counter()
+            model, scores = None, None
+            if arm == "lightgbm":
+                key, features = "gnn", inputs["gnn+hand_made"][1]
+                r = rows[key]
+                booster = fit_lightgbm(
+                    r.arrays(parts["train"], True, features), r.arrays(parts["validation"], True, features), seed
+                )
+                arrays = r.arrays(test, True, features)
+                click = booster.predict(lightgbm_matrix(arrays))
+                if candidates is not None:
+                    grid_arrays = candidates[key].arrays(None, True, features)
+                    scores = booster.predict(lightgbm_matrix(grid_arrays, slot_zero=True))
+                summary = {"trees": booster.best_iteration}
+            else:
+                key, features = inputs[arm]
+                r = rows[key]
+                use = key != "none"
+                seeded = RankerStageConfig(train=RankTrainConfig(epochs=args.epochs, seed=seed))
+                model, summary = fit_split(r, parts, seeded, workdir / "ckpt" / arm, features=features, embeddings=use)
+                arrays = r.arrays(test, use, features)
+                _, click = predict(model, arrays)
+                if candidates is not None:
+                    scores, _ = predict(model, candidates[key].arrays(None, use, features))
+                summary = {k: summary[k] for k in ("epochs_run", "best_epoch") if k in summary}
+            metrics = evaluate_scores(click, arrays, masks)
+            run = {"seed": seed, "metrics": metrics, "training": summary}
+            note = ""
+            if policy is not None:
+                run["policy"] = policy(arm, model, scores)
+                note = f" policy {run['policy']['ratio_to_oracle']:.3f}"
+            run["seconds"] = time.perf_counter() - t0
+            results[arm].append(run)
+            o = metrics["overall"]
+            log(
+                f"seed {seed} {arm}: AUC {o['auc']:.4f} GAUC {o['gauc']:.4f} logloss {o['logloss']:.5f} "
+                f"ECE {o['ece']:.4f}{note} ({run['seconds']:.0f}s)"
+            )
+    return results
+
+
+def run_mind(args, workdir: Path) -> dict:
+    """MIND-small: news as modules, the users' click history as events; daily GNN versions (target: clicks on
+    news); train on the days after the first, early-stop on the fourth, test on the last."""
+    from graphrec.artifacts import fingerprint_inputs
+    from graphrec.data.adapters import open_dataset
+    from graphrec.data.config import ValidationConfig
+    from graphrec.data.validation import validate_dataset
+    from graphrec.rank.metrics import click_metrics
+    from training.config import RankerStageConfig, RankSplitConfig
+    from training.rank_job import slice_masks, split_rows
+
+    root = SHARED / "mind-small"
+    if not root.exists():
+        log(f"MIND skipped: {root} not found (set GRAPHREC_SHARED_DATA)")
+        return {"skipped": f"{root.name} not found"}
+    started = time.perf_counter()
+    validated = workdir / "validated"
+    if not (validated / "report.json").exists():
+        tables, sources, _ = open_dataset("mind", root)
+        validate_dataset(tables, validated, ValidationConfig(), fingerprint_inputs(dict(sources)))
+    store, seconds = backfill(
+        workdir, validated, "gnn", args.embedding_epochs, every_days=1, target_event="click", target_node="content"
+    )
+    rows = build_frames(workdir, validated, {"gnn": store})
+    split = RankSplitConfig(test_days=1, validation_days=1, skip_days=1)
+    parts = split_rows(rows["gnn"], split)
+    test = parts["test"]
+    masks = slice_masks(rows["gnn"], test, RankerStageConfig(split=split))
+    frame = rows["gnn"].frame[test]
+    reference = rows["gnn"].arrays(test, False, [])
+    popularity = frame["module_clicks"].to_numpy() + 1e-3 * frame["module_coec"].to_numpy()
+    baselines = {
+        "popularity (the news' clicks before the impression)": click_metrics(
+            popularity, reference["clicked"], reference["user_id"], reference["request"]
+        ),
+        "display position alone": click_metrics(
+            -frame["slot"].to_numpy().astype(float), reference["clicked"], reference["user_id"], reference["request"]
+        ),
+    }
+    results = train_arms(args, workdir, rows, parts, masks)
+    whole = rows["none"].frame
+    return {
+        "data": {
+            "impressions": whole.height,
+            "clicks": int(whole["clicked"].sum()),
+            "requests": whole["request_id"].n_unique(),
+            "rows": {k: len(v) for k, v in parts.items()},
+            "test_rows_with_user_embedding": float(frame["has_user_embedding"].mean()),
+            "test_rows_with_module_embedding": float(frame["has_module_embedding"].mean()),
+        },
+        "backfill_seconds": seconds,
+        "baselines": baselines,
+        "arms": results,
+        "slice_sizes": {name: int(mask.sum()) for name, mask in masks.items()},
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def run_generated(args, workdir: Path) -> dict:
     from graphrec.data.homepage import ClickModel
     from graphrec.rank.policy import policy_setting, policy_table
     from training.config import RankerStageConfig, RankTrainConfig
-    from training.rank_job import fit_split, slice_masks, split_rows, tower_theta
-    from training.rank_system import predict
+    from training.rank_job import slice_masks, split_rows, tower_theta
 
     started = time.perf_counter()
     validated = prepare_shop(workdir, args.events, args.shop_seed)
@@ -220,49 +336,15 @@ def run_generated(args, workdir: Path) -> dict:
     candidates = {"none": setting.rows()}
     for kind, store in stores.items():
         candidates[kind] = setting.rows(store)
-    names = rows["none"].feature_names
-    inputs = arm_inputs(rows, names)
-    results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    theta = click_model.examination_curve(config.top_k)  # until a ranker's position tower replaces it
-    learned_theta = False
-    for seed in range(args.seeds):
-        for arm in ARMS:
-            if arm not in args.arms:
-                continue
-            t0 = time.perf_counter()
-            if arm == "lightgbm":
-                key, features = "gnn", inputs["gnn+hand_made"][1]
-                r = rows[key]
-                booster = fit_lightgbm(
-                    r.arrays(parts["train"], True, features), r.arrays(parts["validation"], True, features), seed
-                )
-                arrays = r.arrays(test, True, features)
-                click = booster.predict(lightgbm_matrix(arrays))
-                grid_arrays = candidates[key].arrays(None, True, features)
-                scores = booster.predict(lightgbm_matrix(grid_arrays, slot_zero=True))
-                summary = {"trees": booster.best_iteration}
-            else:
-                key, features = inputs[arm]
-                r = rows[key]
-                use = key != "none"
-                seeded = RankerStageConfig(train=RankTrainConfig(epochs=args.epochs, seed=seed), top_k=40)
-                model, summary = fit_split(r, parts, seeded, workdir / "ckpt" / arm, features=features, embeddings=use)
-                arrays = r.arrays(test, use, features)
-                _, click = predict(model, arrays)
-                scores, _ = predict(model, candidates[key].arrays(None, use, features))
-                if not learned_theta:  # the off-policy estimates use the first ranker's position tower
-                    theta, learned_theta = tower_theta(model, config.top_k), True
-                summary = {k: summary[k] for k in ("epochs_run", "best_epoch") if k in summary}
-            metrics = evaluate_scores(click, arrays, masks)
-            policy = policy_table(setting, {arm: scores}, theta, config.top_k)
-            seconds = time.perf_counter() - t0
-            results[arm].append(
-                {"seed": seed, "metrics": metrics, "policy": policy[arm], "training": summary, "seconds": seconds}
-            )
-            log(
-                f"seed {seed} {arm}: AUC {metrics['overall']['auc']:.4f} logloss {metrics['overall']['logloss']:.5f} "
-                f"ECE {metrics['overall']['ece']:.4f} policy {policy[arm]['ratio_to_oracle']:.3f} ({seconds:.0f}s)"
-            )
+    state = {"theta": click_model.examination_curve(config.top_k), "learned": False}
+
+    def policy(arm: str, model, candidate_scores: np.ndarray) -> dict:
+        if model is not None and not state["learned"]:  # the off-policy estimates use the first position tower
+            state["theta"], state["learned"] = tower_theta(model, config.top_k), True
+        return policy_table(setting, {arm: candidate_scores}, state["theta"], config.top_k)[arm]
+
+    results = train_arms(args, workdir, rows, parts, masks, candidates, policy)
+    theta = state["theta"]
     references = policy_table(setting, {}, theta, config.top_k)
     return {
         "shop": {
@@ -282,23 +364,34 @@ def run_generated(args, workdir: Path) -> dict:
     }
 
 
-def summarise(section: dict) -> dict:
-    """Mean and std over seeds of each arm's figures; ratios to the oracle; the lifts over hand_made."""
-    oracle_auc = section["oracle"]["overall"]["auc"]
+def _mean_std(values) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmean(values)), float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise_arms(arms: dict) -> dict:
+    """Mean and std over seeds of each arm's metrics (every slice) and, where measured, its policy value."""
     table = {}
-    for arm, runs in section["arms"].items():
+    for arm, runs in arms.items():
         if not runs:
             continue
         row = {}
         for part in SLICES:
             for metric in ("auc", "logloss", "gauc", "ndcg@10", "ece"):
-                values = np.array([r["metrics"][part][metric] for r in runs], dtype=float)
-                row[f"{part}.{metric}"] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
-        for metric in ("expected_clicks", "ratio_to_oracle", "ips", "snips"):
-            values = np.array([r["policy"][metric] for r in runs], dtype=float)
-            row[f"policy.{metric}"] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
-        row["oracle_auc_ratio"] = row["overall.auc"][0] / oracle_auc
+                row[f"{part}.{metric}"] = _mean_std([r["metrics"][part][metric] for r in runs])
+        if "policy" in runs[0]:
+            for metric in ("expected_clicks", "ratio_to_oracle", "ips", "snips"):
+                row[f"policy.{metric}"] = _mean_std([r["policy"][metric] for r in runs])
         table[arm] = row
+    return table
+
+
+def summarise(section: dict) -> dict:
+    """`summarise_arms`, the ratios to the oracle's AUC and the lifts over hand_made."""
+    oracle_auc = section["oracle"]["overall"]["auc"]
+    table = summarise_arms(section["arms"])
+    for row in table.values():
+        row["oracle_auc_ratio"] = row["overall.auc"][0] / oracle_auc
     lifts = {}
     if "hand_made" in table:
         for arm in ("gnn", "gnn+hand_made"):
@@ -313,28 +406,39 @@ def summarise(section: dict) -> dict:
 
 
 def markdown(payload: dict) -> list[str]:
+    m = payload["machine"]
+    lines = [
+        "# Homepage ranker: uplift harness, policy value and MIND",
+        "",
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB; torch {m['torch']}, "
+        f"polars {m['polars']}. Embeddings are one backfill per section; the seeds vary the rankers' initialisation "
+        "and batch order.",
+        "",
+    ]
+    if "generated" in payload:
+        lines += generated_markdown(payload)
+    if "mind" in payload:
+        lines += mind_markdown(payload)
+    return lines
+
+
+def generated_markdown(payload: dict) -> list[str]:
     g = payload["generated"]
     s = payload["summary"]
     shop = g["shop"]
     lines = [
-        "# Homepage ranker: uplift harness and policy value",
+        "## The generated shop",
         "",
-        f"Command: `{payload['command']}`",
-        "",
-        f"Machine: {payload['machine']['cpus']} CPUs ({payload['machine']['cpu_model']}), "
-        f"{payload['machine']['memory_gib']} GiB; torch {payload['machine']['torch']}, "
-        f"polars {payload['machine']['polars']}.",
+        f"Command: `{g.get('command', payload.get('command'))}`",
         "",
         f"Data: the generated shop at {shop['events']:,} target events (seed {shop['seed']}): {shop['impressions']:,} "
         f"impressions, {shop['clicks']:,} clicks; rows train {shop['rows']['train']:,} "
-        f"({shop['train_clicks']:,} clicks), "
-        f"validation {shop['rows']['validation']:,}, test {shop['rows']['test']:,} (the last 7 days). "
-        f"Embedding backfills (weekly versions): GNN {g['backfill_seconds']['gnn']:.0f} s, MF "
-        f"{g['backfill_seconds']['mf']:.0f} s (0 when cached). {payload['seeds']} ranker seeds per arm (initialisation "
-        "and batch order; the embeddings are one backfill). Total time "
-        f"{g['seconds'] / 60:.0f} min.",
+        f"({shop['train_clicks']:,} clicks), validation {shop['rows']['validation']:,}, test "
+        f"{shop['rows']['test']:,} (the last 7 days). Embedding backfills (weekly versions): GNN "
+        f"{g['backfill_seconds']['gnn']:.0f} s, MF {g['backfill_seconds']['mf']:.0f} s (about 0 when cached). "
+        f"{g.get('seeds', payload.get('seeds'))} ranker seeds per arm. Total time {g['seconds'] / 60:.0f} min.",
         "",
-        "## Click prediction on the test days (mean ± std over seeds)",
+        "### Click prediction on the test days (mean ± std over seeds)",
         "",
         "| ranker | AUC | / oracle | logloss | GAUC | NDCG@10 | ECE |",
         "|---|---|---|---|---|---|---|",
@@ -350,7 +454,7 @@ def markdown(payload: dict) -> list[str]:
             f"| {arm} | {cell('overall.auc')} | {row['oracle_auc_ratio']:.3f} | {cell('overall.logloss', 5)} | "
             f"{cell('overall.gauc')} | {cell('overall.ndcg@10')} | {cell('overall.ece')} |"
         )
-    lines += ["", "## Slices (AUC, mean ± std over seeds)", "", "| ranker | cold users | heavy users | new modules |"]
+    lines += ["", "### Slices (AUC, mean ± std over seeds)", "", "| ranker | cold users | heavy users | new modules |"]
     lines.append("|---|---|---|---|")
     oc = g["oracle"]
     lines.append(
@@ -366,7 +470,7 @@ def markdown(payload: dict) -> list[str]:
     lines += ["", "Slice sizes (test impressions): " + ", ".join(f"{k} {v:,}" for k, v in slice_sizes.items()) + "."]
     lines += [
         "",
-        "## Lift of the embeddings over hand-made features alone (AUC, in pooled seed standard deviations)",
+        "### Lift of the embeddings over hand-made features alone (AUC, in pooled seed standard deviations)",
         "",
     ]
     lines += ["| ranker | overall | cold users |", "|---|---|---|"]
@@ -380,7 +484,7 @@ def markdown(payload: dict) -> list[str]:
         )
     lines += [
         "",
-        f"## Policy value: expected clicks per request of the top-40 order ({g['policy_requests']:,} test requests, "
+        f"### Policy value: expected clicks per request of the top-40 order ({g['policy_requests']:,} test requests, "
         "every live module scored; truth from the click model)",
         "",
         "| order | expected clicks | / oracle | IPS (learned theta) | SNIPS | IPS (true theta) |",
@@ -403,7 +507,7 @@ def markdown(payload: dict) -> list[str]:
             f"| {arm} | {cell('policy.expected_clicks')} | {row['policy.ratio_to_oracle'][0]:.3f} | "
             f"{cell('policy.ips')} | {cell('policy.snips')} | |"
         )
-    lines += ["", "## Goals", ""]
+    lines += ["", "### Goals", ""]
     lines += goal_lines(payload)
     return lines
 
@@ -415,6 +519,44 @@ def _cells(row: dict):
         return f"{row[key][0]:.{digits}f} ± {row[key][1]:.{digits}f}"
 
     return cell
+
+
+def mind_markdown(payload: dict) -> list[str]:
+    mind = payload["mind"]
+    lines = ["## MIND-small (real news impressions)", "", f"Command: `{mind['command']}`", ""]
+    if "skipped" in mind:
+        return [*lines, f"Skipped: {mind['skipped']}."]
+    d = mind["data"]
+    lines += [
+        f"Data: `../shared/data/mind-small` through the `mind` adapter: {d['impressions']:,} shown news in "
+        f"{d['requests']:,} impressions, {d['clicks']:,} clicks, 2019-11-09..13; news as modules, the users' click "
+        "histories (stamped 1 s before their first impression) and logged clicks as events. Rows: train "
+        f"{d['rows']['train']:,} (11-10..11), validation {d['rows']['validation']:,} (11-12), test "
+        f"{d['rows']['test']:,} (11-13). Daily GNN versions trained on clicks of news "
+        f"({mind['backfill_seconds']:.0f} s); "
+        f"on the test day {d['test_rows_with_user_embedding']:.0%} of rows have a user embedding and "
+        f"{d['test_rows_with_module_embedding']:.0%} a news embedding (news first shown that day have none). "
+        f"{mind['seeds']} seeds per ranker. No click model here, so no policy value.",
+        "",
+        "| ranker | AUC | GAUC | logloss | NDCG@10 | ECE | AUC, news new that day |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in mind["baselines"].items():
+        lines.append(f"| {name} | {m['auc']:.4f} | {m['gauc']:.4f} | {m['logloss']:.5f} | {m['ndcg@10']:.4f} | | |")
+    for arm, row in payload.get("mind_summary", {}).items():
+        cell = _cells(row)
+        lines.append(
+            f"| {arm} | {cell('overall.auc')} | {cell('overall.gauc')} | {cell('overall.logloss', 5)} | "
+            f"{cell('overall.ndcg@10')} | {cell('overall.ece')} | {cell('new_modules.auc')} |"
+        )
+    sizes = ", ".join(f"{k} {v:,}" for k, v in mind["slice_sizes"].items())
+    lines += [
+        "",
+        f"Slice sizes (test rows): {sizes}. The popularity row scores by clicks, so its logloss is not a "
+        "probability's.",
+        "",
+    ]
+    return lines
 
 
 def goal_lines(payload: dict) -> list[str]:
@@ -454,6 +596,7 @@ def goal_lines(payload: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("generated", "mind", "all"), default="all")
     parser.add_argument("--events", type=int, default=500_000, help="target events of the generated shop")
     parser.add_argument("--shop-seed", type=int, default=7)
     parser.add_argument("--seeds", type=int, default=5, help="ranker seeds per arm")
@@ -463,17 +606,26 @@ def main() -> None:
     parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS)
     parser.add_argument("--workdir", default=str(Path(__file__).resolve().parent / "work" / "ranker"))
     args = parser.parse_args()
-    workdir = Path(args.workdir) / f"generated-{args.events}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    generated = run_generated(args, workdir)
-    payload = {
-        "command": "python benchmarks/ranker.py " + " ".join(sys.argv[1:]),
-        "machine": machine(),
-        "seeds": args.seeds,
-        "goals": GOALS,
-        "generated": generated,
-    }
-    payload["summary"] = summarise(generated)
+    command = "python benchmarks/ranker.py " + " ".join(sys.argv[1:])
+    sections = {}
+    if args.dataset in ("generated", "all"):
+        workdir = Path(args.workdir) / f"generated-{args.events}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        generated = run_generated(args, workdir)
+        sections["generated"] = generated | {"command": command, "seeds": args.seeds}
+        sections["summary"] = summarise(generated)
+    if args.dataset in ("mind", "all"):
+        workdir = Path(args.workdir) / "mind"
+        workdir.mkdir(parents=True, exist_ok=True)
+        mind = run_mind(args, workdir)
+        sections["mind"] = mind | {"command": command, "seeds": args.seeds}
+        if "arms" in mind:
+            sections["mind_summary"] = summarise_arms(mind["arms"])
+    # A run of one dataset keeps the other's section (and the command that made it) from the results file, read
+    # now rather than at the start, so two runs of different datasets may overlap.
+    previous = RESULTS / "ranker.json"
+    payload = json.loads(previous.read_text()) if previous.exists() else {}
+    payload |= sections | {"machine": machine(), "goals": GOALS}
     write_results(RESULTS, "ranker", payload, markdown(payload), workdir=args.workdir)
     log("wrote benchmarks/results/ranker.{md,json}")
 

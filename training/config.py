@@ -269,9 +269,10 @@ class RankSliceConfig:
     """The evaluation's slices.
 
     Args:
-        cold_user_max_events: rows whose user had at most this many item events before the impression.
-        heavy_user_quantile: rows whose user's item events before the impression are at or above this quantile
-            of the test rows' users.
+        cold_user_max_events: rows whose user had at most this many item events and content clicks before the
+            impression.
+        heavy_user_quantile: rows whose user's item events and content clicks before the impression are at or
+            above this quantile of the test rows'.
     """
 
     cold_user_max_events: int = 2

@@ -116,10 +116,11 @@ def fit_split(
 
 
 def slice_masks(rows: RankRows, test: np.ndarray, config: RankerStageConfig) -> dict[str, np.ndarray]:
-    """Boolean masks over the `test` rows: cold users, heavy users and new modules (launched after the cutoff of the
+    """Boolean masks over the `test` rows: cold and heavy users (by their item events and content clicks before the
+    row), and new modules (launched after the cutoff of the
     embedding version live at the row; where the rows have no embeddings, launched less than `skip_days` before)."""
     frame = rows.frame[test]
-    events = frame["user_item_events"].to_numpy()
+    events = (frame["user_item_events"] + frame["user_content_clicks"]).to_numpy()
     heavy_from = float(np.quantile(events, config.slices.heavy_user_quantile)) if len(events) else 0.0
     age = frame["module_age_days"].to_numpy()
     if "embedding_cutoff" in frame.columns:

@@ -200,8 +200,9 @@ def read_mind(root: str | Path, include_history: bool = True) -> Dataset:
 
     Each shown news id is one impression row (slot = display position, clicked from its `-1`/`-0` suffix) and
     each click also a `click` event at the impression time. With `include_history`, a user's history clicks
-    (which precede the log) become click events one second before that user's first impression, deduplicated
-    per (user, news). News category plays the module type.
+    become click events one second before the log's first impression, deduplicated per (user, news): MIND's
+    history is the user's clicks before the log's period (the same list in each of the user's impressions), so
+    every cutoff inside the period has seen it. News category plays the module type.
     """
     root = Path(root)
     behaviors = _scan_headerless(
@@ -227,13 +228,13 @@ def read_mind(root: str | Path, include_history: bool = True) -> Dataset:
     )
     frames = [clicks]
     if include_history:
-        first_seen = behaviors.group_by("user_id").agg(pl.col("timestamp").min().alias("first"))
+        log_start = behaviors.select(pl.col("timestamp").min().alias("first"))
         history = (
             behaviors.select("user_id", pl.col("history").str.split(" ").alias("content_id"))
             .explode("content_id")
             .filter(pl.col("content_id").is_not_null() & (pl.col("content_id") != ""))
             .unique(["user_id", "content_id"])
-            .join(first_seen, on="user_id")
+            .join(log_start, how="cross")
             .select(
                 "user_id",
                 "content_id",
@@ -263,7 +264,7 @@ def read_mind(root: str | Path, include_history: bool = True) -> Dataset:
         impressions=impressions,
         sources={"behaviors.tsv": root / "behaviors.tsv", "news.tsv": root / "news.tsv"},
         notes={
-            "history": "history clicks stamped 1 s before each user's first impression" if include_history else "off"
+            "history": "history clicks stamped 1 s before the log's first impression" if include_history else "off"
         },
     )
 

@@ -93,6 +93,8 @@ def test_mind_synthetic(tmp_path):
     assert impressions["timestamp"][3].hour == 21
     events = validate(dataset, "events").frame
     assert events.height == 3 + 2  # three clicks plus U1's two history clicks
+    history = events.filter(pl.col("content_id").is_in(["N1", "N2"]))
+    assert (history["timestamp"] < impressions["timestamp"].min()).all()  # before the log, so before every cutoff
     assert validate(dataset, "content").frame["module_type"].to_list() == ["sports"]
 
 
