@@ -257,7 +257,7 @@ class RankSplitConfig:
             "ranker.split",
             self,
             {
-                "test_days": (at_least_zero, "0 or more"),
+                "test_days": (positive, "a positive integer"),
                 "validation_days": (positive, "a positive integer"),
                 "skip_days": (at_least_zero, "0 or more"),
             },

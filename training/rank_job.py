@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from graphrec.artifacts import write_json_atomic
 from graphrec.data.config import DEVICES
 from graphrec.errors import InputError
 from graphrec.rank.features import feature_descriptions
-from graphrec.rank.rows import EMBEDDING_FLAGS, RankRows, impression_rows
+from graphrec.rank.rows import RankRows, impression_rows
 from training.config import RankerStageConfig, RankSplitConfig
 
 log = logging.getLogger("graphrec.rank")
@@ -117,18 +118,22 @@ def fit_split(
 
 def slice_masks(rows: RankRows, test: np.ndarray, config: RankerStageConfig) -> dict[str, np.ndarray]:
     """Boolean masks over the `test` rows: cold and heavy users (by their item events and content clicks before the
-    row), and new modules (launched after the cutoff of the
-    embedding version live at the row; where the rows have no embeddings, launched less than `skip_days` before)."""
+    row), and new modules: launched at or after the cutoff of the embedding version live at the row (the content
+    table's launch, else the module's first impression); where the rows have no embeddings, launched less than
+    `skip_days` before."""
     frame = rows.frame[test]
     events = (frame["user_item_events"] + frame["user_content_clicks"]).to_numpy()
     heavy_from = float(np.quantile(events, config.slices.heavy_user_quantile)) if len(events) else 0.0
-    age = frame["module_age_days"].to_numpy()
     if "embedding_cutoff" in frame.columns:
-        launch = frame["timestamp"].dt.epoch("s").to_numpy() - age * DAY_SECONDS
-        cutoff = frame["embedding_cutoff"].dt.epoch("s").fill_null(np.iinfo(np.int64).min).to_numpy()
-        new_module = launch > cutoff
+        seconds = pl.col("timestamp").dt.epoch("s")
+        age = (pl.col("module_days_since_first_impression") * DAY_SECONDS).cast(pl.Int64)
+        first_shown = pl.when(pl.col("module_impressions") > 0).then(seconds - age).otherwise(seconds)
+        catalog = pl.col("module_launch").dt.epoch("s") if "module_launch" in frame.columns else pl.lit(None)
+        cutoff = pl.col("embedding_cutoff").dt.epoch("s")
+        new = cutoff.is_null() | (pl.coalesce(catalog, first_shown) >= cutoff)
+        new_module = frame.select(new.alias("new"))["new"].to_numpy()
     else:
-        new_module = age < max(config.split.skip_days, 1)
+        new_module = frame["module_age_days"].to_numpy() < max(config.split.skip_days, 1)
     return {
         "cold_users": events <= config.slices.cold_user_max_events,
         "heavy_users": events >= max(heavy_from, 1.0),
@@ -163,14 +168,42 @@ def rank_job(
     click_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build rows, evaluate on the temporal split, train the final ranker and write its artifact to `out`; returns
-    the report (also written as `<out>.report.json` beside the artifact)."""
-    from graphrec.rank.artifact import save_ranker
+    the report, also written as `<out>/report.json` (with the policy value where `click_model` is given)."""
+    import shutil
 
     config = config or RankerStageConfig()
     out = Path(out)
+    truth = load_click_model(click_model) if click_model is not None and config.policy_requests else None
+    work = out.parent / f".{out.name}.work"
+    try:
+        return _rank_job(validated, out, config, store, feature_store, truth, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def load_click_model(path: str | Path):
+    """The generated shop's click model at `path`, or a one-line InputError."""
+    from graphrec.data.homepage import ClickModel
+
+    try:
+        return ClickModel.load(path)
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable click model ({type(exc).__name__}: {exc})") from None
+
+
+def _rank_job(validated, out: Path, config: RankerStageConfig, store, feature_store, truth, work: Path) -> dict:
+    from graphrec.rank.artifact import save_ranker
+
     started = time.perf_counter()
     rows = build_rows(validated, config, store, feature_store)
     parts = split_rows(rows, config.split)
+    if truth is not None:
+        known = np.isin(rows.frame["request_id"].gather(parts["test"]).to_numpy(), truth.request_ids.astype(np.int64))
+        if not known.all():
+            raise InputError(
+                f"the click model does not hold {int((~known).sum()):,} of the test impressions' requests: it belongs "
+                "to another shop (pass that shop's click_model.npz)"
+            )
     log.info(
         "ranker rows: %s impressions (%s train, %s validation, %s test), %d features%s (%.0fs)",
         f"{rows.frame.height:,}",
@@ -181,7 +214,6 @@ def rank_job(
         f", {rows.embedding_dim}-dim embeddings" if rows.embedding_dim else "",
         time.perf_counter() - started,
     )
-    work = out.parent / f".{out.name}.work"
     model, summary = fit_split(rows, parts, config, work / "evaluation")
     metrics = evaluate_ranker(model, rows, parts["test"], config)
     overall = metrics["overall"]
@@ -197,12 +229,8 @@ def rank_job(
         "rows": {name: len(index) for name, index in parts.items()} | {"impressions": rows.frame.height},
         "evaluation": {"training": summary, "test": metrics},
     }
-    if click_model is not None and config.policy_requests:
-        report["policy_value"] = policy_value(
-            {"ranker": model}, rows, parts["test"], config, validated, click_model, store, feature_store
-        )
-    final, final_summary = model, summary
-    if config.final_fit and len(parts["test"]):
+    final, final_summary = model, None
+    if config.final_fit:
         from training.rank_system import fit_ranker
 
         epochs = int(summary.get("best_epoch", summary["epochs_run"]))
@@ -211,15 +239,14 @@ def rank_job(
             new_ranker(rows, config), rows.arrays(parts["all"], config.embeddings), None, train_config, work / "final"
         )
         log.info("final ranker: %d epochs on every day after the first %d", epochs, config.split.skip_days)
-    names = rows.feature_names if config.embeddings else [n for n in rows.feature_names if n not in EMBEDDING_FLAGS]
     descriptions = feature_descriptions(config.features) | {
         "has_user_embedding": "1 if the live embedding version holds the user",
         "has_module_embedding": "1 if the live embedding version holds the module",
     }
     info = {
         "features": {
-            "names": names,
-            "descriptions": {n: descriptions[n] for n in names},
+            "names": rows.feature_names,
+            "descriptions": {n: descriptions[n] for n in rows.feature_names},
             "config": asdict(config.features),
         },
         "embeddings": _embedding_info(rows, store) if config.embeddings else None,
@@ -227,17 +254,19 @@ def rank_job(
             "config": asdict(config.train),
             "split": asdict(config.split),
             "evaluation_fit": summary,
-            "final_fit": final_summary if final is not model else None,
+            "final_fit": final_summary,
         },
-        "metrics": metrics,
+        # Measured on the test days with the evaluation fit; the weights are the final fit's (every day).
+        "metrics": {"measured_with": "evaluation fit", **metrics},
         "data": {"validated": str(validated), "rows": report["rows"]},
     }
     save_ranker(final, out, info)
+    if truth is not None:
+        report["policy_value"] = policy_value(
+            {"ranker": model}, rows, parts["test"], config, validated, truth, store, feature_store
+        )
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "report.json", report)
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
     return report
 
 
@@ -265,18 +294,17 @@ def policy_value(
     test: np.ndarray,
     config: RankerStageConfig,
     validated: str | Path,
-    click_model: str | Path,
+    click_model,
     store=None,
     feature_store=None,
 ) -> dict[str, Any]:
-    """`graphrec.rank.policy.policy_table` of each ranker's order on `config.policy_requests` test requests (theta
-    for the off-policy estimates from the first ranker's position tower)."""
-    from graphrec.data.homepage import ClickModel
+    """`graphrec.rank.policy.policy_table` of each ranker's order on `config.policy_requests` test requests under
+    `click_model` (a `ClickModel`; theta for the off-policy estimates from the first ranker's position tower)."""
     from graphrec.rank.policy import policy_setting, policy_table
     from training.rank_system import predict
 
     started = time.perf_counter()
-    model = ClickModel.load(click_model)
+    model = click_model
     request_ids = rows.frame["request_id"].gather(test).to_numpy()
     setting = policy_setting(validated, model, request_ids, config.features, config.policy_requests)
     candidates = setting.rows(store if rows.embedding_dim else None, feature_store)

@@ -263,9 +263,7 @@ def read_mind(root: str | Path, include_history: bool = True) -> Dataset:
         content=content,
         impressions=impressions,
         sources={"behaviors.tsv": root / "behaviors.tsv", "news.tsv": root / "news.tsv"},
-        notes={
-            "history": "history clicks stamped 1 s before the log's first impression" if include_history else "off"
-        },
+        notes={"history": "history clicks stamped 1 s before the log's first impression" if include_history else "off"},
     )
 
 

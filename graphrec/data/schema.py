@@ -120,6 +120,8 @@ CONTENT = TableSpec(
         Column("module_type", "text"),
         Column("title", "text", required=False),
         Column("item_ids", "id_list", required=False),
+        Column("launch", "timestamp", required=False),
+        Column("end", "timestamp", required=False),
     ),
     key=("content_id",),
 )

@@ -435,10 +435,13 @@ def _reason_expression(
         elif column.kind == "event_type":
             checks.append((raw.is_null(), f"null_{column.name}"))
             checks.append((value.is_null(), f"unknown_{column.name}"))
-        elif column.kind == "timestamp":
+        elif column.kind == "timestamp" and column.required:
             checks.append((raw.is_null(), f"null_{column.name}"))
             checks.append((value.is_null(), f"unparsable_{column.name}"))
             checks.append((value > pl.lit(latest), f"future_{column.name}"))
+            checks.append((value < pl.lit(earliest), f"{column.name}_before_min"))
+        elif column.kind == "timestamp":  # a module's launch or end: may be absent, and may lie ahead (scheduled)
+            checks.append((value.is_null() & raw.is_not_null(), f"unparsable_{column.name}"))
             checks.append((value < pl.lit(earliest), f"{column.name}_before_min"))
         elif column.kind in ("int", "float", "flag"):
             if column.required:

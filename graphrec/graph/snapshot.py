@@ -158,6 +158,9 @@ def build_snapshot(
     counted = scan.select((pl.col("timestamp") < cutoff).sum().alias("before"), pl.len().alias("total")).collect()
     before, total = int(counted["before"][0]), int(counted["total"][0])
     lazy = scan.filter(pl.col("timestamp") < cutoff)
+    if content is not None and "launch" in content.columns:
+        # A module launched at or after the cutoff did not exist then: no node, no featured-item edges.
+        content = content.filter(pl.col("launch").is_null() | (pl.col("launch") < cutoff))
 
     def unique_ids(column: str) -> pl.Series:
         return lazy.select(pl.col(column).drop_nulls().unique()).collect()[column]

@@ -23,7 +23,7 @@ from graphrec.errors import GraphrecError
 from graphrec.rank.model import HomepageRanker, RankerConfig
 
 RANKER_KIND = "homepage_ranker"
-RANKER_FORMAT = 1
+RANKER_FORMAT = 2  # 2: the dense inputs' log1p mask (dense_log) among the weights
 WEIGHTS_FILE = "ranker.safetensors"
 METADATA_FILE = "ranker.json"
 
@@ -69,9 +69,10 @@ def read_ranker_info(path: str | Path) -> dict[str, Any]:
         raise RankerArtifactError(f"{meta_path}: unreadable ({exc})") from None
     if metadata.get("kind") != RANKER_KIND:
         raise RankerArtifactError(f"{path}: not a ranker (kind {metadata.get('kind')!r})")
-    if int(metadata.get("format", 0)) > RANKER_FORMAT:
+    if int(metadata.get("format", 0)) != RANKER_FORMAT:
         raise RankerArtifactError(
-            f"{path}: ranker format {metadata['format']} is newer than this graphrec reads ({RANKER_FORMAT})"
+            f"{path}: ranker format {metadata.get('format')} is not the one this graphrec reads ({RANKER_FORMAT}); "
+            "train the ranker again with this version"
         )
     return metadata
 

@@ -70,7 +70,8 @@ class HomepageRanker(nn.Module):
     def set_dense_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Store the training rows' (transformed) feature means and standard deviations, used for every later input."""
         self.dense_mean.copy_(mean)
-        self.dense_std.copy_(torch.clamp(std, min=1e-6))
+        # A feature constant in training carries nothing: scale 1, so an unseen value at serving stays moderate.
+        self.dense_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     @torch.no_grad()
     def fit_dense_transform(self, dense: torch.Tensor) -> None:

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from graphrec.data.config import DEVICES
 from graphrec.data.homepage import ClickModel, top_orders
 
 __all__ = [
@@ -46,7 +45,8 @@ __all__ = [
 def candidate_rows(model: ClickModel, impressions: pl.DataFrame, requests: np.ndarray) -> pl.DataFrame:
     """One row per (request, module live at its time) for the click model's `requests` (row indexes), with the
     request's user, time, device and session from the logged impressions: rows for `behaviour_features` and the
-    embedding join. `request_pos` / `module` index the click model's requests and modules."""
+    embedding join. `request_pos` is the row's position in `requests` (its click-model request is
+    `requests[request_pos]`) and `module` its click-model module index."""
     requests = np.asarray(requests)
     live = model.active(requests)
     request_pos, module = np.nonzero(live)
@@ -107,12 +107,11 @@ def first_slot_log(model: ClickModel, impressions: pl.DataFrame, requests: np.nd
     frame = frame.join(pages, on="request_id", how="left", maintain_order="left")
     if frame["content_id"].null_count():
         raise ValueError(f"{frame['content_id'].null_count()} requests have no logged first slot")
-    device = frame["device"].replace_strict({d: i for i, d in enumerate(DEVICES)}, default=0)
     return {
         "module": model.module_index(frame["content_id"].to_numpy()),
         "clicked": frame["clicked"].cast(pl.Float64).to_numpy(),
         "propensity": frame["propensity"].cast(pl.Float64).to_numpy(),
-        "device": device.to_numpy().astype(np.int64),
+        "device": model.request_device[np.asarray(requests)].astype(np.int64),
         "page": frame["page"].to_numpy().astype(np.int64),
     }
 
@@ -125,7 +124,7 @@ def pbm_ips(log: dict[str, np.ndarray], orders: np.ndarray, theta: np.ndarray) -
     theta = np.asarray(theta, dtype=np.float64)[:, :slots]
     ratio = theta[log["device"]] / theta[log["device"], :1]  # [n, S] theta_j / theta_0 of each request's device
     ratio = np.where(np.arange(slots)[None, :] < log["page"][:, None], ratio, 0.0)  # past the page: never seen
-    match = orders == log["module"][:, None]
+    match = (orders == log["module"][:, None]) & (orders >= 0)
     weight = (match * ratio).sum(axis=1) / log["propensity"]
     terms = log["clicked"] * weight
     importance = match.sum(axis=1) / log["propensity"]
@@ -210,12 +209,13 @@ def policy_setting(
 
 
 def policy_table(
-    setting: PolicySetting, scores: dict[str, np.ndarray], theta: np.ndarray, slots: int
+    setting: PolicySetting, scores: dict[str, np.ndarray], theta: np.ndarray, slots: int, references: bool = True
 ) -> dict[str, dict[str, float]]:
     """Expected clicks per request (truth) of the top-`slots` order of each candidate score in `scores` (one value
     per candidate row), of the oracle order, a popularity order (the module's clicks before the request) and the
     logged pages, with the first-slot IPS / SNIPS estimates under `theta` ([devices, slots] P(examine)) and under
-    the true examination; each with its ratio to the oracle's value."""
+    the true examination; each with its ratio to the oracle's value (without `references`, only the orders of
+    `scores`, still with the ratio)."""
     from graphrec.data.homepage import ReferenceScorer
 
     model, requests = setting.model, setting.requests
@@ -239,15 +239,18 @@ def policy_table(
     add("oracle", ReferenceScorer.fit(model).scores("oracle", requests))
     for name, values in scores.items():
         add(name, score_grid(setting.candidates, values, n, n_modules))
-    frame = setting.candidates
-    popularity = frame["module_clicks"].to_numpy() + 1e-6 * frame["module_impressions"].to_numpy()
-    add("popularity", score_grid(frame, popularity, n, n_modules))
-    table["logging policy"] = {
-        "expected_clicks": float(setting.logged_value.mean()),
-        "expected_clicks_se": float(setting.logged_value.std(ddof=1) / np.sqrt(n)),
-        "logged_clicks": setting.logged_clicks,
-    }
     oracle = table["oracle"]["expected_clicks"]
+    if references:
+        frame = setting.candidates
+        popularity = frame["module_clicks"].to_numpy() + 1e-6 * frame["module_impressions"].to_numpy()
+        add("popularity", score_grid(frame, popularity, n, n_modules))
+        table["logging policy"] = {
+            "expected_clicks": float(setting.logged_value.mean()),
+            "expected_clicks_se": float(setting.logged_value.std(ddof=1) / np.sqrt(n)),
+            "logged_clicks": setting.logged_clicks,
+        }
+    else:
+        del table["oracle"]
     for row in table.values():
         row["ratio_to_oracle"] = row["expected_clicks"] / oracle
     return table
@@ -255,9 +258,8 @@ def policy_table(
 
 def _logged_orders(model: ClickModel, logged: pl.DataFrame, requests: np.ndarray) -> np.ndarray:
     """[n, max slots] the module index logged at each slot of each request (-1 where none)."""
-    ids = model.request_ids[requests]
-    position = {int(r): i for i, r in enumerate(ids)}
+    ids = model.request_ids[requests]  # sorted, as `requests` is
     orders = np.full((len(ids), int(logged["slot"].max()) + 1), -1, dtype=np.int64)
-    rows = np.array([position[int(r)] for r in logged["request_id"].to_numpy()])
+    rows = np.searchsorted(ids, logged["request_id"].to_numpy())
     orders[rows, logged["slot"].to_numpy()] = model.module_index(logged["content_id"].to_numpy())
     return orders

@@ -5,7 +5,8 @@ strictly before it), (b) the user's and the module's embeddings of the version l
 feature store's historical retrieval (the newest version whose cutoff is <= the impression: learned only from
 events before it; `graphrec backfill` publishes such versions), and (c) its context (hour, weekday, device) and
 slot. Users and modules a version lacks get zero vectors and a 0 in `has_user_embedding` / `has_module_embedding`;
-`embedding_cutoff` is the cutoff of the version joined to the row (null where none is older than the row).
+`embedding_cutoff` is the cutoff of the version joined to the row (null where none is older than the row), and
+`module_launch` the module's launch where the content table has one.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def impression_rows(
     computed = behaviour_features(rows, events, impressions.lazy(), content, items, features)
     names = list(feature_descriptions(features))
     frame = rows.select(*KEYS).join(computed.select("row_id", *names), on="row_id", how="left", maintain_order="left")
+    if "launch" in content.columns:
+        launch = content.select("content_id", pl.col("launch").alias("module_launch"))
+        frame = frame.join(launch, on="content_id", how="left", maintain_order="left")
     dim = 0
     if store is not None:
         frame, dim = _with_embeddings(frame, store, feature_store)

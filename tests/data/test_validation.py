@@ -458,3 +458,18 @@ def test_absent_optional_columns_keep_their_type():
     )
     typed = validate_impressions(impressions, LENIENT).frame.schema
     assert typed["propensity"] == pl.Float64 and typed["device"] == pl.String
+
+
+def test_module_schedule_may_be_absent_or_ahead_but_not_garbage():
+    content = pl.DataFrame(
+        {
+            "content_id": ["a", "b", "c"],
+            "module_type": ["banner"] * 3,
+            "launch": ["2024-05-01", None, "2031-01-01"],  # c is scheduled: a launch ahead of now is not an error
+            "end": ["2024-06-01", None, "not a date"],
+        }
+    )
+    result = validate_content(content, LENIENT)
+    assert result.frame["content_id"].to_list() == ["a", "b"]
+    assert result.frame.schema["launch"] == pl.Datetime("us", "UTC")
+    assert result.quarantine["reason"].to_list() == ["unparsable_end"]

@@ -132,7 +132,15 @@ def test_id_maps_round_trip_with_original_types(snapshot, validated):
 
 def test_catalog_items_without_events_are_nodes(snapshot, small_shop):
     assert snapshot.data["item"].num_nodes == small_shop.items.height
-    assert snapshot.data["content"].num_nodes == small_shop.content.height
+    launched = small_shop.content.filter(pl.col("launch") < CUTOFF)
+    assert snapshot.data["content"].num_nodes == launched.height < small_shop.content.height
+
+
+def test_modules_launched_at_or_after_the_cutoff_are_not_in_the_snapshot(snapshot, small_shop):
+    # Such a module did not exist at the cutoff: no node, so no featured-item edges leak later catalog changes.
+    later = set(small_shop.content.filter(pl.col("launch") >= CUTOFF)["content_id"].to_list())
+    known = set(snapshot.node_ids["content"]["content_id"].to_list())
+    assert later and not later & known
     table = snapshot.node_ids["item"]
     assert table["category_index"].min() >= 0 and "price" in table.columns
 

@@ -165,3 +165,10 @@ def test_the_command_needs_a_store_for_embeddings(ranked, capsys):
     root, _ = ranked
     code = main(["rank", "--validated", str(root / "validated"), "--export.store", str(root / "nowhere")])
     assert code == 2 and "graphrec: error:" in capsys.readouterr().err
+
+
+def test_a_bad_click_model_is_one_line_and_leaves_no_scratch(ranked, tmp_path):
+    root, _ = ranked
+    with pytest.raises(InputError, match="not a readable click model"):
+        rank_job(root / "validated", tmp_path / "ranker", RANKER, root / "store", None, tmp_path / "missing.npz")
+    assert not (tmp_path / "ranker").exists() and not (tmp_path / ".ranker.work").exists()
