@@ -537,26 +537,19 @@ def generated_markdown(payload: dict) -> list[str]:
         "",
     ]
     lines += [
-        "| ranker | slice | AUC lift | / pooled seed sd | bootstrap sd | 95 % interval | / bootstrap sd |",
-        "|---|---|---|---|---|---|---|",
+        "| ranker | slice | lift of the seed means | / pooled seed sd | lift of the seed-averaged predictions | "
+        "bootstrap sd | 95 % interval | / bootstrap sd |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm, parts in s["lifts"].items():
         for part in ("overall", "cold_users"):
             seeds, boot = parts[part], g.get("bootstrap", {}).get(arm, {}).get(part)
             cells = [f"{seeds['auc_lift']:+.4f}", f"{seeds['sigmas']:+.1f}"]
             if boot:
-                cells += [f"{boot['bootstrap_sd']:.4f}", f"[{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}]"]
+                cells += [f"{boot['auc_lift']:+.4f}", f"{boot['bootstrap_sd']:.4f}"]
+                cells.append(f"[{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}]")
                 cells.append(f"{boot['sigmas']:+.1f}")
             lines.append(f"| {arm} vs hand_made | {part.replace('_', ' ')} | " + " | ".join(cells) + " |")
-    lines += ["| ranker | overall | cold users |", "|---|---|---|"]
-    for arm, parts in s["lifts"].items():
-        lines.append(
-            f"| {arm} vs hand_made | "
-            + " | ".join(
-                f"{parts[p]['auc_lift']:+.4f} ({parts[p]['sigmas']:+.1f} sd)" for p in ("overall", "cold_users")
-            )
-            + " |"
-        )
     lines += [
         "",
         f"### Policy value: expected clicks per request of the top-40 order ({g['policy_requests']:,} test requests, "
@@ -584,7 +577,7 @@ def generated_markdown(payload: dict) -> list[str]:
         )
     lines += ["", "### Goals", ""]
     lines += goal_lines(payload)
-    return lines
+    return [*lines, ""]
 
 
 def _cells(row: dict):
