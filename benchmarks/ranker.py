@@ -93,7 +93,7 @@ def build_frames(workdir: Path, validated: Path, stores: dict[str, Path]):
     import polars as pl
 
     from graphrec.artifacts import code_version
-    from graphrec.rank.rows import EMBEDDING_FLAGS, RankRows, _with_embeddings, impression_rows
+    from graphrec.rank.rows import EMBEDDING_FLAGS, RankRows, impression_rows, with_embeddings
     from graphrec.store.versions import list_versions
 
     # The cached rows are reused only if the same code built them from the same embedding versions.
@@ -120,7 +120,7 @@ def build_frames(workdir: Path, validated: Path, stores: dict[str, Path]):
             frame = pl.read_parquet(path)
         else:
             log(f"joining {kind} embeddings point-in-time")
-            frame, _ = _with_embeddings(base, store, None)
+            frame, _ = with_embeddings(base, store, None)
             frame.write_parquet(path)
         rows[kind] = RankRows(frame, [*names, *EMBEDDING_FLAGS], frame["user_embedding"].dtype.size)
     meta.write_text(json.dumps(made_by))

@@ -165,11 +165,11 @@ class PolicySetting:
 
     def rows(self, store: str | Path | None = None, feature_store=None):
         """The candidates as `RankRows`, with the embeddings of `store` (point-in-time) where given."""
-        from graphrec.rank.rows import EMBEDDING_FLAGS, RankRows, _with_embeddings
+        from graphrec.rank.rows import EMBEDDING_FLAGS, RankRows, with_embeddings
 
         if store is None:
             return RankRows(self.candidates, list(self.feature_names), 0)
-        frame, dim = _with_embeddings(self.candidates, store, feature_store)
+        frame, dim = with_embeddings(self.candidates, store, feature_store)
         return RankRows(frame, [*self.feature_names, *EMBEDDING_FLAGS], dim)
 
 

@@ -86,12 +86,15 @@ def impression_rows(
         frame = frame.join(launch, on="content_id", how="left", maintain_order="left")
     dim = 0
     if store is not None:
-        frame, dim = _with_embeddings(frame, store, feature_store)
+        frame, dim = with_embeddings(frame, store, feature_store)
         names += list(EMBEDDING_FLAGS)
     return RankRows(frame, names, dim)
 
 
-def _with_embeddings(frame: pl.DataFrame, store: str | Path, feature_store) -> tuple[pl.DataFrame, int]:
+def with_embeddings(frame: pl.DataFrame, store: str | Path, feature_store) -> tuple[pl.DataFrame, int]:
+    """`frame` (rows with `user_id`, `content_id`, `timestamp`) with the point-in-time user and module embeddings
+    of `store`, their flags, versions and `embedding_cutoff`; and the embeddings' dimension. Training rows and
+    the policy value's candidate rows share it, so both meet the same versions."""
     from graphrec.store.config import FeatureStoreConfig
     from graphrec.store.feast_repo import historical_embeddings
 
