@@ -39,6 +39,15 @@ def small_shop():
 
 
 @pytest.fixture(scope="session")
+def published_pair(small_shop, tmp_path_factory):
+    """A validated small shop with backfilled embedding versions and a ranker on them: (root, the job's report)."""
+    from tests.support import publish_pair
+
+    root = tmp_path_factory.mktemp("pair")
+    return root, publish_pair(small_shop, root)
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A throwaway redis-server on a loopback port (skips where redis-server is not installed); yields
     `host:port`."""

@@ -49,3 +49,41 @@ def local_redis_server(workdir: str | Path) -> Iterator[str | None]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# The small ranker every test of a published (embedding version, ranker) pair shares.
+def _ranker_settings():
+    from graphrec.rank.model import RankerConfig
+    from training.config import RankerStageConfig, RankSplitConfig, RankTrainConfig
+
+    return RankerStageConfig(
+        model=RankerConfig(hidden=[16]),
+        train=RankTrainConfig(epochs=3, batch_size=1024, lr=0.01),
+        split=RankSplitConfig(test_days=3, validation_days=2, skip_days=4),
+        policy_requests=60,
+        top_k=12,
+    )
+
+
+RANKER = _ranker_settings()
+
+
+def publish_pair(shop, root: Path) -> dict:
+    """Validate `shop` into `root/validated`, backfill 8-dim embedding versions into `root/store` every 3 days and
+    train the ranker into `root/ranker` (with the policy value); returns the ranker job's report."""
+    from graphrec.data.config import ValidationConfig
+    from graphrec.data.validation import validate_dataset
+    from graphrec.embed.config import ModelConfig
+    from training.backfill import backfill_job
+    from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig, TrainConfig
+    from training.rank_job import rank_job
+
+    tables = {name: getattr(shop, name) for name in ("events", "items", "content", "impressions")}
+    validate_dataset(tables, root / "validated", ValidationConfig(reference_time="2026-06-01"))
+    embeddings = EmbeddingStageConfig(model=ModelConfig(dim=8, num_layers=1), train=TrainConfig(epochs=1))
+    export = ExportStageConfig(store=str(root / "store"))
+    backfill_job(
+        root / "validated", root / "bf", BackfillConfig(every_days=3, first_after_days=3), None, embeddings, export
+    )
+    shop.click_model.save(root / "click_model.npz")
+    return rank_job(root / "validated", root / "ranker", RANKER, root / "store", None, root / "click_model.npz")

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["data", "graph", "embed", "store", "rank"]  # in the order data flows
-SHARED = {"graphrec", "graphrec.errors", "graphrec.artifacts", "graphrec.metrics", "graphrec.exports"}
+SHARED = {"graphrec", "graphrec.errors", "graphrec.artifacts", "graphrec.metrics", "graphrec.exports", "graphrec.logs"}
 HEAVY_TRAINING = ("lightning", "pytorch_lightning")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
 from graphrec.errors import ConfigError, GraphrecError
 from graphrec.graph.config import GraphConfig, SplitConfig
+from serving.config import ServeConfig
 from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig, RankerStageConfig, TuneConfig
 from training.logs import LOG_FORMATS, setup_logging
 from training.signals import stop_on_sigterm
@@ -26,6 +27,7 @@ log = logging.getLogger("graphrec")
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2
 
+_LOGGING: list = ["text", False]  # the global --log-format and --verbose, for commands that configure processes
 _SIZE_FIELDS = {"target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands"}
 
 
@@ -404,6 +406,20 @@ def export_verify(export: ExportStageConfig = ExportStageConfig()) -> None:  # n
         raise StoreError(f"{export.store}: {len(summary['problems'])} problem(s): {'; '.join(summary['problems'])}")
 
 
+def serve(serve: ServeConfig = ServeConfig()) -> None:  # noqa: B008
+    """Serve the ranking API (POST /v1/rank, /v1/feedback, /preview, /metrics, /healthz, /readyz, /admin/reload).
+
+    Serves the ranker at `serve.ranker` with the live version of `serve.store`; the request-time features are
+    indexed from the ranker's validated tables. Stop with Ctrl-C or SIGTERM (requests in flight finish).
+
+    Args:
+        serve: host, port, workers, the ranker and store, limits, feedback and logging (see conf/serve.yaml).
+    """
+    from serving.server import run_server
+
+    run_server(serve, *_LOGGING)
+
+
 def _input_source(input: InputConfig) -> tuple[str, str]:
     """(format, path) of a command that reads existing files (the generated shop is `graphrec generate`'s job)."""
     if input.format == "generated":
@@ -425,6 +441,7 @@ COMMANDS = {
     "backfill": backfill,
     "rank": rank,
     "tune": tune,
+    "serve": serve,
     "export": {
         "_help": "Publish a model's embeddings to the feature store, list or verify versions, roll back or resync "
         "the online store (`graphrec export --model ...` publishes).",
@@ -470,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INPUT_ERROR
     setup_logging(verbose, log_format)
-    stop_on_sigterm()
+    _LOGGING[:] = [log_format, verbose]
+    if args[:1] != ["serve"]:  # uvicorn handles SIGTERM itself: it finishes requests in flight
+        stop_on_sigterm()
     if args[:1] == ["export"] and (len(args) == 1 or args[1].startswith("-")) and not {"-h", "--help"} & set(args):
         args.insert(1, "publish")  # `graphrec export --model ...` publishes
     try:

@@ -8,13 +8,14 @@ per line for schedulers and log collectors.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import warnings
-from datetime import UTC, datetime
-from typing import Any
+
+from graphrec.logs import JsonFormatter
+
+__all__ = ["LOG_FORMATS", "JsonFormatter", "progress_bar_wanted", "setup_logging"]
 
 LOG_FORMATS = ("text", "json")
 
@@ -46,24 +47,6 @@ QUIET_LOGGERS = (
     "matplotlib",
     "numexpr",
 )
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC, ISO-8601), level, logger, message, and any `extra` fields."""
-
-    _standard = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        payload.update({k: v for k, v in record.__dict__.items() if k not in self._standard})
-        if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
 
 
 def setup_logging(verbose: bool = False, log_format: str = "text") -> None:

@@ -102,7 +102,11 @@ class HomepageRanker(nn.Module):
         self, dense: torch.Tensor, user: torch.Tensor | None = None, module: torch.Tensor | None = None
     ) -> torch.Tensor:
         """[n] relevance logits: log-odds of a click given the module is seen. The serving score."""
-        x0 = self.inputs(dense, user, module)
+        return self.relevance(self.inputs(dense, user, module))
+
+    def relevance(self, x0: torch.Tensor) -> torch.Tensor:
+        """[n] relevance logits of input rows built by `inputs` (the serving side edits them to attribute a score
+        to groups of inputs)."""
         x = x0
         for layer in self.cross:
             x = layer(x0, x)

@@ -60,12 +60,13 @@ class RecentEvents:
 @dataclass
 class RequestFeatures:
     """One request's feature rows: `dense` [n_candidates, F] in `names` order, and the user's counts the reasons
-    quote (per category, the user's weighted item events)."""
+    quote."""
 
     dense: np.ndarray
     names: list[str]
     known_user: bool
     user_events: int
+    category_events: np.ndarray  # [categories] the user's item events per category before t (unweighted)
 
 
 class _Segments:
@@ -122,6 +123,12 @@ class FeatureState:
         self.item_index = {v: i for i, v in enumerate(item_table["item_id"].to_list())}
         self.item_category = item_table["category"].to_numpy().astype(np.int64)
         self.item_brand = item_table["brand"].to_numpy().astype(np.int64)
+        self.category_names, self.brand_names = (
+            [str(v) for v in items[c].drop_nulls().unique().sort().to_list()]
+            if items is not None and c in items.columns
+            else []
+            for c in ("category", "brand")
+        )  # the dense index's order
         self.n_categories = max(1, int(self.item_category.max(initial=-1)) + 1)
         self.n_brands = max(1, int(self.item_brand.max(initial=-1)) + 1)
 
@@ -428,7 +435,22 @@ class FeatureState:
         dense = np.empty((n, len(self.names)), np.float32)
         for column, name in enumerate(self.names):
             dense[:, column] = out[name]
-        return RequestFeatures(dense, self.names, u is not None, int(is_item.sum() + is_content.sum()))
+        category_events = np.bincount(category[category >= 0], minlength=self.n_categories)
+        return RequestFeatures(dense, self.names, u is not None, int(is_item.sum() + is_content.sum()), category_events)
+
+    def top_category(self, module: int, category_events: np.ndarray) -> tuple[str | None, int]:
+        """The module's category with most of the user's item events (`RequestFeatures.category_events`): its name
+        and the count (None, 0 where the user has none in the module's categories)."""
+        row = self.categories[module]
+        if not row.nnz:
+            return None, 0
+        counts = category_events[row.indices]
+        best = int(np.argmax(counts))
+        if counts[best] <= 0:
+            return None, 0
+        index = int(row.indices[best])
+        name = self.category_names[index] if index < len(self.category_names) else str(index)
+        return name, int(counts[best])
 
     def _events_of(self, u: int | None, recent: RecentEvents | None, session_id: str | None) -> dict[str, np.ndarray]:
         """The user's indexed events with `recent` appended (those in the request's session)."""

@@ -7,48 +7,21 @@ import polars as pl
 import pytest
 import torch
 
-from graphrec.data.config import ValidationConfig
-from graphrec.data.validation import validate_dataset
-from graphrec.embed.config import ModelConfig
 from graphrec.errors import InputError
 from graphrec.rank.artifact import load_ranker
-from graphrec.rank.model import RankerConfig
 from graphrec.rank.policy import pbm_ips
 from graphrec.store.versions import list_versions, read_manifest
-from training.backfill import backfill_job
+from tests.support import RANKER
 from training.config import (
-    BackfillConfig,
-    EmbeddingStageConfig,
-    ExportStageConfig,
     RankerStageConfig,
     RankSplitConfig,
-    RankTrainConfig,
-    TrainConfig,
 )
 from training.rank_job import build_rows, rank_job, split_rows
 
-RANKER = RankerStageConfig(
-    model=RankerConfig(hidden=[16]),
-    train=RankTrainConfig(epochs=3, batch_size=1024, lr=0.01),
-    split=RankSplitConfig(test_days=3, validation_days=2, skip_days=4),
-    policy_requests=60,
-    top_k=12,
-)
-
 
 @pytest.fixture(scope="module")
-def ranked(small_shop, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rank")
-    tables = {name: getattr(small_shop, name) for name in ("events", "items", "content", "impressions")}
-    validate_dataset(tables, root / "validated", ValidationConfig(reference_time="2026-06-01"))
-    embeddings = EmbeddingStageConfig(model=ModelConfig(dim=8, num_layers=1), train=TrainConfig(epochs=1))
-    export = ExportStageConfig(store=str(root / "store"))
-    backfill_job(
-        root / "validated", root / "bf", BackfillConfig(every_days=3, first_after_days=3), None, embeddings, export
-    )
-    small_shop.click_model.save(root / "click_model.npz")
-    report = rank_job(root / "validated", root / "ranker", RANKER, root / "store", None, root / "click_model.npz")
-    return root, report
+def ranked(published_pair):
+    return published_pair
 
 
 def test_every_row_meets_an_embedding_version_cut_before_it(ranked):
