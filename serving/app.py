@@ -46,6 +46,9 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if getattr(app.state, "service", None) is not None:  # already running (a test client inside another)
+            yield
+            return
         from serving.feedback import FeedbackStore
         from serving.impressions import ImpressionLog
         from serving.service import RankingService
@@ -63,6 +66,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.service = None
             if impressions is not None:
                 impressions.close()
             if feedback is not None:

@@ -53,42 +53,37 @@ class FeedbackStore:
             ).fetchall()
         return dict(rows)
 
-    def hidden(self, user_id: Any) -> set[str]:
-        """Modules the user hid."""
-        return {c for c, a in self.actions(user_id).items() if a == "hide"}
-
-    def adjust(self, user_id, known, logits, module_vectors, notes, config, state) -> np.ndarray:
-        """`logits` with hide_similar's neighbours suppressed (-inf) and more_like_this's neighbours lifted by
-        `config.boost`; `notes` gets a reason per lifted row."""
-        actions = self.actions(user_id)
-        if not actions:
-            return logits
-        vectors = module_vectors[known]
-        norms = np.linalg.norm(vectors, axis=1)
-        for content_id, action in actions.items():
-            if action == "hide":
-                continue
-            anchor = state.module_of(content_id)
-            if anchor is None:
-                continue
-            reference = module_vectors[anchor]
-            scale = np.linalg.norm(reference) * norms
-            cosine = np.divide(vectors @ reference, scale, out=np.zeros(len(known)), where=scale > 0)
-            close = (cosine >= config.similar_cosine) | (known == anchor)
-            if action == "hide_similar":
-                logits = np.where(close, -np.inf, logits)
-            else:
-                logits = np.where(close & np.isfinite(logits), logits + config.boost, logits)
-                title = state.module_title[anchor] or str(content_id)
-                for row in np.flatnonzero(close):
-                    notes.setdefault(int(row), []).append(
-                        {"code": "more_like_this", "text": f"you asked for more like {title}", "weight": config.boost}
-                    )
-        return logits
-
     def close(self) -> None:
         with self.lock:
             self.db.close()
+
+
+def adjust_for_feedback(actions: dict[str, str], known, logits, module_vectors, notes, config, state) -> np.ndarray:
+    """`logits` of the rows `known` (module indices) with hide_similar's neighbours (embedding cosine at least
+    `config.similar_cosine`, and the module itself) suppressed to -inf and more_like_this's lifted by
+    `config.boost`; `notes` gets a reason per lifted row."""
+    vectors = module_vectors[known]
+    norms = np.linalg.norm(vectors, axis=1)
+    for content_id, action in actions.items():
+        if action == "hide":
+            continue
+        anchor = state.module_of(content_id)
+        if anchor is None:
+            continue
+        reference = module_vectors[anchor]
+        scale = np.linalg.norm(reference) * norms
+        cosine = np.divide(vectors @ reference, scale, out=np.zeros(len(known)), where=scale > 0)
+        close = (cosine >= config.similar_cosine) | (known == anchor)
+        if action == "hide_similar":
+            logits = np.where(close, -np.inf, logits)
+        else:
+            logits = np.where(close & np.isfinite(logits), logits + config.boost, logits)
+            title = state.module_title[anchor] or str(content_id)
+            for row in np.flatnonzero(close):
+                notes.setdefault(int(row), []).append(
+                    {"code": "more_like_this", "text": f"you asked for more like {title}", "weight": config.boost}
+                )
+    return logits
 
 
 def feedback_events(directory: str | Path):

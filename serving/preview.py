@@ -82,12 +82,12 @@ def render_preview(service, user_id: str, slots: int) -> str:
     fallback = f" <span class='fallback'>fallback: {escape(page.fallback)}</span>" if page.fallback else ""
     events = _recent_events(state, typed_user)
     return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
         f"<title>homepage preview: {escape(user_id)}</title><style>{STYLE}</style></head><body>"
         f"<h1>Homepage of {escape(user_id)}</h1>"
         f"<p class='meta'>ranker {escape(str(page.model_version))} &middot; embeddings "
         f"{escape(str(page.embedding_version))} &middot; arm {escape(page.arm)}{fallback} &middot; "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>"
+        f"ranked at {page.timestamp:%Y-%m-%d %H:%M} UTC</p>"
         f"<div class='grid'><ol class='modules'>{''.join(rows)}</ol>"
         f"<aside><h2>Latest events</h2><ul>{events}</ul></aside></div>"
         f"<script>{SCRIPT}</script></body></html>"
@@ -122,5 +122,5 @@ def _recent_events(state, user) -> str:
             target = f"module {state.module_title[module[row]] or state.module_ids[module[row]]}"
         else:
             target = "an item outside the catalog"
-        lines.append(f"<li>{when:%m-%d %H:%M} {html.escape(what)} {html.escape(target)}</li>")
+        lines.append(f"<li>{when:%Y-%m-%d %H:%M} {html.escape(what)} {html.escape(target)}</li>")
     return "".join(lines) or "<li>no logged events</li>"

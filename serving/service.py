@@ -33,6 +33,7 @@ from graphrec.rank.artifact import load_ranker, read_ranker_info
 from graphrec.rank.config import RankFeatureConfig
 from graphrec.rank.online import FeatureState, RecentEvents
 from serving.config import ServeConfig
+from serving.feedback import adjust_for_feedback
 
 log = logging.getLogger("graphrec.serving")
 
@@ -325,15 +326,16 @@ class RankingService:
         slots = slots or self.config.slots
         state = generation.state
         try:
-            known, unknown = self._candidates(state, candidates, exclude, t_us, user_id)
-            self._fill(page, generation, arm, known, unknown, slots, t_us, device, session_id, recent, diversity)
+            actions = self._feedback_of(page, user_id)
+            hidden = {c for c, a in actions.items() if a in ("hide", "hide_similar")}
+            known, unknown = self._candidates(state, candidates, exclude, t_us, hidden)
+            self._fill(
+                page, generation, arm, known, unknown, slots, t_us, device, session_id, recent, diversity, actions
+            )
         except Exception:
             log.exception("ranking failed for user %r: serving the popularity order", user_id)
             page.fallback = "degraded"
-            try:
-                known, unknown = self._candidates(state, candidates, exclude, t_us, user_id)
-            except Exception:
-                known, unknown = state.active_modules(t_us), []
+            known, unknown = self._candidates(state, candidates, exclude, t_us, set())
             page.modules = self._popularity_page(generation, known, unknown, slots, "degraded")
         page.timings["total_ms"] = (time.perf_counter() - started) * 1e3
         if self.impressions is not None:
@@ -342,12 +344,23 @@ class RankingService:
             self.metrics.observe_page(page)
         return page
 
-    def _candidates(self, state: FeatureState, candidates, exclude, t_us: int, user_id) -> tuple[np.ndarray, list]:
-        """Known candidate modules (state indices, request order, duplicates and exclusions removed) and the ids of
-        unknown ones."""
-        hidden = set(exclude or [])
-        if self.feedback is not None:
-            hidden |= self.feedback.hidden(user_id)
+    def _feedback_of(self, page: Page, user_id) -> dict[str, str]:
+        """The user's feedback (content id -> latest action); none, and the page flagged degraded, where the
+        feedback database cannot be read."""
+        if self.feedback is None:
+            return {}
+        try:
+            return self.feedback.actions(user_id)
+        except Exception as exc:
+            log.warning("feedback of user %r unreadable (%s): ranking without it", user_id, exc)
+            page.fallback = "degraded"
+            return {}
+
+    @staticmethod
+    def _candidates(state: FeatureState, candidates, exclude, t_us: int, hidden: set) -> tuple[np.ndarray, list]:
+        """Known candidate modules (state indices, request order, duplicates, exclusions and hidden ones removed)
+        and the ids of unknown ones."""
+        hidden = set(exclude or []) | hidden
         hidden_index = {state.module_of(c) for c in hidden} - {None}
         if candidates is None:
             order = [int(m) for m in state.active_modules(t_us) if int(m) not in hidden_index]
@@ -362,7 +375,7 @@ class RankingService:
             (unknown.append(content_id) if index is None else known.append(index))
         return np.array(known, np.int64), unknown
 
-    def _fill(self, page, generation, arm, known, unknown, slots, t_us, device, session_id, recent, diversity):
+    def _fill(self, page, generation, arm, known, unknown, slots, t_us, device, session_id, recent, diversity, actions):
         state = generation.state
         user_id = page.user_id
         timer = time.perf_counter()
@@ -390,8 +403,8 @@ class RankingService:
         page.timings["model_ms"] = (time.perf_counter() - timer) * 1e3
         adjusted = logits.copy()
         notes: dict[int, list[dict[str, Any]]] = {}
-        if self.feedback is not None and arm.module_vectors is not None:
-            adjusted = self.feedback.adjust(user_id, known, adjusted, arm.module_vectors, notes, self.config, state)
+        if actions and arm.module_vectors is not None:
+            adjusted = adjust_for_feedback(actions, known, adjusted, arm.module_vectors, notes, self.config, state)
         order = self._order(known, adjusted, slots, arm, diversity, state)
         top = order[:slots]
         propensity = np.ones(len(top))
