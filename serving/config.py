@@ -71,6 +71,9 @@ class ServeConfig:
             impression: a replay of the log's last moment, for historical or generated data whose modules have all
             ended by now).
         slots: modules returned when a request does not say.
+        fresh_embeddings: embed a user with the request's recent item events added to their graph edges (the
+            GNN's inductive aggregation, from the live version's inductive state); off: recent events feed the
+            behaviour features only.
         reasons: attach reasons to each returned module.
         exploration: share of slots filled by softmax sampling over the remaining scores instead of the top one
             (0: off); each module's propensity is logged.
@@ -99,6 +102,7 @@ class ServeConfig:
     retry_online_after_s: float = 1.0
     clock: str = "now"
     slots: int = 20
+    fresh_embeddings: bool = True
     reasons: bool = True
     exploration: float = 0.0
     temperature: float = 1.0

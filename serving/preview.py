@@ -49,9 +49,9 @@ def render_preview(service, user_id: str, slots: int) -> str:
     """The preview page of `user_id`'s homepage (ranked now, through the same path as POST /v1/rank)."""
     generation = service.generation
     state = generation.state
-    from graphrec.rank.online import _coerce
+    from graphrec.rank.online import coerce_id
 
-    typed_user = _coerce(user_id, state.user_dtype)
+    typed_user = coerce_id(user_id, state.user_dtype)
     user = typed_user if typed_user is not None else user_id
     page = service.rank(user, slots=slots)
     escape = html.escape

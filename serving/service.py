@@ -31,7 +31,7 @@ import torch
 from graphrec.errors import GraphrecError
 from graphrec.rank.artifact import load_ranker, read_ranker_info
 from graphrec.rank.config import RankFeatureConfig
-from graphrec.rank.online import FeatureState, RecentEvents
+from graphrec.rank.online import FeatureState, RecentEvents, coerce_id
 from serving.config import ServeConfig
 from serving.feedback import adjust_for_feedback
 
@@ -114,6 +114,7 @@ class Generation:
         self.users: dict[Any, int] = {}
         self.user_vectors: np.ndarray | None = None
         self.online = None
+        self.inductive = None
         self.module_matrix: np.ndarray | None = None
         needs_embeddings = any(info["architecture"]["embedding_dim"] for info in infos.values())
         if needs_embeddings:
@@ -161,6 +162,18 @@ class Generation:
                 if index is not None:
                     matrix[index], known[index] = vectors.vectors["content"][row], True
         self.module_matrix, self.module_known = matrix, known
+        self.inductive = None
+        if config.fresh_embeddings:
+            from graphrec.store.versions import load_inductive
+
+            self.inductive = load_inductive(config.store, version)
+            if self.inductive is None:
+                log.warning("%s has no inductive state: recent events feed the features, not the embedding", version)
+            else:
+                self.kit_items = (
+                    {v: i for i, v in enumerate(vectors.ids["item"].to_list())} if "item" in vectors.ids else {}
+                )
+                self.kit_behaviours = {name: b for b, name in enumerate(self.inductive.behaviours)}
         backend = (
             "redis" if config.feature_store.online_store == "redis" and config.online_read == "direct" else "feast"
         )
@@ -381,9 +394,11 @@ class RankingService:
         timer = time.perf_counter()
         user_vector, from_fallback = (None, False)
         if arm.module_vectors is not None:
-            user_vector, from_fallback = self.reader.user_vector(generation, state_id(state, user_id))
+            user_vector = self._fresh_vector(generation, user_id, recent, t_us)
+            if user_vector is None:
+                user_vector, from_fallback = self.reader.user_vector(generation, state_id(state, user_id))
         page.timings["embeddings_ms"] = (time.perf_counter() - timer) * 1e3
-        known_user = state.user_index.get(state_id(state, user_id, kind="user")) is not None
+        known_user = state.user_index.get(state_id(state, user_id)) is not None
         if not known_user and not recent and user_vector is None:
             page.fallback = "cold_start"
             page.modules = self._popularity_page(generation, known, unknown, slots, "cold_start")
@@ -423,6 +438,27 @@ class RankingService:
         ]
         if len(page.modules) < slots and unknown:
             page.modules += self._unknown_modules(unknown[: slots - len(page.modules)], len(page.modules))
+
+    @staticmethod
+    def _fresh_vector(generation: Generation, user_id, recent: RecentEvents | None, t_us: int) -> np.ndarray | None:
+        """The user's embedding with the request's item events before `t_us` added to its graph edges (the GNN's
+        inductive aggregation); None without such events or without the version's inductive state."""
+        kit = generation.inductive
+        if kit is None or not recent:
+            return None
+        items, kinds = [], []
+        for item, kind, stamp in zip(recent.item_ids, recent.event_types, recent.timestamps, strict=True):
+            if item is None or stamp >= t_us:
+                continue
+            row = generation.kit_items.get(coerce_id(item, generation.state.item_dtype))
+            behaviour = generation.kit_behaviours.get(kind)
+            if row is not None and behaviour is not None:
+                items.append(row)
+                kinds.append(behaviour)
+        if not items:
+            return None
+        user = generation.users.get(coerce_id(user_id, generation.state.user_dtype))
+        return kit.embed(user, np.array(items, np.int64), np.array(kinds, np.int64))
 
     def inputs(self, arm: Arm, dense: np.ndarray, known: np.ndarray, user_vector: np.ndarray | None) -> torch.Tensor:
         """[n, width] the ranker's input rows of a request: its features in the ranker's order, the flags and the
@@ -518,11 +554,9 @@ class RankingService:
         ]
 
 
-def state_id(state: FeatureState, value: Any, kind: str = "user") -> Any:
-    """An id from a request in the index's type (a numeric id may arrive as a string, or the reverse)."""
-    from graphrec.rank.online import _coerce
-
-    return _coerce(value, state.user_dtype)
+def state_id(state: FeatureState, value: Any) -> Any:
+    """A user id from a request in the index's type (a numeric id may arrive as a string, or the reverse)."""
+    return coerce_id(value, state.user_dtype)
 
 
 def reason_text(group: str, value: dict[str, float], module: int, state: FeatureState, features) -> str | None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from graphrec.embed.artifact import load_model, read_model_info
+from graphrec.embed.fresh import inductive_users
 from graphrec.embed.vectors import EmbeddingSet
 from graphrec.errors import InputError
 from graphrec.graph.snapshot import Snapshot, load_snapshot
@@ -49,10 +50,11 @@ def embeddings_from_model(model_dir: str | Path, snapshot: str | Path | None = N
     if node == "item" and "content" in loaded.data.node_types and loaded.data["content"].num_nodes:
         vectors["content"], info["content"] = _content_vectors(model, loaded, user_layers, items)
         ids["content"] = loaded.ids_of("content", np.arange(loaded.data["content"].num_nodes))
+    inductive = inductive_users(model, task) if node == "item" else None
     cutoff = loaded.manifest["cutoff"]
     info["snapshot"] = {"path": str(snapshot), "input_fingerprint": loaded.manifest.get("input_fingerprint", {})}
     info["model_metadata"] = metadata
-    return EmbeddingSet(ids, vectors, datetime.fromisoformat(cutoff), info)
+    return EmbeddingSet(ids, vectors, datetime.fromisoformat(cutoff), info, inductive)
 
 
 def _content_vectors(model, snapshot: Snapshot, user_layers: list[torch.Tensor], items: torch.Tensor):

@@ -23,6 +23,7 @@ class EmbeddingSet:
     vectors: dict[str, np.ndarray]
     cutoff: datetime
     info: dict[str, Any] = field(default_factory=dict)
+    inductive: Any = None  # graphrec.embed.fresh.InductiveUsers of the model, in these vectors' basis
 
     @property
     def dim(self) -> int:

@@ -29,7 +29,7 @@ from graphrec.errors import InputError
 from graphrec.rank.config import RankFeatureConfig
 from graphrec.rank.features import _PLURAL, DAY_US, SECOND_US, _impressions, feature_descriptions
 
-__all__ = ["FeatureState", "RecentEvents", "RequestFeatures"]
+__all__ = ["FeatureState", "RecentEvents", "RequestFeatures", "coerce_id"]
 
 _KIND = {kind: index for index, kind in enumerate(EVENT_TYPES)}
 _VIEW, _CLICK = _KIND["view"], _KIND["click"]
@@ -300,7 +300,7 @@ class FeatureState:
 
     def module_of(self, content_id: Any) -> int | None:
         """The module's index, or None for a module the index does not know."""
-        return self.module_index.get(_coerce(content_id, self.content_dtype))
+        return self.module_index.get(coerce_id(content_id, self.content_dtype))
 
     def active_modules(self, t_us: int) -> np.ndarray:
         """Indices of the content table's modules live at `t_us`: launched at or before it (or without a launch)
@@ -357,7 +357,7 @@ class FeatureState:
         cfg = self.config
         modules = np.asarray(modules, np.int64)
         n = len(modules)
-        u = self.user_index.get(_coerce(user_id, self.user_dtype))
+        u = self.user_index.get(coerce_id(user_id, self.user_dtype))
         ev = self._events_of(u, recent, session_id)
         before = ev["ts"] < t_us
         ev = {k: v[before] for k, v in ev.items()}
@@ -462,7 +462,7 @@ class FeatureState:
         if not recent:
             return stored
         session = self.session_index.get(session_id, -2) if session_id is not None else -1
-        items = [None if i is None else self.item_index.get(_coerce(i, self.item_dtype), -1) for i in recent.item_ids]
+        items = [None if i is None else self.item_index.get(coerce_id(i, self.item_dtype), -1) for i in recent.item_ids]
         added = {
             "ts": np.asarray(recent.timestamps, np.int64),
             "kind": np.asarray([_KIND.get(k, -1) for k in recent.event_types], np.int8),
@@ -471,7 +471,7 @@ class FeatureState:
             "item": np.asarray([-1 if i is None else i for i in items], np.int64),
             "module": np.asarray(
                 [
-                    -1 if c is None else self.module_index.get(_coerce(c, self.content_dtype), -1)
+                    -1 if c is None else self.module_index.get(coerce_id(c, self.content_dtype), -1)
                     for c in recent.content_ids
                 ],
                 np.int64,
@@ -516,7 +516,7 @@ def _days_since_many(t_us: int, ts: np.ndarray) -> np.ndarray:
     return np.where(ts == _NO_TIME, 0.0, np.maximum(0.0, (t_us - ts) / DAY_US))
 
 
-def _coerce(value: Any, dtype: pl.DataType) -> Any:
+def coerce_id(value: Any, dtype: pl.DataType) -> Any:
     """An id from a request as the index's id type (an integer id may arrive as a string, or the reverse)."""
     if value is None:
         return None

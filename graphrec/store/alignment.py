@@ -107,7 +107,8 @@ def align_to(previous: EmbeddingSet, new: EmbeddingSet, config: ExportConfig) ->
     report["compatible"] = bool(config.align and mean_cosine >= config.min_cosine)
     if not report["compatible"]:
         report["reason"] = f"mean cosine {mean_cosine:.3f} after alignment is below min_cosine {config.min_cosine}"
-    return EmbeddingSet(new.ids, aligned, new.cutoff, new.info), report
+    inductive = new.inductive.rotated(rotation) if new.inductive is not None else None
+    return EmbeddingSet(new.ids, aligned, new.cutoff, new.info, inductive), report
 
 
 def _round(value: float | None) -> float | None:

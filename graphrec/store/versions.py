@@ -52,6 +52,7 @@ log = logging.getLogger("graphrec.store.versions")
 
 VERSION_PATTERN = re.compile(r"^v(\d{6,})$")
 STORE_FORMAT = 1
+INDUCTIVE_FILE = "inductive.safetensors"  # the users' inductive state (graphrec.embed.fresh), optional
 # Fault injection for the kill tests: the process SIGKILLs itself when it reaches the named step.
 FAULT_ENV = "GRAPHREC_FAULT_AT"
 
@@ -286,6 +287,21 @@ def load_version(store: str | Path, version: str | None = None, verify: bool = T
     return EmbeddingSet(ids, vectors, datetime.fromisoformat(manifest["cutoff"]), {"manifest": manifest})
 
 
+def load_inductive(store: str | Path, version: str | None = None):
+    """The version's `graphrec.embed.fresh.InductiveUsers` (what the API needs to embed a user with fresh events),
+    or None for a version published without one."""
+    version = version or require_latest(store)
+    manifest = read_manifest(store, version)
+    path = versions_dir(store) / version / INDUCTIVE_FILE
+    if not manifest.get("inductive") or not path.exists():
+        return None
+    from safetensors.numpy import load_file
+
+    from graphrec.embed.fresh import InductiveUsers
+
+    return InductiveUsers(**load_file(str(path)), **manifest["inductive"])
+
+
 def check_compatible(store: str | Path, consumer_version: str, version: str | None = None) -> dict[str, Any]:
     """Raise unless `version` (default LATEST) shares the embedding space of `consumer_version`, the version a
     consumer (the ranker, the API) was trained on; returns the version's manifest."""
@@ -347,6 +363,13 @@ def stage_version(
             pq.write_table(table, staging / f"{entity}.parquet", compression="zstd")
             sha[f"{entity}.parquet"] = file_sha256(staging / f"{entity}.parquet")
             fault_point(f"staged_{entity}")
+        inductive = None
+        if embeddings.inductive is not None:
+            from safetensors.numpy import save_file
+
+            save_file(embeddings.inductive.arrays(), str(staging / INDUCTIVE_FILE))
+            sha[INDUCTIVE_FILE] = file_sha256(staging / INDUCTIVE_FILE)
+            inductive = embeddings.inductive.meta()
         manifest = {
             "kind": "embedding_version",
             "format": STORE_FORMAT,
@@ -359,6 +382,7 @@ def stage_version(
             "rows": embeddings.rows(),
             "id_dtypes": {e: str(embeddings.ids[e].dtype) for e in embeddings.ids},
             "drift": drift,
+            "inductive": inductive,
             **info,
             "code_version": code_version(),
             "sha256": sha,

@@ -246,3 +246,34 @@ def test_size_limits_and_bad_bodies_are_4xx_with_a_message(published_pair, tmp_p
             client.post("/v1/rank", content=b"{not json", headers={"content-type": "application/json"}).status_code
             == 422
         )
+
+
+def test_fresh_views_reach_the_features_and_the_embedding_of_the_request(client, published_pair, small_shop):
+    # Whether the page's order follows depends on what the ranker learned; the API's part is that the session's
+    # views reach the request's features and move the user's embedding towards the viewed items.
+    from graphrec.rank.online import RecentEvents
+
+    root, _ = published_pair
+    service = client.app.state.service
+    generation, state = service.generation, service.generation.state
+    user = _embedded_user(root, small_shop)
+    t = int(_after_the_log(small_shop).timestamp() * 1e6)
+    stored, _ = service.reader.user_vector(generation, user)
+    names = state.names
+    versions = load_version(root / "store", generation.embedding_version)
+    item_vectors, kit_items = versions.vectors["item"], generation.kit_items
+    closer = []
+    for module in [m for m in range(state.n_modules) if len(state.featured_items[m]) >= 3][:8]:
+        item_ids = list(state.item_index)
+        items = [item_ids[i] for i in state.featured_items[module][:3]]
+        recent = RecentEvents(items, [None] * 3, ["view"] * 3, [t - 300_000_000 + k for k in range(3)])
+        base = state.features(user, np.array([module]), t, "mobile_web", "s-now").dense[0]
+        fresh = state.features(user, np.array([module]), t, "mobile_web", "s-now", recent).dense[0]
+        assert fresh[names.index("session_featured_events")] == 3
+        assert fresh[names.index("user_featured_events")] == base[names.index("user_featured_events")] + 3
+        vector = service._fresh_vector(generation, user, recent, t)
+        assert vector is not None and not np.allclose(vector, stored)
+        viewed = item_vectors[[kit_items[i] for i in items]].mean(axis=0)
+        cosine = [float(v @ viewed / np.linalg.norm(v) / np.linalg.norm(viewed)) for v in (stored, vector)]
+        closer.append(cosine[1] - cosine[0])
+    assert np.mean(np.array(closer) > 0) >= 0.75, closer  # the user moved towards what they just viewed
