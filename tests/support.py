@@ -87,3 +87,44 @@ def publish_pair(shop, root: Path) -> dict:
     )
     shop.click_model.save(root / "click_model.npz")
     return rank_job(root / "validated", root / "ranker", RANKER, root / "store", None, root / "click_model.npz")
+
+
+@contextlib.contextmanager
+def serving_process(options: list[str], log_path: str | Path, ready_timeout_s: float = 120.0) -> Iterator[str]:
+    """A real `graphrec serve` process on a free loopback port with `options` (`--serve.*`); yields its base URL
+    once /readyz answers 200, and stops it (SIGTERM, then SIGKILL after 15 s) on exit."""
+    import sys
+    import urllib.error
+    import urllib.request
+
+    repo = Path(__file__).resolve().parents[1]
+    port = free_loopback_port()
+    command = [sys.executable, "-m", "training.cli", "serve", "--serve.port", str(port), *options]
+    log_path = Path(log_path)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"graphrec serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"graphrec serve not ready in {ready_timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import polars as pl
@@ -18,10 +13,7 @@ import pytest
 
 from graphrec.data.validation import read_validated
 from serving.preview import RECENT_EVENTS_SHOWN
-from tests.support import free_loopback_port
-
-REPO = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S = 120.0
+from tests.support import serving_process
 
 
 @pytest.fixture(scope="session")
@@ -53,40 +45,12 @@ def browser(chromium_binary):
 def server(published_pair, tmp_path):
     """`graphrec serve` on a loopback port over the published pair; yields its base URL once /readyz answers 200."""
     root, _ = published_pair
-    port = free_loopback_port()
-    command = [
-        *(sys.executable, "-m", "training.cli", "serve", "--serve.port", str(port)),
+    options = [
         *("--serve.ranker", str(root / "ranker"), "--serve.store", str(root / "store"), "--serve.clock", "data_end"),
         *("--serve.feedback", str(tmp_path / "feedback"), "--serve.impression_log", str(tmp_path / "served")),
     ]
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _ready(url):
-            if process.poll() is not None:
-                pytest.fail(f"graphrec serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"graphrec serve not ready within {READY_TIMEOUT_S:.0f} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with serving_process(options, tmp_path / "server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def _heaviest_user(validated: Path) -> tuple[str, pl.DataFrame]:

@@ -1,0 +1,133 @@
+"""Operations under faults: with Redis as the online store, stopping it mid-load keeps every answer 2xx (flagged
+degraded, served from the local copy, with the same scores) and the API recovers by itself when Redis is back; a
+reload of a real server process under concurrent load drops no request."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from graphrec.store.config import FeatureStoreConfig
+from graphrec.store.publish import sync_online
+from serving.app import create_app
+from serving.config import ServeConfig
+from tests.support import free_loopback_port, serving_process
+
+
+def _redis(port: int, workdir) -> subprocess.Popen:
+    binary = shutil.which("redis-server")
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"]
+    process = subprocess.Popen([*command, str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return process
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+def _users(root, count: int) -> list:
+    from graphrec.store.versions import load_version, require_latest
+
+    return load_version(root / "store", require_latest(root / "store")).ids["user"].head(count).to_list()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_redis_outage_mid_load_degrades_to_the_local_copy_and_recovers(published_pair, tmp_path):
+    root, _ = published_pair
+    store = tmp_path / "store"
+    shutil.copytree(root / "store", store)
+    port = free_loopback_port()
+    redis_process = _redis(port, tmp_path)
+    feature_store = FeatureStoreConfig(online_store="redis", redis=f"127.0.0.1:{port}")
+    sync_online(store, feature_store)
+    config = ServeConfig(
+        ranker=str(root / "ranker"),
+        store=str(store),
+        feature_store=feature_store,
+        retry_online_after_s=0.2,
+        clock="data_end",
+        feedback=None,
+        impression_log=None,
+    )
+    users = _users(root, 30)
+    try:
+        with TestClient(create_app(config)) as client:
+
+            def pages():
+                answers = [client.post("/v1/rank", json={"user_id": u, "slots": 5}) for u in users]
+                assert all(a.status_code == 200 for a in answers)
+                return [a.json() for a in answers]
+
+            healthy = pages()
+            assert {p["fallback"] for p in healthy} == {None}
+            redis_process.terminate()
+            redis_process.wait(timeout=10)
+            down = pages()
+            assert {p["fallback"] for p in down} == {"degraded"}
+            for a, b in zip(healthy, down, strict=True):  # the local copy holds the same vectors
+                assert [m["content_id"] for m in a["modules"]] == [m["content_id"] for m in b["modules"]]
+                assert [m["score"] for m in a["modules"]] == pytest.approx([m["score"] for m in b["modules"]])
+            assert client.get("/readyz").json()["online_store"] == "down"
+            redis_process = _redis(port, tmp_path)  # back, empty: the operator resyncs it
+            sync_online(store, feature_store)
+            time.sleep(0.3)
+            pages()  # the first call after the retry interval reaches Redis again
+            assert {p["fallback"] for p in pages()} == {None}
+            metrics = client.get("/metrics").text
+            assert 'graphrec_fallbacks_total{kind="degraded"}' in metrics
+    finally:
+        redis_process.terminate()
+        redis_process.wait(timeout=10)
+
+
+def test_a_reload_under_concurrent_load_drops_no_request(published_pair, tmp_path):
+    root, _ = published_pair
+    users = _users(root, 20)
+    options = [
+        *("--serve.ranker", str(root / "ranker"), "--serve.store", str(root / "store"), "--serve.clock", "data_end"),
+        *("--serve.feedback", "null", "--serve.impression_log", "null", "--serve.admin_token", "t0ken"),
+    ]
+    with serving_process(options, tmp_path / "server.log") as url:
+        stop = threading.Event()
+        statuses: list[int] = []
+        errors: list[str] = []
+
+        def load():
+            with httpx.Client(base_url=url, timeout=30) as client:
+                i = 0
+                while not stop.is_set() and i < 2000:
+                    try:
+                        response = client.post("/v1/rank", json={"user_id": users[i % len(users)], "slots": 10})
+                        statuses.append(response.status_code)
+                    except httpx.HTTPError as exc:
+                        errors.append(repr(exc))
+                    i += 1
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            with httpx.Client(base_url=url, timeout=120) as admin:
+                for _ in range(2):
+                    answer = admin.post("/admin/reload", headers={"Authorization": "Bearer t0ken"})
+                    assert answer.status_code == 200, answer.text
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        assert not errors, errors[:3]
+        assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
