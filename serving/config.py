@@ -33,8 +33,9 @@ class ExperimentConfig:
     """Rankers served side by side: each user falls into one arm by a stable hash of (salt, user id).
 
     Args:
-        arms: arm name -> ranker artifact directory (each must fit the live embedding version).
-        shares: arm name -> share of users (the shares sum to 1).
+        arms: arm name -> ranker artifact directory (each must fit the live embedding version), beside the
+            `default` arm (serve.ranker).
+        shares: arm name -> share of users, for `default` and each arm (the shares sum to 1).
         salt: changes the assignment; keep it for the experiment's duration.
     """
 
@@ -45,8 +46,11 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if not self.arms:
             return
-        if set(self.arms) != set(self.shares):
-            raise ConfigError(f"serve.experiment: arms {sorted(self.arms)} and shares {sorted(self.shares)} differ")
+        if set(self.shares) != {"default", *self.arms}:
+            raise ConfigError(
+                f"serve.experiment.shares must name `default` and every arm ({sorted(self.arms)}), not "
+                f"{sorted(self.shares)}"
+            )
         if any(not 0 <= s <= 1 for s in self.shares.values()) or abs(sum(self.shares.values()) - 1) > 1e-6:
             raise ConfigError(f"serve.experiment.shares must be in [0, 1] and sum to 1, not {self.shares}")
 

@@ -14,6 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from graphrec.data.validation import read_validated
+from graphrec.errors import ConfigError
 from graphrec.rank.artifact import load_ranker
 from graphrec.rank.config import RankFeatureConfig
 from graphrec.rank.features import behaviour_features
@@ -277,3 +278,47 @@ def test_fresh_views_reach_the_features_and_the_embedding_of_the_request(client,
         cosine = [float(v @ viewed / np.linalg.norm(v) / np.linalg.norm(viewed)) for v in (stored, vector)]
         closer.append(cosine[1] - cosine[0])
     assert np.mean(np.array(closer) > 0) >= 0.75, closer  # the user moved towards what they just viewed
+
+
+def test_experiment_arms_split_users_stably_and_show_in_the_page_log_and_metrics(published_pair, tmp_path):
+    from serving.config import ExperimentConfig
+
+    root, _ = published_pair
+    shutil.copytree(root / "ranker", tmp_path / "challenger")
+    experiment = ExperimentConfig(
+        arms={"challenger": str(tmp_path / "challenger")}, shares={"default": 0.5, "challenger": 0.5}
+    )
+    users = [f"shopper-{i}" for i in range(60)]
+    with TestClient(create_app(_config(root, tmp_path, experiment=experiment))) as client:
+        arms = {u: client.post("/v1/rank", json={"user_id": u, "slots": 2}).json()["arm"] for u in users}
+        again = {u: client.post("/v1/rank", json={"user_id": u, "slots": 2}).json()["arm"] for u in users[:20]}
+        metrics = client.get("/metrics").text
+    assert set(arms.values()) == {"default", "challenger"}
+    assert 15 <= list(arms.values()).count("challenger") <= 45
+    assert all(again[u] == arms[u] for u in again)  # the same user stays in the same arm
+    assert 'graphrec_pages_total{arm="challenger",fallback="cold_start"}' in metrics
+    served = pl.read_parquet(tmp_path / "served" / "*.parquet")
+    logged = dict(served.select("user_id", "arm").unique().iter_rows())
+    assert all(logged[u] == arms[u] for u in users)
+    with pytest.raises(ConfigError, match="default"):
+        ExperimentConfig(arms={"b": "x"}, shares={"b": 1.0})
+
+
+def test_exploration_logs_each_picks_probability_given_the_picks_above(published_pair, small_shop, tmp_path):
+    root, _ = published_pair
+    user = _embedded_user(root, small_shop)
+    modules = small_shop.content["content_id"].head(12).to_list()
+    body = {"user_id": user, "candidates": modules, "slots": 12}
+    with TestClient(create_app(_config(root, tmp_path, exploration=1.0, temperature=0.5))) as client:
+        pages = [client.post("/v1/rank", json=body).json()["modules"] for _ in range(30)]
+    firsts = {page[0]["content_id"] for page in pages}
+    assert len(firsts) > 1  # sampled, not always the best
+    for page in pages:
+        logits = np.log([m["score"] / (1 - m["score"]) for m in page]) / 0.5
+        for slot, module in enumerate(page):  # pure softmax over the modules not yet placed
+            rest = logits[slot:]
+            expected = np.exp(rest[0] - rest.max()) / np.exp(rest - rest.max()).sum()
+            assert module["propensity"] == pytest.approx(expected, rel=1e-4)
+        assert page[-1]["propensity"] == pytest.approx(1.0)
+    served = pl.read_parquet(tmp_path / "served" / "*.parquet")
+    assert served["propensity"].min() < 1
