@@ -488,32 +488,37 @@ class RankingService:
 
     def reasons(self, arm, state, x0, logits, top, known, features) -> dict[int, list[dict[str, Any]]]:
         """Per returned row, up to two reasons: the feature groups that added most to its score (occlusion: each
-        group set to the training mean, i.e. 0 in the standardised input) put in words."""
+        group set to the training mean, i.e. 0 in the standardised input) put in words. Only (group, row) pairs
+        with something to say are occluded, in one batch."""
         if not len(top):
             return {}
         groups = [g for g, cols in arm.group_columns.items() if len(cols)]
-        rows = x0[top]
-        batch = rows.repeat(len(groups), 1)
-        for g, group in enumerate(groups):
-            batch[g * len(top) : (g + 1) * len(top), arm.group_columns[group]] = 0.0
-        with torch.no_grad():
-            occluded = arm.ranker.relevance(batch).numpy().reshape(len(groups), len(top))
-        contribution = logits[top][None, :] - occluded  # [groups, rows]
-        names = state.names
-        out = {}
+        texts: dict[tuple[int, int], str] = {}
         for j, row in enumerate(top):
-            module = int(known[row])
-            value = {name: float(features.dense[row, i]) for i, name in enumerate(names)}
-            said = []
-            for g in np.argsort(-contribution[:, j], kind="stable"):
-                if contribution[g, j] < MIN_CONTRIBUTION or len(said) == 2:
-                    break
-                text = reason_text(groups[g], value, module, state, features)
+            value = _RowValues(features.dense[row], state.column)
+            for g, group in enumerate(groups):
+                text = reason_text(group, value, int(known[row]), state, features)
                 if text:
-                    said.append({"code": groups[g], "text": text, "weight": round(float(contribution[g, j]), 4)})
-            if not said:
-                said.append({"code": "overall", "text": "a good match overall", "weight": 0.0})
-            out[int(row)] = said
+                    texts[g, j] = text
+        out: dict[int, list[dict[str, Any]]] = {}
+        if texts:
+            pairs = list(texts)
+            keep = np.ones((len(pairs), x0.shape[1]), np.float32)  # 0 on the occluded group's columns
+            of_group = np.array([g for g, _ in pairs])
+            for g, group in enumerate(groups):
+                keep[np.ix_(np.flatnonzero(of_group == g), arm.group_columns[group])] = 0.0
+            with torch.no_grad():
+                occluded = arm.ranker.relevance(x0[[top[j] for _, j in pairs]] * torch.from_numpy(keep)).numpy()
+            gains = logits[[top[j] for _, j in pairs]] - occluded
+            ranked = sorted(range(len(pairs)), key=lambda p: (pairs[p][1], -gains[p]))
+            for p in ranked:
+                g, j = pairs[p]
+                said = out.setdefault(int(top[j]), [])
+                if gains[p] >= MIN_CONTRIBUTION and len(said) < 2:
+                    said.append({"code": groups[g], "text": texts[g, j], "weight": round(float(gains[p]), 4)})
+        for row in top:
+            if not out.get(int(row)):
+                out[int(row)] = [{"code": "overall", "text": "a good match overall", "weight": 0.0}]
         return out
 
     def _popularity_page(self, generation, known, unknown, slots, why: str) -> list[dict[str, Any]]:
@@ -554,12 +559,26 @@ class RankingService:
         ]
 
 
+class _RowValues:
+    """One feature row read by name (`get`), without building a dict of every feature."""
+
+    def __init__(self, row: np.ndarray, column: dict[str, int]) -> None:
+        self.row, self.column = row, column
+
+    def get(self, name: str, default: float = 0.0) -> float:
+        index = self.column.get(name)
+        return default if index is None else float(self.row[index])
+
+    def __getitem__(self, name: str) -> float:
+        return float(self.row[self.column[name]])
+
+
 def state_id(state: FeatureState, value: Any) -> Any:
     """A user id from a request in the index's type (a numeric id may arrive as a string, or the reverse)."""
     return coerce_id(value, state.user_dtype)
 
 
-def reason_text(group: str, value: dict[str, float], module: int, state: FeatureState, features) -> str | None:
+def reason_text(group: str, value, module: int, state: FeatureState, features) -> str | None:
     """A reason a merchandiser reads, from the row's feature values; None where the group has nothing to say."""
     if group == "category":
         name, count = state.top_category(module, features.category_events)

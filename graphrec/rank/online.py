@@ -35,6 +35,7 @@ _KIND = {kind: index for index, kind in enumerate(EVENT_TYPES)}
 _VIEW, _CLICK = _KIND["view"], _KIND["click"]
 _NO_TIME = np.iinfo(np.int64).min
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DENSE_LIMIT = 20_000_000  # module x category cells held dense for fast row gathers (80 MB at most)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class FeatureState:
     ) -> None:
         self.config = cfg = config or RankFeatureConfig()
         self.names = list(feature_descriptions(cfg))
+        self.column = {name: i for i, name in enumerate(self.names)}
         self.item_dtype = events.schema.get("item_id", pl.Int64)
         self.content_dtype = content.schema["content_id"]
         self.user_dtype = events.schema["user_id"]
@@ -205,6 +207,8 @@ class FeatureState:
         )  # [modules, categories] featured items per category (duplicates summed)
         self.categorised = np.asarray(self.categories.sum(axis=1)).ravel().astype(np.float32)
         self.in_category = (self.categories > 0).astype(np.float64).tocsr()
+        if n_modules * self.n_categories <= DENSE_LIMIT:  # row gathers of a small dense matrix beat scipy's
+            self.categories, self.in_category = self.categories.toarray(), self.in_category.toarray()
         brand = self.item_brand[cols_a]
         self.main_brand = np.full(n_modules, -1, np.int64)
         self.brand_share = np.zeros(n_modules, np.float32)
@@ -382,7 +386,7 @@ class FeatureState:
         category = np.where(has_item, self.item_category[np.maximum(item, 0)], -1)
         brand = np.where(has_item, self.item_brand[np.maximum(item, 0)], -1)
         by_category = np.bincount(category[category >= 0], weights=w[category >= 0], minlength=self.n_categories)
-        category_events = self.categories[modules] @ by_category
+        category_events = np.asarray(self.categories[modules] @ by_category).ravel()
         categorised = self.categorised[modules].astype(np.float64)
         category_events = np.divide(category_events, categorised, out=np.zeros(n), where=categorised > 0)
         out["user_category_events"] = category_events
@@ -401,7 +405,7 @@ class FeatureState:
         session_category = np.bincount(category[in_session & (category >= 0)], minlength=self.n_categories).astype(
             np.float64
         )
-        session_in_category = self.in_category[modules] @ session_category
+        session_in_category = np.asarray(self.in_category[modules] @ session_category).ravel()
         session_touched = self._module_touches(item[in_session & has_item])[modules]
         out["session_item_events"] = session_events
         out["session_category_share"] = session_in_category / session_events if session_events else np.zeros(n)
@@ -442,13 +446,14 @@ class FeatureState:
         """The module's category with most of the user's item events (`RequestFeatures.category_events`): its name
         and the count (None, 0 where the user has none in the module's categories)."""
         row = self.categories[module]
-        if not row.nnz:
+        columns = np.flatnonzero(row) if isinstance(row, np.ndarray) else row.indices
+        if not len(columns):
             return None, 0
-        counts = category_events[row.indices]
+        counts = category_events[columns]
         best = int(np.argmax(counts))
         if counts[best] <= 0:
             return None, 0
-        index = int(row.indices[best])
+        index = int(columns[best])
         name = self.category_names[index] if index < len(self.category_names) else str(index)
         return name, int(counts[best])
 
@@ -491,9 +496,16 @@ class FeatureState:
         """[modules] how many of the item events (item indices) fall on each module's featured items."""
         if not len(items):
             return np.zeros(self.n_modules)
-        counts = np.bincount(items, minlength=self.item_modules.shape[0]).astype(np.float64)
-        touched = np.unique(items)
-        return np.asarray(self.item_modules[touched].T @ counts[touched]).ravel()
+        touched, counts = np.unique(items, return_counts=True)
+        indptr, indices = self.item_modules.indptr, self.item_modules.indices
+        lengths = indptr[touched + 1] - indptr[touched]
+        if not lengths.sum():
+            return np.zeros(self.n_modules)
+        # The touched items' module lists, concatenated: positions indptr[i] .. indptr[i+1] for each touched i.
+        offsets = np.repeat(indptr[touched] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        return np.bincount(indices[offsets], weights=np.repeat(counts, lengths), minlength=self.n_modules).astype(
+            np.float64
+        )
 
     def _user_exposure(self, u: int | None, until_us: int) -> tuple[np.ndarray, np.ndarray]:
         """[modules] times the user was shown each module, and clicked it, before `until_us`."""

@@ -139,3 +139,20 @@ def test_active_modules_follow_launch_and_end(small_shop, state):
         (pl.col("launch").is_null() | (pl.col("launch") <= t)) & (pl.col("end").is_null() | (pl.col("end") > t))
     )["content_id"].to_list()
     assert active == set(expected) and active
+
+
+def test_sparse_and_dense_category_tables_give_the_same_features(small_shop, monkeypatch):
+    import graphrec.rank.online as online
+
+    tables = (small_shop.events, small_shop.impressions, small_shop.content, small_shop.items)
+    dense = FeatureState(*tables)
+    monkeypatch.setattr(online, "DENSE_LIMIT", 0)
+    sparse_state = FeatureState(*tables)
+    assert not isinstance(sparse_state.categories, np.ndarray) and isinstance(dense.categories, np.ndarray)
+    end, _, heavy, _ = _cases(small_shop)
+    t = int((end + timedelta(hours=1)).timestamp() * US)
+    index = np.arange(dense.n_modules)
+    np.testing.assert_array_equal(sparse_state.features(heavy, index, t).dense, dense.features(heavy, index, t).dense)
+    assert sparse_state.top_category(3, np.ones(dense.n_categories)) == dense.top_category(
+        3, np.ones(dense.n_categories)
+    )
