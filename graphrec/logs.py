@@ -11,7 +11,8 @@ from typing import Any
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time (UTC, ISO-8601), level, logger, message, and any `extra` fields."""
 
-    _standard = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+    # uvicorn's `color_message` repeats the message with terminal colour codes
+    _standard = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {

@@ -36,6 +36,7 @@ access = logging.getLogger("graphrec.serving.access")
 
 CONFIG_ENV = "GRAPHREC_SERVE_CONFIG"
 TOKEN_ENV = "GRAPHREC_ADMIN_TOKEN"
+RELOAD_ENV = "GRAPHREC_RELOAD_SIGNAL"  # the file that carries a reload to every worker (set by graphrec serve)
 US = 1_000_000
 
 
@@ -62,11 +63,19 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             impressions = ImpressionLog(config.impression_log, config.log_flush_rows, config.log_flush_seconds, ids)
         service.impressions = impressions
         metrics.serving(service.generation)
+        signal = None
+        if os.environ.get(RELOAD_ENV):  # several workers: a reload reaches them all
+            from serving.service import ReloadSignal
+
+            signal = ReloadSignal(os.environ[RELOAD_ENV], service, metrics)
+        app.state.reload_signal = signal
         app.state.service = service
         try:
             yield
         finally:
             app.state.service = None
+            if signal is not None:
+                signal.close()
             if impressions is not None:
                 impressions.close()
             if feedback is not None:
@@ -80,6 +89,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     )
     app.state.config = config
     app.state.metrics = metrics
+    app.state.reload_signal = None
 
     def limit(name: str, count: int, most: int) -> None:
         if count > most:
@@ -195,6 +205,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             raise HTTPException(409, f"reload refused, still serving the previous pair: {exc}") from None
         metrics.reloads.labels("ok").inc()
         metrics.serving(generation)
+        if app.state.reload_signal is not None:
+            app.state.reload_signal.announce()
         return ReloadResponse(
             reloaded=True,
             arms={a.name: a.model_version for a in generation.arms.values()},

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from serving.app import CONFIG_ENV, config_to_environment, create_app
+from serving.app import CONFIG_ENV, RELOAD_ENV, config_to_environment, create_app
 from serving.config import ServeConfig
 from serving.metrics import MULTIPROCESS_ENV
 
@@ -63,6 +63,7 @@ def run_server(config: ServeConfig, log_format: str = "text", verbose: bool = Fa
     metrics_dir = tempfile.mkdtemp(prefix="graphrec-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[MULTIPROCESS_ENV] = "1"
+    os.environ[RELOAD_ENV] = os.path.join(metrics_dir, "reload")
     os.environ[CONFIG_ENV] = config_to_environment(config)
     try:
         uvicorn.run(

@@ -624,3 +624,50 @@ def explore(adjusted: np.ndarray, order: np.ndarray, slots: int, config: ServeCo
         picks.append(remaining.pop(choice))
         propensity.append(float(probability))
     return np.array(picks, np.int64), np.array(propensity)
+
+
+class ReloadSignal:
+    """Carries a reload to every worker of one server: the worker that took POST /admin/reload writes a new token
+    to a shared file, and each worker's watcher thread, seeing the token change, reloads too (within `interval`
+    seconds). Uvicorn's workers are separate processes, so the request itself reaches only one of them."""
+
+    def __init__(self, path: str | Path, service: RankingService, metrics=None, interval: float = 1.0) -> None:
+        self.path, self.service, self.metrics, self.interval = Path(path), service, metrics, interval
+        self.seen = self._read()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="reload-signal", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text()
+        except OSError:
+            return None
+
+    def announce(self) -> None:
+        """Tell the other workers (this one has reloaded already)."""
+        token = uuid.uuid4().hex
+        self.seen = token
+        temporary = self.path.with_name(f".{self.path.name}.{token}")
+        temporary.write_text(token)
+        temporary.replace(self.path)
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(self.interval):
+            token = self._read()
+            if token is None or token == self.seen:
+                continue
+            self.seen = token
+            try:
+                generation = self.service.reload()
+                if self.metrics is not None:
+                    self.metrics.reloads.labels("ok").inc()
+                    self.metrics.serving(generation)
+            except Exception as exc:
+                log.warning("reload signalled by another worker refused, the serving pair stays: %s", exc)
+                if self.metrics is not None:
+                    self.metrics.reloads.labels("refused").inc()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=self.interval + 1)

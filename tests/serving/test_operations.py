@@ -131,3 +131,40 @@ def test_a_reload_under_concurrent_load_drops_no_request(published_pair, tmp_pat
                 thread.join(timeout=60)
         assert not errors, errors[:3]
         assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_a_reload_reaches_every_worker(published_pair, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    root, _ = published_pair
+    ranker = tmp_path / "ranker"
+    shutil.copytree(root / "ranker", ranker)
+    options = [
+        *("--serve.ranker", str(ranker), "--serve.store", str(root / "store"), "--serve.clock", "data_end"),
+        *("--serve.feedback", "null", "--serve.impression_log", "null", "--serve.admin_token", "t0ken"),
+        *("--serve.workers", "2"),
+    ]
+    with (
+        serving_process(options, tmp_path / "server.log", ready_timeout_s=180) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+
+        def versions() -> set[str]:
+            answers = []
+            for _ in range(40):  # new connections, so both workers answer some of them
+                answers.append(httpx.get(f"{url}/readyz", timeout=30).json()["arms"]["default"])
+            return set(answers)
+
+        deadline = time.monotonic() + 120
+        while len(versions()) != 1 and time.monotonic() < deadline:  # both workers up and serving
+            time.sleep(0.5)
+        (before,) = versions()
+        weights = load_file(ranker / "ranker.safetensors")  # a newly published ranker: other weights
+        weights["head.bias"] = weights["head.bias"] + 0.5
+        save_file(weights, ranker / "ranker.safetensors")
+        answer = client.post("/admin/reload", headers={"Authorization": "Bearer t0ken"})
+        assert answer.status_code == 200, answer.text
+        after = answer.json()["arms"]["default"]
+        assert after != before
+        time.sleep(3.0)  # the other worker's watcher looks every second
+        assert versions() == {after}
