@@ -140,15 +140,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                 "ms": round(seconds * 1e3, 3),
             },
         )
-        return RankResponse(
-            request_id=page.request_id,
-            user_id=page.user_id,
-            modules=page.modules,
-            model_version=page.model_version,
-            embedding_version=page.embedding_version,
-            arm=page.arm,
-            fallback=page.fallback,
-        )
+        return RankResponse.of(page)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse)
     async def feedback(body: FeedbackRequest) -> FeedbackResponse:

@@ -109,6 +109,19 @@ class RankResponse(BaseModel):
     arm: str
     fallback: Literal["cold_start", "degraded"] | None
 
+    @classmethod
+    def of(cls, page) -> RankResponse:
+        """The response of a `serving.service.Page`."""
+        return cls(
+            request_id=page.request_id,
+            user_id=page.user_id,
+            modules=page.modules,
+            model_version=page.model_version,
+            embedding_version=page.embedding_version,
+            arm=page.arm,
+            fallback=page.fallback,
+        )
+
 
 class FeedbackRequest(Strict):
     """A shopper's action on a module; the next rank call honours it."""
