@@ -13,10 +13,14 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+# The repository first: this folder's serving.py (the latency benchmark) would shadow the serving package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphrec.rank.online import RecentEvents
 from serving.config import ServeConfig
