@@ -125,6 +125,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             recent=recent,
             exclude=body.exclude,
             diversity=body.diversity.model_dump(exclude_none=True) if body.diversity else None,
+            reasons=body.reasons,
         )
         seconds = time.perf_counter() - started
         metrics.latency.labels("rank").observe(seconds)

@@ -82,6 +82,9 @@ class RankRequest(Strict):
     recent_events: list[RecentEvent] = Field(default_factory=list)
     exclude: list[Id] = Field(default_factory=list, description="modules never to return")
     diversity: Diversity | None = None
+    reasons: bool = Field(
+        True, description="attach reasons (false saves their occlusion pass, about a third of a page)"
+    )
 
 
 class Reason(BaseModel):

@@ -317,6 +317,7 @@ class RankingService:
         recent: RecentEvents | None = None,
         exclude: list | None = None,
         diversity: dict[str, Any] | None = None,
+        reasons: bool = True,
     ) -> Page:
         """The user's page: the top `slots` of `candidates` (default: every live module), best first."""
         started = time.perf_counter()
@@ -342,8 +343,21 @@ class RankingService:
             actions = self._feedback_of(page, user_id)
             hidden = {c for c, a in actions.items() if a in ("hide", "hide_similar")}
             known, unknown = self._candidates(state, candidates, exclude, t_us, hidden)
+            explain = reasons and self.config.reasons
             self._fill(
-                page, generation, arm, known, unknown, slots, t_us, device, session_id, recent, diversity, actions
+                page,
+                generation,
+                arm,
+                known,
+                unknown,
+                slots,
+                t_us,
+                device,
+                session_id,
+                recent,
+                diversity,
+                actions,
+                explain,
             )
         except Exception:
             log.exception("ranking failed for user %r: serving the popularity order", user_id)
@@ -388,7 +402,22 @@ class RankingService:
             (unknown.append(content_id) if index is None else known.append(index))
         return np.array(known, np.int64), unknown
 
-    def _fill(self, page, generation, arm, known, unknown, slots, t_us, device, session_id, recent, diversity, actions):
+    def _fill(
+        self,
+        page,
+        generation,
+        arm,
+        known,
+        unknown,
+        slots,
+        t_us,
+        device,
+        session_id,
+        recent,
+        diversity,
+        actions,
+        explain,
+    ):
         state = generation.state
         user_id = page.user_id
         timer = time.perf_counter()
@@ -425,7 +454,7 @@ class RankingService:
         propensity = np.ones(len(top))
         if self.config.exploration > 0:
             top, propensity = explore(adjusted, order, slots, self.config, page.request_id)
-        reasons = self.reasons(arm, state, x0, logits, top, known, features) if self.config.reasons else {}
+        reasons = self.reasons(arm, state, x0, logits, top, known, features) if explain else {}
         page.modules = [
             {
                 "content_id": state.module_ids[int(known[row])],

@@ -322,3 +322,12 @@ def test_exploration_logs_each_picks_probability_given_the_picks_above(published
         assert page[-1]["propensity"] == pytest.approx(1.0)
     served = pl.read_parquet(tmp_path / "served" / "*.parquet")
     assert served["propensity"].min() < 1
+
+
+def test_a_request_can_skip_the_reasons_without_changing_the_order(client, published_pair, small_shop):
+    root, _ = published_pair
+    body = {"user_id": _embedded_user(root, small_shop), "slots": 8}
+    explained = client.post("/v1/rank", json=body).json()["modules"]
+    bare = client.post("/v1/rank", json=body | {"reasons": False}).json()["modules"]
+    assert [m["content_id"] for m in bare] == [m["content_id"] for m in explained]
+    assert all(m["reasons"] == [] for m in bare) and all(m["reasons"] for m in explained)
