@@ -53,7 +53,7 @@ def render_preview(service, user_id: str, slots: int) -> str:
 
     typed_user = coerce_id(user_id, state.user_dtype)
     user = typed_user if typed_user is not None else user_id
-    page = service.rank(user, slots=slots)
+    page = service.rank(user, slots=slots, record=False)  # a preview is not a page view: not logged, not counted
     escape = html.escape
     rows = []
     for module in page.modules:

@@ -318,6 +318,7 @@ class RankingService:
         exclude: list | None = None,
         diversity: dict[str, Any] | None = None,
         reasons: bool = True,
+        record: bool = True,
     ) -> Page:
         """The user's page: the top `slots` of `candidates` (default: every live module), best first."""
         started = time.perf_counter()
@@ -365,9 +366,9 @@ class RankingService:
             known, unknown = self._candidates(state, candidates, exclude, t_us, set())
             page.modules = self._popularity_page(generation, known, unknown, slots, "degraded")
         page.timings["total_ms"] = (time.perf_counter() - started) * 1e3
-        if self.impressions is not None:
+        if self.impressions is not None and record:
             self.impressions.append(page)
-        if self.metrics is not None:
+        if self.metrics is not None and record:
             self.metrics.observe_page(page)
         return page
 

@@ -331,3 +331,14 @@ def test_a_request_can_skip_the_reasons_without_changing_the_order(client, publi
     bare = client.post("/v1/rank", json=body | {"reasons": False}).json()["modules"]
     assert [m["content_id"] for m in bare] == [m["content_id"] for m in explained]
     assert all(m["reasons"] == [] for m in bare) and all(m["reasons"] for m in explained)
+
+
+def test_a_preview_is_not_logged_as_a_served_page(published_pair, small_shop, tmp_path):
+    root, _ = published_pair
+    user = _embedded_user(root, small_shop)
+    with TestClient(create_app(_config(root, tmp_path))) as client:
+        html = client.get("/preview", params={"user_id": user, "slots": 5})
+        assert html.status_code == 200 and html.text.count("class='module'") == 5
+        client.post("/v1/rank", json={"user_id": user, "slots": 3})
+    served = pl.read_parquet(tmp_path / "served" / "*.parquet")
+    assert served.height == 3  # the rank call's page only
