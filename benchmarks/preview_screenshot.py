@@ -14,12 +14,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,41 +55,15 @@ def heaviest_user(ranker: Path):
 @contextlib.contextmanager
 def serving(ranker: Path, store: Path, workdir: Path, timeout_s: float = 120.0) -> Iterator[str]:
     """`graphrec serve` on a loopback port until the block ends; yields its base URL once /readyz answers 200."""
-    from tests.support import free_loopback_port
+    from tests.support import serving_process
 
-    port = free_loopback_port()
-    command = [
-        *(sys.executable, "-m", "training.cli", "serve", "--serve.port", str(port)),
+    workdir.mkdir(parents=True, exist_ok=True)
+    options = [
         *("--serve.ranker", str(ranker), "--serve.store", str(store), "--serve.clock", "data_end"),
         *("--serve.feedback", str(workdir / "feedback"), "--serve.impression_log", str(workdir / "served")),
     ]
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = (workdir / "server.log").open("w")
-    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"graphrec serve exited with {process.returncode}: see {workdir / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"graphrec serve was not ready within {timeout_s:.0f} s")
-            time.sleep(0.2)
+    with serving_process(options, workdir / "server.log", timeout_s) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def screenshot(url: str, out: Path) -> None:
