@@ -30,11 +30,8 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/graph_build.py
 
-# The ranking API over the pair the main job's data makes (run `make run` first): a ranker is trained once (weekly
-# backfilled embedding versions, then `graphrec rank`), then `graphrec serve` on http://127.0.0.1:8000
-# (open /preview?user_id=u0000001 for a user's ranked homepage, /docs for the API).
+# The ranking API over the pair the main job published (run `make run` first): `graphrec serve` on
+# http://127.0.0.1:8000 (open /preview?user_id=u0000001 for a user's ranked homepage, /docs for the API).
 serve: install
-	@test -d artifacts/default/validated || { echo "no artifacts/default/validated: run \`make run\` first"; exit 2; }
-	@test -f artifacts/ranker/ranker.json || { $(BIN)/graphrec backfill --config conf/backfill.yaml \
-		&& $(BIN)/graphrec rank --config conf/rank.yaml; }
+	@test -f artifacts/store/embeddings/LATEST || { echo "no published pair in artifacts/store: run \`make run\` first"; exit 2; }
 	$(BIN)/graphrec serve --config conf/serve.yaml

@@ -63,7 +63,8 @@ class ServeConfig:
         host: address to bind (loopback by default; put a proxy in front for anything else).
         port: port to bind.
         workers: uvicorn worker processes (each loads the models; /metrics aggregates them).
-        ranker: the ranker artifact directory served (the `default` arm).
+        ranker: the ranker artifact directory served (the `default` arm); null: the ranker `graphrec run` published
+            with the store's LATEST version (the live pair; a reload follows the next published pair).
         validated: the validated tables the request-time features are indexed from; default: the ranker's own.
         store: the embedding store (LATEST is served; its online store is read per request).
         feature_store: the online store settings (as in `graphrec run`'s export.feature_store).
@@ -98,7 +99,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    ranker: str = "artifacts/ranker"
+    ranker: str | None = None
     validated: str | None = None
     store: str = "artifacts/store"
     feature_store: FeatureStoreConfig = field(default_factory=FeatureStoreConfig)

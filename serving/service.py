@@ -95,14 +95,24 @@ class Generation:
     def __init__(self, config: ServeConfig) -> None:
         started = time.perf_counter()
         self.config = config
-        arms = {"default": config.ranker, **config.experiment.arms}
+        self.ranker_path, pinned = config.ranker, None
+        if self.ranker_path is None:  # the live pair: LATEST and the ranker published with it, read once
+            from graphrec.store.pairs import require_paired_ranker
+            from graphrec.store.versions import StoreError
+
+            try:
+                pinned, path = require_paired_ranker(config.store)
+            except StoreError as exc:
+                raise ServingError(str(exc)) from None
+            self.ranker_path = str(path)
+        arms = {"default": self.ranker_path, **config.experiment.arms}
         infos = {name: read_ranker_info(path) for name, path in arms.items()}
         first = infos["default"]
         validated = config.validated or first.get("data", {}).get("validated")
         if not validated or not Path(validated).exists():
             raise ServingError(
-                f"{config.ranker}: its validated tables ({validated}) are not there; pass --validated, the directory "
-                "the ranker was trained on (the request-time features are computed from it)"
+                f"{self.ranker_path}: its validated tables ({validated}) are not there; pass --validated, the "
+                "directory the ranker was trained on (the request-time features are computed from it)"
             )
         feature_config = RankFeatureConfig(**_feature_settings(first))
         for name, info in infos.items():
@@ -118,7 +128,7 @@ class Generation:
         self.module_matrix: np.ndarray | None = None
         needs_embeddings = any(info["architecture"]["embedding_dim"] for info in infos.values())
         if needs_embeddings:
-            self._load_embeddings(config, infos)
+            self._load_embeddings(config, infos, pinned)
         self.arms = {name: self._arm(name, arms[name]) for name in arms}
         self.popularity = self.state.module_popularity(self.state.data_end_us + 1)
         self.loaded_at = datetime.now(UTC)
@@ -132,19 +142,19 @@ class Generation:
             self.seconds,
         )
 
-    def _load_embeddings(self, config: ServeConfig, infos: dict[str, dict]) -> None:
+    def _load_embeddings(self, config: ServeConfig, infos: dict[str, dict], pinned: str | None = None) -> None:
         from graphrec.store.online import OnlineEmbeddings
         from graphrec.store.versions import StoreError, check_compatible, load_version, require_latest
 
         try:
-            version = require_latest(config.store)
+            version = pinned or require_latest(config.store)
             for name, info in infos.items():
                 trained = (info.get("embeddings") or {}).get("live_version")
                 if info["architecture"]["embedding_dim"] and trained:
                     try:
                         check_compatible(config.store, trained, version)
                     except StoreError as exc:
-                        path = config.ranker if name == "default" else config.experiment.arms[name]
+                        path = self.ranker_path if name == "default" else config.experiment.arms[name]
                         raise ServingError(f"arm {name} ({path}): {exc}") from None
             vectors = load_version(config.store, version)
         except StoreError as exc:

@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ def backfill_job(
         raise InputError(f"{validated}: the events span less than backfill.first_after_days; no cutoff to backfill")
     done = published_cutoffs(export.store, workdir)
     model_dir = workdir / "model"
+    train = replace(embeddings.train, epochs=backfill.epochs) if backfill.epochs else embeddings.train
     summaries = []
     for number, cutoff in enumerate(cutoffs, 1):
         if cutoff.isoformat() in done:
@@ -106,7 +108,7 @@ def backfill_job(
             embeddings.target_event,
             embeddings.target_node,
             embeddings.model,
-            embeddings.train,
+            train,
             previous,
         )
         if metadata is None:  # a DDP rank other than 0: rank 0 publishes

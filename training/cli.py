@@ -4,7 +4,8 @@ Options come from typed signatures and YAML (`--config conf/<command>.yaml`) thr
 one name in every command (`--embeddings.model.dim` in `run`, `train` and `evaluate`; `--export.store` in `run`
 and every `export` command), and `graphrec <command> --print_config` writes a YAML that `--config` reads back.
 Only light config modules are imported here: each command imports its stage when it runs, so `--help` is fast.
-Input errors print one clear line, no traceback, and exit 2.
+Input errors print one clear line, no traceback, and exit 2; `run` also exits 3 when the quality gate refuses
+its pair and 75 when another run holds its workdir or store.
 """
 
 from __future__ import annotations
@@ -18,14 +19,24 @@ from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
 from graphrec.errors import ConfigError, GraphrecError
 from graphrec.graph.config import GraphConfig, SplitConfig
 from serving.config import ServeConfig
-from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig, RankerStageConfig, TuneConfig
+from training.config import (
+    BackfillConfig,
+    EmbeddingStageConfig,
+    ExportStageConfig,
+    GateConfig,
+    RankerStageConfig,
+    ReloadConfig,
+    TuneConfig,
+)
 from training.logs import LOG_FORMATS, setup_logging
+from training.run_state import EXIT_BUSY, EXIT_GATED
 from training.signals import stop_on_sigterm
 
 log = logging.getLogger("graphrec")
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2
+_EXIT_WORDS = {EXIT_GATED: "gated", EXIT_BUSY: "busy"}
 
 _LOGGING: list = ["text", False]  # the global --log-format and --verbose, for commands that configure processes
 _SIZE_FIELDS = {"target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands"}
@@ -149,22 +160,43 @@ def run(
     split: SplitConfig = SplitConfig(),  # noqa: B008
     embeddings: EmbeddingStageConfig = EmbeddingStageConfig(),  # noqa: B008
     export: ExportStageConfig = ExportStageConfig(),  # noqa: B008
+    backfill: BackfillConfig = BackfillConfig(epochs=12),  # noqa: B008
+    ranker: RankerStageConfig = RankerStageConfig(),  # noqa: B008
+    gate: GateConfig = GateConfig(),  # noqa: B008
+    reload: ReloadConfig = ReloadConfig(),  # noqa: B008
+    run_date: str | None = None,
+    force_publish: bool = False,
 ) -> None:
-    """Run the main job end to end: input, validation, graph snapshot, temporal split, embeddings, feature store.
+    """Run the main job: events -> embeddings -> ranker -> quality gate -> a published (embeddings, ranker) pair.
+
+    Stages: input, validate, snapshot, split, evaluate, model, backfill, ranker, gate, publish. A stage whose inputs
+    are unchanged since it last completed is skipped, so a killed run resumes and a rerun changes nothing. Exit
+    codes: 0 published or nothing to do, 1 failure, 2 bad input, 3 gated (not published), 75 busy (retry later).
 
     Args:
-        workdir: directory for every artifact of the run and its run_report.json.
-        input: where events come from (`generated`: the shop configured by `shop`).
+        workdir: directory for every artifact of the run; `runs/<run_date>/` holds its report.
+        input: where events come from (`generated`: the shop configured by `shop`); `{run_date}` in input.path is
+            replaced by the run date.
         shop: the generated shop, used when input.format is `generated`.
         validation: validation settings.
         graph: snapshot settings.
         split: temporal split settings.
         embeddings: the embedding stages (evaluation against baselines, final model).
-        export: publishing the final model's embeddings to the versioned store and Feast.
+        export: the versioned store and Feast online store the pair is published to.
+        backfill: embedding versions at past cutoffs for the ranker's point-in-time rows (before the first pair).
+        ranker: the homepage ranker's rows, model, training and evaluation.
+        gate: tolerances of the candidate pair against the live one.
+        reload: a running API to tell about a published pair.
+        run_date: the run's date (YYYY-MM-DD, default today, UTC): reruns of a finished date change nothing.
+        force_publish: publish the candidate even if the gate refuses it (recorded in the report and the pair).
     """
-    from training.pipeline import run_pipeline
+    from training.pipeline import RunSettings, run_pipeline
 
-    run_pipeline(workdir, input, shop, validation, graph, split, embeddings, export)
+    settings = RunSettings(
+        workdir, input, shop, validation, graph, split, embeddings, export, backfill, ranker, gate, reload, run_date,
+        force_publish,
+    )  # fmt: skip
+    run_pipeline(settings)
 
 
 def evaluate(
@@ -495,9 +527,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         auto_cli(COMMANDS, args=args, as_positional=False, prog="graphrec", description=DESCRIPTION, epilog=GLOBAL_HELP)
     except GraphrecError as exc:
-        log.debug("input error", exc_info=True)
-        print(f"graphrec: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+        code = getattr(exc, "exit_code", EXIT_INPUT_ERROR)
+        log.debug("exit %d", code, exc_info=True)
+        print(f"graphrec: {_EXIT_WORDS.get(code, 'error')}: {exc}", file=sys.stderr)
+        return code
     return EXIT_OK
 
 

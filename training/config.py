@@ -189,18 +189,84 @@ class BackfillConfig:
         every_days: days between cutoffs.
         first_after_days: days of events the first cutoff follows (a model needs some history).
         cutoffs: explicit cutoffs (ISO times, UTC where no offset is given) instead of the regular ones.
+        epochs: epochs per cutoff (each warm-starts from the one before); null: the embeddings' `train.epochs`.
     """
 
     every_days: int = 7
     first_after_days: int = 7
     cutoffs: list[str] | None = None
+    epochs: int | None = None
 
     def __post_init__(self) -> None:
         check_settings(
             "backfill",
             self,
-            {"every_days": (positive, "a positive integer"), "first_after_days": (positive, "a positive integer")},
+            {
+                "every_days": (positive, "a positive integer"),
+                "first_after_days": (positive, "a positive integer"),
+                "epochs": (lambda v: v is None or (isinstance(v, int) and v > 0), "a positive integer or null"),
+            },
         )
+
+
+@dataclass
+class GateConfig:
+    """The quality gate of `graphrec run`: the candidate (embedding version, ranker) pair is published only if it is
+    not worse than the live pair beyond these tolerances, and clears the floors.
+
+    Args:
+        enabled: off publishes every candidate (recorded in the report).
+        max_ndcg_drop: largest tolerated drop of the embeddings' test NDCG@20 (absolute) against the live version's.
+        max_auc_drop: largest tolerated drop of the ranker's AUC (absolute) against the live ranker's.
+        max_logloss_rise: largest tolerated rise of the ranker's logloss, relative (0.02: 2 %).
+        max_policy_drop: largest tolerated drop of the expected clicks per request under the click model, relative
+            (generated shops only).
+        min_holdout_clicks: clicks the rows after the live ranker's data need to compare both rankers on them;
+            with fewer, each ranker's own recorded test metrics are compared.
+        min_auc: floor of the candidate ranker's test AUC (also for the first pair).
+        beat_popularity: the candidate embeddings' test NDCG@20 must be at least the popularity baseline's.
+    """
+
+    enabled: bool = True
+    max_ndcg_drop: float = 0.01
+    max_auc_drop: float = 0.005
+    max_logloss_rise: float = 0.02
+    max_policy_drop: float = 0.03
+    min_holdout_clicks: int = 50
+    min_auc: float = 0.55
+    beat_popularity: bool = True
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "gate",
+            self,
+            {
+                "max_ndcg_drop": (at_least_zero, "0 or more"),
+                "max_auc_drop": (at_least_zero, "0 or more"),
+                "max_logloss_rise": (at_least_zero, "0 or more"),
+                "max_policy_drop": (at_least_zero, "0 or more"),
+                "min_holdout_clicks": (at_least_zero, "0 or more"),
+                "min_auc": (lambda v: v is not None and 0 <= v <= 1, "in [0, 1]"),
+            },
+        )
+
+
+@dataclass
+class ReloadConfig:
+    """Telling a running ranking API to load the pair `graphrec run` just published.
+
+    Args:
+        url: the API's base URL (e.g. http://127.0.0.1:8000); null: no API is told (it reloads on its next start).
+        token_env: the environment variable holding the API's admin token.
+        timeout_s: seconds to wait for the API's answer.
+    """
+
+    url: str | None = None
+    token_env: str = "GRAPHREC_ADMIN_TOKEN"
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_settings("reload", self, {"timeout_s": (positive, "positive")})
 
 
 @dataclass

@@ -42,8 +42,12 @@ def export_job(
     export: ExportConfig | None = None,
     feature_store: FeatureStoreConfig | None = None,
     metrics: dict[str, Any] | None = None,
+    ranker: str | Path | None = None,
+    ranker_space: str | None = None,
+    pair: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Publish a model's embeddings as the store's new live version; returns the version's manifest."""
+    """Publish a model's embeddings as the store's new live version (with `ranker`: as a pair, see
+    `graphrec.store.publish.publish_embeddings`); returns the version's manifest."""
     export = export or ExportConfig()
     feature_store = feature_store or FeatureStoreConfig()
     model, store = Path(model), Path(store)
@@ -51,7 +55,9 @@ def export_job(
     embeddings = embeddings_from_model(model, snapshot)
     info = _model_info(model, embeddings.info["model_metadata"], metrics)
     info["content_embeddings"] = embeddings.info.get("content")
-    manifest, online, deleted = publish_embeddings(store, embeddings, info, export, feature_store)
+    manifest, online, deleted = publish_embeddings(
+        store, embeddings, info, export, feature_store, ranker, ranker_space, pair
+    )
     log.debug(
         "version %s is live (%s); online: %s; retired: %s; %.1fs",
         manifest["version"],

@@ -1,16 +1,27 @@
-"""The main scheduled job: input -> validated tables -> graph snapshot -> temporal split -> embeddings evaluated
-against baselines -> the embedding model trained on all data -> its embeddings published to the feature store;
-each stage atomic.
+"""The main scheduled job: events -> a published, quality-gated (embedding version, ranker) pair.
 
-Run it with `graphrec run --config conf/default.yaml`. Every stage writes a complete artifact directory under
-`workdir` or nothing, and `run_report.json` records what each stage did, with timings and row accounting.
+`graphrec run --config conf/default.yaml [--run_date 2026-02-01]` runs, each stage atomic:
+
+    input -> validate -> snapshot -> split -> evaluate (embeddings against baselines) -> model (trained on every
+    event, warm-started from the previous model) -> backfill (embedding versions at past cutoffs, first pair only)
+    -> ranker (point-in-time rows, temporal evaluation, final fit) -> gate (the candidate pair against the live
+    one) -> publish (the pair, in one LATEST swap) -> reload (tell a running API)
+
+Safe to schedule (see `training.run_state`): a run holds the run lock of its workdir and of its store; each stage
+records the key of the inputs its artifact was built from and is skipped when they are unchanged, so a killed run
+continues from the last completed stage and a rerun of a finished run date changes nothing and says so. Leftovers of
+killed runs are cleaned first. The run's report (`runs/<run_date>/run_report.json`, `report.html`, and the list of
+every artifact with its checksum in `manifest.json`) is written last; `run_report.json` in the workdir is the
+newest run's.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,236 +30,617 @@ from graphrec.data.adapters import open_dataset
 from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
 from graphrec.data.shop import generate_shop, write_shop
 from graphrec.data.validation import read_validated, validate_dataset
-from graphrec.errors import InputError
+from graphrec.errors import ConfigError, InputError
 from graphrec.graph.config import GraphConfig, SplitConfig
 from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
 from graphrec.graph.split import split_validated
 from graphrec.store.publish import describe_drift
-from training.config import EmbeddingStageConfig, ExportStageConfig
-from training.evaluate import run_evaluation
-from training.export import export_job
-from training.train import train_job, warm_start_source
+from graphrec.store.versions import fault_stage
+from training.config import (
+    BackfillConfig,
+    EmbeddingStageConfig,
+    ExportStageConfig,
+    GateConfig,
+    RankerStageConfig,
+    ReloadConfig,
+)
+from training.run_state import RunGated, StageBook, artifact_manifest, clean_leftovers, run_locks, stage_key
 
 log = logging.getLogger("graphrec.pipeline")
 
 
-class _Stages:
-    """Numbered stage lines: one INFO line as each stage ends, with what it produced and how long it took."""
+@dataclass
+class RunSettings:
+    """Every group of `graphrec run` (see `training.cli.run` for what each one holds)."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.number, self.started = total, 0, time.perf_counter()
+    workdir: str | Path = "artifacts/default"
+    input: InputConfig = field(default_factory=InputConfig)
+    shop: ShopConfig = field(default_factory=ShopConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    embeddings: EmbeddingStageConfig = field(default_factory=EmbeddingStageConfig)
+    export: ExportStageConfig = field(default_factory=ExportStageConfig)
+    backfill: BackfillConfig = field(default_factory=lambda: BackfillConfig(epochs=12))
+    ranker: RankerStageConfig = field(default_factory=RankerStageConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
+    run_date: str | None = None
+    force_publish: bool = False
+
+
+class _Stages:
+    """Numbered stage lines: one INFO line as each stage ends (or is found up to date)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names, self.started = names, time.perf_counter()
 
     def start(self) -> None:
-        self.number += 1
         self.started = time.perf_counter()
 
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 2)
 
     def done(self, name: str, message: str, *args: Any) -> None:
-        log.info(f"[%d/%d] %s: {message} (%.1fs)", self.number, self.total, name, *args, self.seconds())
+        number = self.names.index(name) + 1
+        log.info(f"[%d/%d] %s: {message} (%.1fs)", number, len(self.names), name, *args, self.seconds())
+
+    def skipped(self, name: str, what: str) -> None:
+        number = self.names.index(name) + 1
+        log.info("[%d/%d] %s: up to date (%s)", number, len(self.names), name, what)
 
 
-def run_pipeline(
-    workdir: str | Path = "artifacts/default",
-    input: InputConfig | None = None,
-    shop: ShopConfig | None = None,
-    validation: ValidationConfig | None = None,
-    graph: GraphConfig | None = None,
-    split: SplitConfig | None = None,
-    embeddings: EmbeddingStageConfig | None = None,
-    export: ExportStageConfig | None = None,
-) -> dict[str, Any]:
-    """Run the job end to end into `workdir` and return its report (also written to `run_report.json`)."""
-    embeddings = embeddings or EmbeddingStageConfig()
-    export = export or ExportStageConfig()
-    input = input or InputConfig()
-    shop = shop or ShopConfig()
-    validation = validation or ValidationConfig()
-    graph = graph or GraphConfig()
-    split = split or SplitConfig()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    report: dict[str, Any] = {"kind": "run_report", "started_at": utc_now_iso(), "stages": {}}
-    modelled = split.enabled and embeddings.enabled
-    total = 3 + (1 if split.enabled else 0) + (2 if modelled else 0) + (1 if modelled and export.enabled else 0)
-    stages = _Stages(total)
+def parse_run_date(value: str | None) -> str:
+    """The run date as YYYY-MM-DD (default: today, UTC), or a one-line ConfigError."""
+    if value is None:
+        return datetime.now(UTC).date().isoformat()
+    try:
+        return date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise ConfigError(f"--run_date: expected YYYY-MM-DD, got {value!r}") from None
 
-    stages.start()
-    tables, sources, notes, input_stats = open_input(input, shop, workdir / "raw")
-    fingerprint = fingerprint_inputs(dict(sources))
-    report["stages"]["input"] = {
-        "format": input.format,
-        "sources": fingerprint,
-        "notes": notes,
-        **input_stats,
-        "seconds": stages.seconds(),
-    }
-    stages.done("input", "%s", _describe_input(input, input_stats, sources))
 
-    stages.start()
-    validated_dir = workdir / "validated"
-    validation_report = validate_dataset(tables, validated_dir, validation, fingerprint)
-    tables_report = {
-        name: {k: r[k] for k in ("input_rows", "used", "deduplicated", "quarantined", "reasons")}
-        for name, r in validation_report["tables"].items()
-    }
-    report["stages"]["validate"] = {
-        "dir": str(validated_dir),
-        "tables": tables_report,
-        "cross_checks": validation_report["cross_checks"],
-        "seconds": stages.seconds(),
-    }
-    stages.done(
-        "validate",
-        "%s rows used, %s deduplicated, %s quarantined",
-        f"{sum(r['used'] for r in tables_report.values()):,}",
-        f"{sum(r['deduplicated'] for r in tables_report.values()):,}",
-        f"{sum(r['quarantined'] for r in tables_report.values()):,}",
-    )
+def run_pipeline(settings: RunSettings | None = None, **overrides: Any) -> dict[str, Any]:
+    """Run the job end to end into `settings.workdir` and return its report (see the module docstring).
 
-    stages.start()
-    events, items, content, _ = read_validated(validated_dir)
-    snapshot = build_snapshot(events, default_cutoff(events), items, content, graph, fingerprint)
-    save_snapshot(snapshot, workdir / "snapshot")
-    report["stages"]["snapshot"] = {
-        "dir": str(workdir / "snapshot"),
-        "cutoff": snapshot.manifest["cutoff"],
-        "num_nodes": snapshot.manifest["num_nodes"],
-        "num_edges": snapshot.manifest["num_edges"],
-        "seconds": stages.seconds(),
-    }
-    stages.done(
-        "snapshot",
-        "%s nodes, %s edges before %s",
-        f"{sum(snapshot.manifest['num_nodes'].values()):,}",
-        f"{sum(snapshot.manifest['num_edges'].values()):,}",
-        snapshot.manifest["cutoff"],
-    )
+    Raises RunBusy when another run holds the workdir or the store, and RunGated (after writing the report) when
+    the quality gate kept the candidate pair from being published.
+    """
+    settings = replace(settings or RunSettings(), **overrides)
+    run_date = parse_run_date(settings.run_date)
+    workdir = Path(settings.workdir)
+    modelled = settings.split.enabled and settings.embeddings.enabled
+    store = Path(settings.export.store) if modelled and settings.export.enabled else None
+    with run_locks(*([workdir] + ([store] if store is not None else []))):
+        clean_leftovers(workdir)
+        return _Run(settings, run_date, workdir, store).run()
 
-    if split.enabled:
-        stages.start()
-        summary = split_validated(validated_dir, workdir / "split", split, graph, fingerprint=fingerprint)
-        report["stages"]["split"] = {"dir": str(workdir / "split"), **summary, "seconds": stages.seconds()}
-        target = summary["targets"].get(f"test/{embeddings.target_event}_{embeddings.target_node}", {})
-        stages.done(
-            "split",
+
+class _Run:
+    """One run of the job: the stages in order, each skipped when its record's key matches."""
+
+    def __init__(self, settings: RunSettings, run_date: str, workdir: Path, store: Path | None) -> None:
+        self.s, self.run_date, self.workdir, self.store = settings, run_date, workdir, store
+        self.book = StageBook(workdir)
+        self.run_dir = workdir / "runs" / run_date
+        self.code = code_version()
+        self.report: dict[str, Any] = {
+            "kind": "run_report",
+            "run_date": run_date,
+            "started_at": utc_now_iso(),
+            "stages": {},
+            "up_to_date": [],
+        }
+        s = settings
+        modelled = s.split.enabled and s.embeddings.enabled
+        ranked = modelled and s.ranker.enabled and store is not None
+        names = ["input", "validate", "snapshot"] + (["split"] if s.split.enabled else [])
+        names += ["evaluate", "model"] if modelled else []
+        names += (["backfill"] if ranked and s.ranker.embeddings else []) + (["ranker", "gate"] if ranked else [])
+        names += ["publish"] if store is not None else []
+        self.names, self.ranked = names, ranked
+        self.stages = _Stages(names)
+        self.keys: dict[str, str] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _key(self, stage: str, **inputs: Any) -> str:
+        fault_stage(stage)
+        self.keys[stage] = stage_key(code=self.code.get("git_commit") or self.code["graphrec"], **inputs)
+        return self.keys[stage]
+
+    def _reuse(self, stage: str, key: str, *artifacts: Path) -> dict[str, Any] | None:
+        record = self.book.completed(stage, key, *artifacts)
+        if record is not None:
+            self.report["stages"][stage] = record["summary"]
+            self.report["up_to_date"].append(stage)
+        return record
+
+    def _complete(self, stage: str, summary: dict[str, Any]) -> dict[str, Any]:
+        summary = {**summary, "seconds": self.stages.seconds()}
+        self.book.complete(stage, self.keys[stage], summary)
+        self.report["stages"][stage] = summary
+        return summary
+
+    # -- the run -----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.input()
+        self.validate()
+        self.snapshot()
+        if self.s.split.enabled:
+            self.split()
+        outcome = None
+        if "model" in self.names:
+            evaluation = self.evaluate()
+            self.model(evaluation)
+            outcome = self.pair() if self.store is not None else None
+        self.report["config"] = _config_dict(self.s)
+        self.report["code_version"] = self.code
+        self.report["stage_keys"] = self.keys
+        self.report["seconds"] = round(time.perf_counter() - started, 2)
+        self.report["finished_at"] = utc_now_iso()
+        if outcome is not None and outcome.get("status") == "nothing to do" and self._finished_before():
+            log.info(
+                "run date %s already finished: every stage is up to date and pair %s is live; nothing changed",
+                self.run_date,
+                outcome.get("version"),
+            )
+            previous = json.loads((self.run_dir / "run_report.json").read_text())
+            return previous | {"rerun": "nothing to do"}
+        self.report["outcome"] = outcome or {"status": "done"}
+        self._write_report()
+        if outcome is not None and outcome["status"] == "gated":
+            raise RunGated(
+                f"the candidate pair was not published: {'; '.join(outcome['reasons'])} "
+                f"(report: {self.run_dir / 'report.html'}; --force_publish true publishes it anyway)"
+            )
+        return self.report
+
+    def _finished_before(self) -> bool:
+        path = self.run_dir / "run_report.json"
+        if not path.exists():
+            return False
+        previous = json.loads(path.read_text())
+        return previous.get("stage_keys") == self.keys and previous.get("outcome", {}).get("status") in (
+            "published",
+            "nothing to do",
+        )
+
+    def input(self) -> None:
+        s, stage = self.s, "input"
+        self.stages.start()
+        raw = self.workdir / "raw"
+        if s.input.format == "generated":
+            key = self._key(stage, shop=asdict(s.shop))
+            record = self._reuse(stage, key, raw / "manifest.json")
+            if record is not None:
+                self.tables, self.sources, _ = open_dataset("contract", raw)
+                self.fingerprint = record["summary"]["sources"]
+                self.stages.skipped(stage, "the generated shop of these settings is in raw/")
+                return
+            generated = generate_shop(s.shop)
+            source_dir = write_shop(generated, raw)
+            self.tables, self.sources, notes = open_dataset("contract", source_dir)
+            stats: dict[str, Any] = {"generated": generated.stats}
+            described = f"generated shop: {generated.stats['events']:,} events, {generated.stats['impressions']:,} "
+            described += "impressions"
+        else:
+            if not s.input.path:
+                raise InputError(f"input.path is required for input.format={s.input.format!r}")
+            path = s.input.path.replace("{run_date}", self.run_date)
+            self.tables, self.sources, notes = open_dataset(s.input.format, path)
+            stats = {}
+            described = f"{s.input.format} from {path}: {', '.join(sorted(self.sources))}"
+        self.fingerprint = fingerprint_inputs(dict(self.sources))
+        if s.input.format != "generated":
+            self._key(stage, format=s.input.format, sources=_content_of(self.fingerprint))
+        self._complete(stage, {"format": s.input.format, "sources": self.fingerprint, "notes": notes, **stats})
+        self.stages.done(stage, "%s", described)
+
+    def validate(self) -> None:
+        stage, validated = "validate", self.workdir / "validated"
+        self.stages.start()
+        key = self._key(stage, input=_content_of(self.fingerprint), validation=asdict(self.s.validation))
+        if self._reuse(stage, key, validated / "report.json"):
+            self.stages.skipped(stage, "validated/ holds these inputs")
+            return
+        validation_report = validate_dataset(self.tables, validated, self.s.validation, self.fingerprint)
+        tables = {
+            name: {k: r[k] for k in ("input_rows", "used", "deduplicated", "quarantined", "reasons")}
+            for name, r in validation_report["tables"].items()
+        }
+        self._complete(
+            stage, {"dir": str(validated), "tables": tables, "cross_checks": validation_report["cross_checks"]}
+        )
+        self.stages.done(
+            stage,
+            "%s rows used, %s deduplicated, %s quarantined",
+            f"{sum(r['used'] for r in tables.values()):,}",
+            f"{sum(r['deduplicated'] for r in tables.values()):,}",
+            f"{sum(r['quarantined'] for r in tables.values()):,}",
+        )
+
+    def snapshot(self) -> None:
+        stage, out = "snapshot", self.workdir / "snapshot"
+        self.stages.start()
+        key = self._key(stage, validate=self.keys["validate"], graph=asdict(self.s.graph))
+        if self._reuse(stage, key, out / "manifest.json"):
+            self.stages.skipped(stage, "snapshot/ is this data's graph")
+            return
+        events, items, content, _ = read_validated(self.workdir / "validated")
+        snapshot = build_snapshot(events, default_cutoff(events), items, content, self.s.graph, self.fingerprint)
+        save_snapshot(snapshot, out)
+        manifest = snapshot.manifest
+        self._complete(
+            stage,
+            {
+                "dir": str(out),
+                "cutoff": manifest["cutoff"],
+                "num_nodes": manifest["num_nodes"],
+                "num_edges": manifest["num_edges"],
+            },
+        )
+        self.stages.done(
+            stage,
+            "%s nodes, %s edges before %s",
+            f"{sum(manifest['num_nodes'].values()):,}",
+            f"{sum(manifest['num_edges'].values()):,}",
+            manifest["cutoff"],
+        )
+
+    def split(self) -> None:
+        stage, out, s = "split", self.workdir / "split", self.s
+        self.stages.start()
+        key = self._key(stage, validate=self.keys["validate"], split=asdict(s.split), graph=asdict(s.graph))
+        if self._reuse(stage, key, out / "split.json"):
+            self.stages.skipped(stage, "split/ is this data's split")
+            return
+        summary = split_validated(self.workdir / "validated", out, s.split, s.graph, fingerprint=self.fingerprint)
+        self._complete(stage, {"dir": str(out), **summary})
+        target = summary["targets"].get(f"test/{s.embeddings.target_event}_{s.embeddings.target_node}", {})
+        self.stages.done(
+            stage,
             "validation from %s, test from %s; %s test targets",
             summary["split"]["train_end"][:10],
             summary["split"]["val_end"][:10],
             f"{target.get('pairs', 0):,}",
         )
 
-    if split.enabled and embeddings.enabled:
-        stages.start()
+    def evaluate(self) -> dict[str, Any]:
+        from training.evaluate import run_evaluation
+
+        stage, out, e = "evaluate", self.workdir / "evaluation", self.s.embeddings
+        self.stages.start()
+        key = self._key(stage, split=self.keys["split"], embeddings=_embedding_settings(e))
+        record = self._reuse(stage, key, out / "metrics.json")
+        if record:
+            self.stages.skipped(stage, "evaluation/ measured this split")
+            return record["summary"]
         evaluation = run_evaluation(
-            workdir / "split",
-            workdir / "evaluation",
-            embeddings.target_event,
-            embeddings.target_node,
-            embeddings.model,
-            embeddings.train,
-            embeddings.evaluation,
+            self.workdir / "split", out, e.target_event, e.target_node, e.model, e.train, e.evaluation
         )
         ours = evaluation["results"].get("graphrec", {})
         ndcg = {name: round(r["ndcg@20"], 4) for name, r in evaluation["results"].items() if "ndcg@20" in r}
-        report["stages"]["evaluate"] = {
-            "dir": str(workdir / "evaluation"),
-            "ndcg@20": ndcg,
-            "seconds": stages.seconds(),
-        }
-        stages.done("evaluate", "test NDCG@20 %s", ", ".join(f"{name} {value:.4f}" for name, value in ndcg.items()))
+        summary = self._complete(
+            stage,
+            {
+                "dir": str(out),
+                "ndcg@20": ndcg,
+                "graphrec": {k: v for k, v in ours.items() if "@" in k or k == "epochs"},
+                "epochs": ours.get("epochs", e.train.epochs),
+            },
+        )
+        self.stages.done(stage, "test NDCG@20 %s", ", ".join(f"{name} {value:.4f}" for name, value in ndcg.items()))
+        return summary
 
-        stages.start()
+    def model(self, evaluation: dict[str, Any]) -> None:
+        from training.train import train_job, warm_start_source
+
+        stage, out, e = "model", self.workdir / "model", self.s.embeddings
+        self.stages.start()
         # The epoch count chosen on the validation window (and confirmed on the test window) is reused on all data.
-        epochs = ours.get("epochs", embeddings.train.epochs)
-        previous = warm_start_source(workdir / "model", embeddings) if embeddings.warm_start else None
+        epochs = evaluation["epochs"]
+        key = self._key(stage, snapshot=self.keys["snapshot"], embeddings=_embedding_settings(e), epochs=epochs)
+        if self._reuse(stage, key, out / "model.json"):
+            self.stages.skipped(stage, "model/ was trained on this snapshot")
+            return
+        previous = warm_start_source(out, e) if e.warm_start else None
         metadata = train_job(
-            workdir / "snapshot",
-            workdir / "model",
+            self.workdir / "snapshot",
+            out,
             None,
-            embeddings.target_event,
-            embeddings.target_node,
-            embeddings.model,
-            replace(embeddings.train, epochs=epochs),
+            e.target_event,
+            e.target_node,
+            e.model,
+            replace(e.train, epochs=epochs),
             previous,
         )
-        report["stages"]["model"] = {
-            "dir": str(workdir / "model"),
-            "epochs": epochs,
-            "behaviour_weights": metadata["behaviour_weights"] if metadata else None,
-            "warm_start": metadata["warm_start"] if metadata else None,
-            "seconds": stages.seconds(),
-        }
-        warm = metadata["warm_start"] if metadata else None
-        stages.done(
-            "model",
-            "%d epochs on every event, %s",
-            epochs,
-            f"warm-started from {warm['from']}" if warm else "from scratch",
+        if metadata is None:  # a DDP rank other than 0: rank 0 goes on
+            raise SystemExit(0)
+        warm = metadata["warm_start"]
+        self._complete(
+            stage,
+            {"dir": str(out), "epochs": epochs, "behaviour_weights": metadata["behaviour_weights"], "warm_start": warm},
         )
-        if export.enabled and metadata is not None:
-            stages.start()
-            metrics = {"evaluation": {k: v for k, v in ours.items() if "@" in k or k == "epochs"}}
-            manifest = export_job(workdir / "model", export.store, None, export.versions, export.feature_store, metrics)
-            drift = manifest["drift"]
-            report["stages"]["export"] = {
-                "store": export.store,
+        start = f"warm-started from {warm['from']}" if warm else "from scratch"
+        self.stages.done(stage, "%d epochs on every event, %s", epochs, start)
+
+    # -- the pair ----------------------------------------------------------------------------------------------
+
+    def pair(self) -> dict[str, Any]:
+        """Backfill, ranker, gate and publish; returns the outcome (published / gated / nothing to do)."""
+        from graphrec.store.pairs import pair_info
+        from graphrec.store.versions import latest_version
+
+        live = latest_version(self.store) if (self.store / "embeddings").exists() else None
+        live_pair = pair_info(self.store, live) if live else None
+        if not self.ranked:
+            return self.publish(None, live, None)
+        if self.s.ranker.embeddings:
+            self.backfill(live_pair)
+        rank = self.rank()
+        publish_key = self._key(
+            "publish", model=self.keys["model"], ranker=self.keys["ranker"], export=asdict(self.s.export.versions)
+        )
+        record = self.book.completed("publish", publish_key)
+        if record is not None:
+            self.report["stages"]["publish"] = record["summary"]
+            self.report["up_to_date"] += ["gate", "publish"]
+            version = record["summary"]["version"]
+            note = "" if version == live else f" (LATEST is now {live}: rolled back since?)"
+            self.stages.started = time.perf_counter()
+            self.stages.skipped("publish", f"this model and ranker were published as {version}{note}")
+            return {"status": "nothing to do", "version": version, "live": live}
+        decision = self.gate(rank, live_pair)
+        if not decision["blessed"] and not self.s.force_publish:
+            return {"status": "gated", "reasons": decision["reasons"], "live": live}
+        return self.publish(rank, live, decision)
+
+    def backfill(self, live_pair: dict[str, Any] | None) -> None:
+        from training.backfill import backfill_job
+
+        stage, s = "backfill", self.s
+        self.stages.start()
+        self._key(stage, validate=self.keys["validate"])
+        if live_pair is not None:
+            # Every published pair's version has a cutoff at its run's data: later impressions meet it, so the
+            # history the ranker's rows need grows with the daily versions and no backfill is needed.
+            self.report["stages"][stage] = {"skipped": "a pair is live: its versions cover the impressions"}
+            self.stages.skipped(stage, "a pair is live; the daily versions cover the impressions")
+            return
+        e = replace(s.embeddings, warm_start=True)
+        validated, work = self.workdir / "validated", self.workdir / "backfill"
+        summaries = backfill_job(validated, work, s.backfill, s.graph, e, s.export)
+        published = [x for x in summaries if not x.get("skipped")]
+        self._complete(stage, {"cutoffs": summaries})
+        self.stages.done(
+            stage,
+            "%d embedding versions at past cutoffs (%d already in the store)",
+            len(published),
+            len(summaries) - len(published),
+        )
+
+    def rank(self) -> dict[str, Any]:
+        from training.rank_job import rank_job
+
+        stage, s = "ranker", self.s
+        out, evaluation_out = self.workdir / "ranker", self.workdir / "ranker-evaluation"
+        self.stages.start()
+        cutoff = datetime.fromisoformat(self.report["stages"]["snapshot"]["cutoff"])
+        history = _versions_before(self.store, cutoff) if s.ranker.embeddings else []
+        key = self._key(stage, validate=self.keys["validate"], ranker=asdict(s.ranker), history=history)
+        record = self._reuse(stage, key, out / "report.json", evaluation_out / "ranker.json")
+        if record:
+            self.stages.skipped(stage, "ranker/ was trained on these rows")
+            return record["summary"]
+        click_model = self.workdir / "raw" / "click_model.npz"
+        report = rank_job(
+            self.workdir / "validated",
+            out,
+            s.ranker,
+            self.store if s.ranker.embeddings else None,
+            s.export.feature_store,
+            click_model if click_model.exists() else None,
+            evaluation_out,
+        )
+        summary = self._complete(stage, {"dir": str(out), **report})
+        overall = report["evaluation"]["test"]["overall"]
+        self.stages.done(
+            stage,
+            "test AUC %.4f, logloss %.5f, GAUC %.4f on %s impressions",
+            overall["auc"],
+            overall["logloss"],
+            overall["gauc"],
+            f"{report['rows']['test']:,}",
+        )
+        return summary
+
+    def gate(self, rank: dict[str, Any], live_pair: dict[str, Any] | None) -> dict[str, Any]:
+        from training.gate import gate_decision, pair_metrics
+
+        stage, s = "gate", self.s
+        self.stages.start()
+        candidate = pair_metrics(self.report["stages"]["evaluate"], rank)
+        comparison = None
+        if live_pair is not None:
+            comparison = self._compare(live_pair)
+        decision = gate_decision(candidate, (live_pair or {}).get("metrics"), comparison, s.gate)
+        decision |= {"candidate": candidate, "comparison": comparison, "enabled": s.gate.enabled}
+        if live_pair is not None:
+            decision["against"] = live_pair["version"]
+        if not s.gate.enabled:
+            decision["blessed"], decision["note"] = True, "gate disabled: every candidate is published"
+        decision["forced"] = bool(s.force_publish and not decision["blessed"])
+        self.report["stages"][stage] = decision | {"seconds": self.stages.seconds()}
+        verdict = "blessed" if decision["blessed"] else ("FORCED past" if decision["forced"] else "NOT published")
+        against = f"against live {live_pair['version']}" if live_pair else "first pair"
+        self.stages.done(
+            stage,
+            "%s (%s; %d checks%s)",
+            verdict,
+            against,
+            len(decision["checks"]),
+            "; " + "; ".join(decision["reasons"]) if decision["reasons"] else "",
+        )
+        return decision
+
+    def _compare(self, live_pair: dict[str, Any]) -> dict[str, Any]:
+        """The candidate's evaluation fit and the live ranker on the test rows the live ranker never saw."""
+        from graphrec.rank.artifact import load_ranker
+        from graphrec.store.pairs import paired_ranker
+        from training.rank_job import build_rows, compare_baseline, load_click_model, split_rows
+
+        s = self.s
+        store = self.store if s.ranker.embeddings else None
+        rows = build_rows(self.workdir / "validated", s.ranker, store, s.export.feature_store)
+        parts = split_rows(rows, s.ranker.split)
+        candidate, _ = load_ranker(self.workdir / "ranker-evaluation")
+        click_model = self.workdir / "raw" / "click_model.npz"
+        truth = load_click_model(click_model) if click_model.exists() and s.ranker.policy_requests else None
+        baseline = paired_ranker(self.store, live_pair["version"])
+        return compare_baseline(
+            baseline,
+            candidate,
+            rows,
+            parts["test"],
+            s.ranker,
+            self.workdir / "validated",
+            truth,
+            store,
+            s.export.feature_store,
+        )
+
+    def publish(self, rank: dict[str, Any] | None, live: str | None, decision: dict[str, Any] | None) -> dict:
+        from graphrec.rank.artifact import read_ranker_info
+        from training.export import export_job
+
+        stage, s = "publish", self.s
+        self.stages.start()
+        key = self.keys.get("publish") or self._key("publish", model=self.keys["model"])
+        record = self.book.completed(stage, key)
+        if record is not None:  # the embeddings alone (no ranker stage), published by an earlier run
+            self.report["stages"][stage] = record["summary"]
+            self.report["up_to_date"].append(stage)
+            self.stages.skipped(stage, f"published as {record['summary']['version']}")
+            return {"status": "nothing to do", "version": record["summary"]["version"], "live": live}
+        ranker = self.workdir / "ranker" if rank is not None else None
+        space = None
+        if ranker is not None and s.ranker.embeddings:
+            space = (read_ranker_info(ranker).get("embeddings") or {}).get("space")
+        metrics = {"evaluation": self.report["stages"]["evaluate"].get("graphrec", {})}
+        pair = None
+        if decision is not None:
+            pair = {
+                "run_date": self.run_date,
+                "workdir": str(self.workdir),
+                "metrics": decision["candidate"],
+                "gate": {k: decision[k] for k in ("blessed", "forced", "checks", "reasons", "against")},
+                "stage_keys": dict(self.keys),
+            }
+        manifest = export_job(
+            self.workdir / "model", s.export.store, None, s.export.versions, s.export.feature_store, metrics, ranker,
+            space, pair,
+        )  # fmt: skip
+        drift = manifest["drift"]
+        summary = self._complete(
+            stage,
+            {
+                "store": s.export.store,
                 "version": manifest["version"],
                 "space": manifest["space"],
                 "rows": manifest["rows"],
+                "ranker": str(Path(s.export.store) / "rankers" / manifest["version"]) if ranker else None,
+                "forced": bool(decision and decision["forced"]),
                 "drift": {k: drift.get(k) for k in ("previous_version", "mean_cosine", "compatible")},
-                "online_store": export.feature_store.online_store if export.feature_store.enabled else None,
-                "seconds": stages.seconds(),
-            }
-            stages.done(
-                "export",
-                "version %s live in %s (%s; online: %s)",
-                manifest["version"],
-                export.store,
-                describe_drift(manifest),
-                export.feature_store.online_store if export.feature_store.enabled else "disabled",
-            )
+                "online_store": s.export.feature_store.online_store if s.export.feature_store.enabled else None,
+            },
+        )
+        self.stages.done(
+            stage,
+            "%s %s live in %s (%s; online: %s)",
+            "pair" if ranker else "version",
+            manifest["version"],
+            s.export.store,
+            describe_drift(manifest),
+            summary["online_store"] or "disabled",
+        )
+        self.reload()
+        return {"status": "published", "version": manifest["version"], "previous": live}
 
-    report["config"] = {
-        "workdir": str(workdir),
-        "input": asdict(input),
-        "shop": asdict(shop),
-        "validation": asdict(validation),
-        "graph": asdict(graph),
-        "split": asdict(split),
-        "embeddings": asdict(embeddings),
-        "export": asdict(export),
-    }
-    report["code_version"] = code_version()
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    report["finished_at"] = utc_now_iso()
-    write_json_atomic(workdir / "run_report.json", report)
-    log.info("done in %.1fs; report: %s", report["seconds"], workdir / "run_report.json")
-    return report
+    def reload(self) -> None:
+        config = self.s.reload
+        if not config.url:
+            return
+        from training.notify import tell_api_to_reload
+
+        self.report["reload"] = tell_api_to_reload(config)
+
+    # -- the report --------------------------------------------------------------------------------------------
+
+    def _write_report(self) -> None:
+        from training.report import write_html_report
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run_dir / "run_report.json", self.report)
+        try:
+            write_html_report(self.report, self.workdir, self.run_dir)
+        except Exception:  # the pair is published by now: a report that cannot be drawn must not fail the run
+            log.exception("the HTML report could not be written; run_report.json has every figure")
+        artifacts = [self.workdir / name for name in ("validated", "snapshot", "split", "evaluation", "model")]
+        artifacts += [self.workdir / name for name in ("ranker", "ranker-evaluation")]
+        artifacts += [self.run_dir / "run_report.json", self.run_dir / "report.html"]
+        if self.s.input.format == "generated":
+            artifacts.append(self.workdir / "raw")
+        manifest = {
+            "kind": "run_manifest",
+            "run_date": self.run_date,
+            "created_at": utc_now_iso(),
+            "outcome": self.report["outcome"],
+            "files": artifact_manifest(self.workdir, [p for p in artifacts if p.exists()]),
+        }
+        write_json_atomic(self.run_dir / "manifest.json", manifest)
+        write_json_atomic(self.workdir / "run_report.json", self.report)
+        log.info(
+            "done in %.1fs (%s); report: %s",
+            self.report["seconds"],
+            self.report["outcome"]["status"],
+            self.run_dir / "report.html",
+        )
 
 
-def open_input(
-    input: InputConfig, shop: ShopConfig, raw_dir: Path
-) -> tuple[dict[str, Any], dict[str, Path], dict[str, Any], dict[str, Any]]:
-    """The input tables of a run: the generated shop (written to `raw_dir`) or the files `input` names.
-
-    Returns the tables, their source paths, the adapter's notes and, for a generated shop, its statistics.
-    """
-    if input.format == "generated":
-        generated = generate_shop(shop)
-        source_dir = write_shop(generated, raw_dir)
-        tables, sources, notes = open_dataset("contract", source_dir)
-        return tables, sources, notes, {"generated": generated.stats}
-    if not input.path:
-        raise InputError(f"input.path is required for input.format={input.format!r}")
-    tables, sources, notes = open_dataset(input.format, input.path)
-    return tables, sources, notes, {}
+def _content_of(fingerprint: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The part of an input fingerprint that is the data (not where it lies)."""
+    return {name: {"bytes": f["bytes"], "sha256": f["sha256"]} for name, f in fingerprint.items()}
 
 
-def _describe_input(input: InputConfig, stats: dict[str, Any], sources: dict[str, Path]) -> str:
-    if "generated" in stats:
-        shop = stats["generated"]
-        return f"generated shop: {shop['events']:,} events, {shop['impressions']:,} impressions"
-    return f"{input.format} from {input.path}: {', '.join(sorted(sources))}"
+def _embedding_settings(e: EmbeddingStageConfig) -> dict[str, Any]:
+    settings = asdict(e)
+    settings["train"] = {k: v for k, v in settings["train"].items() if k not in ("devices", "strategy", "accelerator")}
+    return settings
+
+
+def _versions_before(store: Path, data_end: datetime) -> list[tuple[str, str]]:
+    """(version, cutoff) of the store's published versions with a cutoff before `data_end` (the snapshot's cutoff):
+    the versions the ranker's point-in-time rows meet. A version made from this very data (cutoff `data_end`) is
+    not among them, so publishing the pair does not make the next run retrain the ranker on the same rows."""
+    from graphrec.store.versions import list_versions, orphan_versions, read_manifest
+
+    if not (store / "embeddings").exists():
+        return []
+    orphans = set(orphan_versions(store))
+    found = []
+    for version in list_versions(store):
+        if version in orphans:
+            continue
+        cutoff = read_manifest(store, version)["cutoff"]
+        if datetime.fromisoformat(cutoff) < data_end:
+            found.append((version, cutoff))
+    return found
+
+
+def _config_dict(settings: RunSettings) -> dict[str, Any]:
+    config = asdict(settings)
+    config["workdir"] = str(settings.workdir)
+    return config

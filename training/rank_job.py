@@ -149,6 +149,7 @@ def evaluate_ranker(model, rows: RankRows, test: np.ndarray, config: RankerStage
     arrays = rows.arrays(test, model.embedding_dim > 0, features)
     _, click = predict(model, arrays)
     result = {"overall": click_metrics(click, arrays["clicked"], arrays["user_id"], arrays["request"])}
+    result["calibration"] = reliability_bins(click, arrays["clicked"])
     for name, mask in slice_masks(rows, test, config).items():
         if mask.any() and 0 < arrays["clicked"][mask].sum() < mask.sum():
             result[name] = click_metrics(
@@ -159,6 +160,23 @@ def evaluate_ranker(model, rows: RankRows, test: np.ndarray, config: RankerStage
     return result
 
 
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """The reliability diagram's points: rows in `bins` equal-count bins of predicted probability, each bin's mean
+    prediction, observed click rate and row count."""
+    order = np.argsort(probabilities, kind="stable")
+    points = []
+    for part in np.array_split(order, bins):
+        if len(part):
+            points.append(
+                {
+                    "predicted": float(probabilities[part].mean()),
+                    "observed": float(labels[part].mean()),
+                    "rows": len(part),
+                }
+            )
+    return points
+
+
 def rank_job(
     validated: str | Path,
     out: str | Path,
@@ -166,9 +184,12 @@ def rank_job(
     store: str | Path | None = None,
     feature_store=None,
     click_model: str | Path | None = None,
+    evaluation_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build rows, evaluate on the temporal split, train the final ranker and write its artifact to `out`; returns
-    the report, also written as `<out>/report.json` (with the policy value where `click_model` is given)."""
+    the report, also written as `<out>/report.json` (with the policy value where `click_model` is given). With
+    `evaluation_out` the evaluation fit (trained before the test days) is kept there as a ranker artifact too, so
+    the quality gate can measure it beside a published ranker (`compare_baseline`)."""
     import shutil
 
     config = config or RankerStageConfig()
@@ -176,7 +197,7 @@ def rank_job(
     truth = load_click_model(click_model) if click_model is not None and config.policy_requests else None
     work = out.parent / f".{out.name}.work"
     try:
-        return _rank_job(validated, out, config, store, feature_store, truth, work)
+        return _rank_job(validated, out, config, store, feature_store, truth, work, evaluation_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -191,7 +212,9 @@ def load_click_model(path: str | Path):
         raise InputError(f"{path}: not a readable click model ({type(exc).__name__}: {exc})") from None
 
 
-def _rank_job(validated, out: Path, config: RankerStageConfig, store, feature_store, truth, work: Path) -> dict:
+def _rank_job(
+    validated, out: Path, config: RankerStageConfig, store, feature_store, truth, work: Path, evaluation_out=None
+) -> dict:
     from graphrec.rank.artifact import save_ranker
 
     started = time.perf_counter()
@@ -258,16 +281,78 @@ def _rank_job(validated, out: Path, config: RankerStageConfig, store, feature_st
         },
         # Measured on the test days with the evaluation fit; the weights are the final fit's (every day).
         "metrics": {"measured_with": "evaluation fit", **metrics},
-        "data": {"validated": str(validated), "rows": report["rows"]},
+        "data": {"validated": str(validated), "rows": report["rows"], "last_impression": _last_impression(rows)},
     }
     save_ranker(final, out, info)
     if truth is not None:
         report["policy_value"] = policy_value(
             {"ranker": model}, rows, parts["test"], config, validated, truth, store, feature_store
         )
+    if evaluation_out is not None:
+        test_from = rows.frame["timestamp"].gather(parts["test"]).min()
+        last_seen = rows.frame["timestamp"].filter(rows.frame["timestamp"] < test_from).max()
+        evaluation_data = info["data"] | {"last_impression": last_seen.isoformat() if last_seen else None}
+        save_ranker(model, evaluation_out, info | {"data": evaluation_data, "role": "evaluation fit"})
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "report.json", report)
     return report
+
+
+def _last_impression(rows: RankRows) -> str:
+    return rows.frame["timestamp"].max().isoformat()
+
+
+def compare_baseline(
+    baseline: str | Path,
+    candidate,
+    rows: RankRows,
+    test: np.ndarray,
+    config: RankerStageConfig,
+    validated: str | Path,
+    truth=None,
+    store=None,
+    feature_store=None,
+) -> dict[str, Any]:
+    """The candidate (its evaluation fit) and the `baseline` ranker on the same holdout: the test rows after the
+    last impression the baseline was trained on, which neither has seen. Click metrics of both, and with `truth`
+    the policy value of both on those rows' requests. `comparable` is false (with the reason) where the baseline
+    reads other features, another embedding size, or does not record its data's end."""
+    from graphrec.rank.artifact import load_ranker
+    from graphrec.rank.metrics import click_metrics
+    from training.rank_system import predict
+
+    old, info = load_ranker(baseline)
+    names = info["features"]["names"]
+    last = info.get("data", {}).get("last_impression")
+    result: dict[str, Any] = {"path": str(baseline), "trained_until": last, "comparable": False}
+    if names != rows.feature_names or old.embedding_dim not in (0, rows.embedding_dim):
+        result["reason"] = "the published ranker reads other features or another embedding size"
+        return result
+    if last is None:
+        result["reason"] = "the published ranker does not record the last impression it was trained on"
+        return result
+    from datetime import datetime
+
+    after = (rows.frame["timestamp"].gather(test) > datetime.fromisoformat(last)).to_numpy()
+    holdout = test[after]
+    clicked = rows.frame["clicked"].gather(holdout).to_numpy()
+    result |= {"holdout_rows": len(holdout), "holdout_clicks": int(clicked.sum())}
+    if not 0 < clicked.sum() < len(holdout):
+        result["reason"] = "no clicked and unclicked rows after the published ranker's data"
+        return result
+    result["comparable"] = True
+    for name, ranker in (("candidate", candidate), ("published", old)):
+        arrays = rows.arrays(holdout, ranker.embedding_dim > 0)
+        _, click = predict(ranker, arrays)
+        result[name] = click_metrics(click, arrays["clicked"], arrays["user_id"], arrays["request"])
+    if truth is not None:
+        known = np.isin(rows.frame["request_id"].gather(holdout).to_numpy(), truth.request_ids.astype(np.int64))
+        if known.all():
+            both = {"candidate": candidate, "published": old}
+            value = policy_value(both, rows, holdout, config, validated, truth, store, feature_store)
+            result["policy_value"] = {k: value["orders"][k] for k in ("candidate", "published", "oracle")}
+            result["policy_requests"] = value["requests"]
+    return result
 
 
 def _embedding_info(rows: RankRows, store) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from graphrec.rank.model import HomepageRanker
+from graphrec.store.versions import fault_point
 from training.config import RankTrainConfig
 
 log = logging.getLogger("graphrec.rank")
@@ -131,6 +132,7 @@ class _LossCurve(L.Callback):
         if "train_loss" in trainer.callback_metrics:
             self.train_loss.append(float(trainer.callback_metrics["train_loss"]))
             log.info("ranker epoch %d: train loss %.5f", len(self.train_loss), self.train_loss[-1])
+            fault_point(f"ranker_epoch_{len(self.train_loss)}")
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and "val_loss" in trainer.callback_metrics:

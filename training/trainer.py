@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from graphrec.embed.config import ModelConfig
 from graphrec.embed.model import MultiBehaviourGCN
 from graphrec.graph.tasks import RecTask
+from graphrec.store.versions import fault_point
 from training.config import TrainConfig
 from training.data import BPRDataModule
 from training.logs import progress_bar_wanted
@@ -34,6 +35,7 @@ class EpochLog(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.perf_counter()
+        fault_point(f"epoch_{trainer.current_epoch + 1}_start")  # the epochs before are checkpointed
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:
@@ -170,6 +172,8 @@ def train_embeddings(
     last = out_dir / "checkpoints" / "last.ckpt"
     same = same_run(out_dir, model.hyperparameters(), train_config, task, init)
     resume_from = str(last) if resume and same else None
+    if resume_from:
+        log.info("resuming the killed training run from %s", last)
     trainer.fit(system, datamodule=BPRDataModule(task, train_config), ckpt_path=resume_from)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if best:

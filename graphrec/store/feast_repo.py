@@ -301,6 +301,37 @@ def _online_frame(entity: str, ids: pl.Series, vectors: np.ndarray, manifest: di
     )
 
 
+def _answerable(store: str | Path, entity: str, column: str, pairs: pl.DataFrame, ttl: timedelta) -> pl.DataFrame:
+    """The (id, event_timestamp) pairs the offline history holds a row for: a version with that id whose
+    timestamp is at or before the pair's and within the TTL. Only these are sent to Feast: its file store's
+    point-in-time join sorts on the joined rows' `created_timestamp`, and where a dask partition holds only
+    unanswered pairs (nulls there) the sort fails (NotImplementedError: divisions of a non-numeric column). The
+    others are answered with nulls, as Feast would."""
+    files = sorted((repo_dir(store) / "data" / entity).glob("v*.parquet"))
+    if not files or pairs.height == 0:
+        return pairs.head(0)
+    history = (
+        pl.concat([pl.scan_parquet(f).select(column, "event_timestamp") for f in files])
+        .unique()
+        .collect()
+        .rename({"event_timestamp": "version_time"})
+    )
+    if history.schema[column] != pairs.schema[column]:
+        return pairs  # ids typed differently: let Feast decide (it reports the mismatch)
+    times = pairs.schema["event_timestamp"]
+    history = history.with_columns(pl.col("version_time").cast(times)).sort("version_time")
+    found = pairs.sort("event_timestamp").join_asof(
+        history,
+        left_on="event_timestamp",
+        right_on="version_time",
+        by=column,
+        strategy="backward",
+        check_sortedness=False,  # both sides are sorted by time just above
+    )
+    keep = pl.col("version_time").is_not_null() & (pl.col("event_timestamp") - pl.col("version_time") <= ttl)
+    return found.filter(keep).drop("version_time").sort("pair_row")
+
+
 def historical_embeddings(
     store: str | Path, config: FeatureStoreConfig, entity: str, requests: pl.DataFrame
 ) -> pl.DataFrame:
@@ -311,11 +342,19 @@ def historical_embeddings(
     feast_store = open_store(store, config)
     # Feast answers one row per (id, timestamp): a request's impressions share both, so ask for each pair once.
     pairs = requests.select(column, "event_timestamp").unique(maintain_order=True).with_row_index("pair_row")
-    result = feast_store.get_historical_features(
-        entity_df=pairs.to_pandas(), features=[f"{entity}_embedding:embedding", f"{entity}_embedding:model_version"]
-    ).to_df()
-    answered = pl.from_pandas(result[["pair_row", "embedding", "model_version"]])
-    answered = answered.with_columns(pl.col("pair_row").cast(pl.UInt32))
+    asked = _answerable(store, entity, column, pairs, timedelta(days=config.ttl_days))
+    if asked.height:
+        result = feast_store.get_historical_features(
+            entity_df=asked.to_pandas(),
+            features=[f"{entity}_embedding:embedding", f"{entity}_embedding:model_version"],
+        ).to_df()
+        answered = pl.from_pandas(result[["pair_row", "embedding", "model_version"]])
+        answered = answered.with_columns(pl.col("pair_row").cast(pl.UInt32))
+    else:
+        answered = pl.DataFrame(
+            {"pair_row": [], "embedding": [], "model_version": []},
+            schema={"pair_row": pl.UInt32, "embedding": pl.List(pl.Float32), "model_version": pl.String},
+        )
     answered = (
         requests.select(column, "event_timestamp")
         .with_row_index("request_row")

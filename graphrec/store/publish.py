@@ -18,7 +18,9 @@ from graphrec.artifacts import file_sha256
 from graphrec.embed.vectors import EmbeddingSet
 from graphrec.store.config import ExportConfig, FeatureStoreConfig
 from graphrec.store.feast_repo import prune_history, publish_online, repo_dir
+from graphrec.store.pairs import retire_rankers, stage_ranker
 from graphrec.store.versions import (
+    IncompatibleEmbeddingsError,
     StoreError,
     apply_retention,
     describe,
@@ -43,6 +45,7 @@ def _discard(store: Path, version: str) -> None:
     """Remove a staged version that never went live (and its offline history links)."""
     for link in (repo_dir(store) / "data").glob(f"*/{version}.parquet"):
         link.unlink(missing_ok=True)
+    retire_rankers(store, [version])
     directory = versions_dir(store) / version
     if directory.exists():
         trash = versions_dir(store) / f".{version}.deleted-{uuid.uuid4().hex[:8]}"
@@ -65,8 +68,16 @@ def publish_embeddings(
     info: dict[str, Any],
     export: ExportConfig | None = None,
     feature_store: FeatureStoreConfig | None = None,
+    ranker: str | Path | None = None,
+    ranker_space: str | None = None,
+    pair: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
     """Stage `embeddings` as a new version, write it online, then make it LATEST and apply retention.
+
+    With `ranker` (a ranker artifact directory) the version is published as a pair: the ranker is copied to
+    `<store>/rankers/<version>` before the swap (`pair` as its pair.json), so `LATEST` moves to both at once.
+    `ranker_space` is the embedding space the ranker was trained on: a version that opens another space is discarded
+    (IncompatibleEmbeddingsError) before anything goes live.
 
     Returns the manifest, the online write's summary (None when the feature store is disabled) and the versions
     retired. On an online-store failure the staged version is removed and LATEST is untouched.
@@ -79,6 +90,15 @@ def publish_embeddings(
         forget_orphans(store)
         manifest = stage_version(store, embeddings, export, info, compact)
         version = manifest["version"]
+        if ranker is not None:
+            if ranker_space is not None and manifest["space"] != ranker_space:
+                _discard(store, version)
+                raise IncompatibleEmbeddingsError(
+                    f"the new embedding version opens space {manifest['space']} ({describe_drift(manifest)}), but the "
+                    f"ranker was trained on space {ranker_space}: the pair is not published and LATEST is unchanged"
+                )
+            stage_ranker(store, version, ranker, pair)
+            fault_point("ranker_staged")
         online = None
         if feature_store.enabled:
             try:
@@ -90,6 +110,7 @@ def publish_embeddings(
         set_latest(store, version)
         fault_point("after_latest")
         deleted = apply_retention(store, export.keep)
+        retire_rankers(store, deleted)
         if feature_store.enabled:
             prune_history(store, export.history_keep)
     return manifest, online, deleted

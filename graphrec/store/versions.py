@@ -65,9 +65,20 @@ class IncompatibleEmbeddingsError(GraphrecError):
     """A consumer was trained on an embedding space that the requested version does not share."""
 
 
+_fault_stage = ""
+
+
+def fault_stage(stage: str) -> None:
+    """Name the job stage now running, so `GRAPHREC_FAULT_AT=<stage>:<step>` targets a step in that stage only."""
+    global _fault_stage
+    _fault_stage = stage
+
+
 def fault_point(name: str) -> None:
-    """Kill this process (SIGKILL, no cleanup) if `GRAPHREC_FAULT_AT` names this step; for crash tests."""
-    if os.environ.get(FAULT_ENV) == name:
+    """Kill this process (SIGKILL, no cleanup) if `GRAPHREC_FAULT_AT` names this step (or `<stage>:<step>` with
+    the stage now running); for crash tests."""
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted and wanted in (name, f"{_fault_stage}:{name}"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

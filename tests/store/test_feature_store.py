@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -99,6 +99,29 @@ def test_historical_retrieval_gives_each_time_the_version_live_then(tmp_path):
     answer = historical_embeddings(tmp_path, SQLITE, "item", repeated)
     assert answer["model_version"].to_list() == ["v000001"] * 3 + ["v000002"] * 2
     assert answer["item_id"].to_list() == [14, 14, 21, 14, 14]
+
+
+def test_historical_retrieval_answers_requests_the_history_cannot(tmp_path):
+    """Ids no version holds and times before every version (a new shop's modules, the first days of a log) are
+    answered with nulls, also when they are most of the requests (Feast's own join fails on those)."""
+    base = make_set()
+    for seed, day in enumerate((10, 17, 24)):  # several history files: dask reads them as partitions
+        shifted = rotated(base, seed, noise=0.3)
+        shifted.cutoff = datetime(2026, 1, day, tzinfo=UTC)
+        publish_embeddings(tmp_path, shifted, {}, None, SQLITE)
+    base.cutoff = datetime(2026, 1, 10, tzinfo=UTC)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    times = [start + timedelta(hours=h) for h in range(2000)]
+    ids = ["u007" if h % 97 == 0 else f"new-{h}" for h in range(2000)]  # almost all unknown
+    answer = historical_embeddings(tmp_path, SQLITE, "user", pl.DataFrame({"user_id": ids, "event_timestamp": times}))
+    known = [i == "u007" and t >= base.cutoff for i, t in zip(ids, times, strict=True)]
+    assert answer.height == 2000
+    assert [v is not None for v in answer["model_version"].to_list()] == known
+    assert answer["embedding"].is_null().to_list() == [not k for k in known]
+    nothing = historical_embeddings(
+        tmp_path, SQLITE, "user", pl.DataFrame({"user_id": ["new-1", "new-2"], "event_timestamp": times[:2]})
+    )
+    assert nothing["model_version"].to_list() == [None, None]
 
 
 def test_history_outlives_retention_unless_capped(tmp_path):

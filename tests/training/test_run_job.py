@@ -1,0 +1,197 @@
+"""The scheduled job: a published, gated pair; idempotent reruns; the gate; the lock; resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from graphrec.artifacts import file_sha256
+from graphrec.store.pairs import pair_info, paired_ranker
+from graphrec.store.versions import latest_version, list_versions, orphan_versions
+from tests.training.test_cli import tiny_run_config
+from training.cli import main
+from training.report import report_values
+from training.run_state import EXIT_BUSY, EXIT_GATED, run_locks
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_DATE = "2026-01-26"
+
+
+def job_config(tmp_path: Path) -> Path:
+    config = tiny_run_config(tmp_path)
+    config["backfill"] = {"every_days": 7, "first_after_days": 7, "epochs": 2}
+    config["ranker"] = {"train": {"epochs": 3}, "policy_requests": 300}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(config: Path, *options: str) -> int:
+    return main(["run", "--config", str(config), "--run_date", RUN_DATE, *options])
+
+
+def store_state(store: Path) -> dict[str, str]:
+    """Every file of the store with its checksum (the Feast registry and online database aside: Feast rewrites
+    their bytes on every open)."""
+    return {
+        str(p.relative_to(store)): file_sha256(p)
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p.suffix not in (".db", ".lock") and "registry" not in p.name
+    }
+
+
+def value_at(report: dict, path: str):
+    node = report
+    for part in path.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A first run: backfill, ranker and a pair published into a fresh store."""
+    tmp_path = tmp_path_factory.mktemp("job")
+    config = job_config(tmp_path)
+    assert run(config) == 0
+    return tmp_path, config
+
+
+def test_first_run_publishes_a_pair_in_one_swap(published):
+    tmp_path, _ = published
+    store, workdir = tmp_path / "store", tmp_path / "run"
+    live = latest_version(store)
+    report = json.loads((workdir / "runs" / RUN_DATE / "run_report.json").read_text())
+    assert report["outcome"] == {"status": "published", "version": live, "previous": None}
+    assert len(report["stages"]["backfill"]["cutoffs"]) >= 1  # the ranker's rows met versions older than them
+    assert report["stages"]["gate"]["blessed"] and report["stages"]["gate"]["against"] is None
+    ranker = paired_ranker(store, live)
+    assert ranker is not None and (ranker / "ranker.safetensors").exists()
+    pair = pair_info(store)
+    assert pair["version"] == live and pair["run_date"] == RUN_DATE and pair["gate"]["blessed"]
+    assert pair["metrics"]["ranker"]["auc"] == report["stages"]["ranker"]["evaluation"]["test"]["overall"]["auc"]
+    # Backfilled versions (no ranker) are history for the rows; only the pair's version has a ranker.
+    assert [v for v in list_versions(store) if paired_ranker(store, v)] == [live]
+    manifest = json.loads((workdir / "runs" / RUN_DATE / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        path = workdir / name if not Path(name).is_absolute() else Path(name)
+        assert file_sha256(path) == entry["sha256"], name
+    assert any(name.startswith("model/") for name in manifest["files"])
+
+
+def test_report_shows_the_numbers_of_the_metrics_files(published):
+    tmp_path, _ = published
+    workdir = tmp_path / "run"
+    run_dir = workdir / "runs" / RUN_DATE
+    values = report_values((run_dir / "report.html").read_text())
+    report = json.loads((run_dir / "run_report.json").read_text())
+    for key, value in values.items():
+        assert math.isclose(value, value_at(report, key), rel_tol=1e-12), key
+    metrics = json.loads((workdir / "evaluation" / "metrics.json").read_text())
+    ndcg = values["stages.evaluate.ndcg@20.graphrec"]
+    assert round(metrics["results"]["graphrec"]["ndcg@20"], 4) == ndcg
+    ranker = json.loads((workdir / "ranker" / "report.json").read_text())
+    assert values["stages.ranker.evaluation.test.overall.auc"] == ranker["evaluation"]["test"]["overall"]["auc"]
+    validated = json.loads((workdir / "validated" / "report.json").read_text())
+    for table, counts in validated["tables"].items():
+        assert values[f"stages.validate.tables.{table}.quarantined"] == counts["quarantined"]
+    assert any(key.startswith("stages.gate.checks.") for key in values)
+
+
+def test_rerun_of_a_finished_date_changes_nothing(published, capsys):
+    tmp_path, config = published
+    store = tmp_path / "store"
+    before = store_state(store)
+    report_before = (tmp_path / "run" / "runs" / RUN_DATE / "run_report.json").read_bytes()
+    capsys.readouterr()
+    assert run(config) == 0
+    assert "nothing changed" in capsys.readouterr().err
+    assert store_state(store) == before
+    assert (tmp_path / "run" / "runs" / RUN_DATE / "run_report.json").read_bytes() == report_before
+    # The next day on the same data: every stage is up to date and the live pair stays.
+    assert main(["run", "--config", str(config), "--run_date", "2026-01-27"]) == 0
+    report = json.loads((tmp_path / "run" / "runs" / "2026-01-27" / "run_report.json").read_text())
+    assert report["outcome"]["status"] == "nothing to do"
+    assert {"validate", "snapshot", "model", "ranker", "publish"} <= set(report["up_to_date"])
+    assert store_state(store) == before
+
+
+def test_gate_blocks_a_worse_pair_and_a_forced_publish_is_recorded(published, capsys):
+    tmp_path, config = published
+    store = tmp_path / "store"
+    live = latest_version(store)
+    worse = ["--ranker.train.lr", "1e-7", "--ranker.train.epochs", "1"]  # an untrained ranker: miscalibrated
+    assert run(config, *worse) == EXIT_GATED
+    assert "gated:" in capsys.readouterr().err
+    assert latest_version(store) == live and pair_info(store)["version"] == live
+    report = json.loads((tmp_path / "run" / "runs" / RUN_DATE / "run_report.json").read_text())
+    assert report["outcome"]["status"] == "gated"
+    failed = [c["check"] for c in report["stages"]["gate"]["checks"] if not c["passed"]]
+    assert "ranker logloss" in failed
+    assert any(reason.startswith("ranker logloss") for reason in report["outcome"]["reasons"])
+    assert "report.html" in os.listdir(tmp_path / "run" / "runs" / RUN_DATE)
+    # The same worse candidate, forced: published, and the pair records that it was forced past the gate.
+    assert run(config, *worse, "--force_publish", "true") == 0
+    forced = latest_version(store)
+    assert forced != live and pair_info(store)["gate"]["forced"] is True
+    report = json.loads((tmp_path / "run" / "runs" / RUN_DATE / "run_report.json").read_text())
+    assert report["stages"]["gate"]["forced"] and report["stages"]["publish"]["forced"]
+    assert report["stages"]["gate"]["against"] == live
+
+
+def test_a_second_run_exits_busy(tmp_path, capsys):
+    config = job_config(tmp_path)
+    with run_locks(tmp_path / "run"):
+        assert run(config) == EXIT_BUSY
+    assert "busy:" in capsys.readouterr().err
+    with run_locks(tmp_path / "store"):  # another workdir's run publishing into the same store
+        assert run(config) == EXIT_BUSY
+    assert not (tmp_path / "run" / "validated").exists()  # nothing ran
+
+
+def _killed_run(config: Path, point: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "training.cli", "run", "--config", str(config), "--run_date", RUN_DATE]
+    env = {**os.environ, "GRAPHREC_FAULT_AT": point}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("point", "resumed_from"),
+    [
+        ("model:epoch_3_start", "model"),  # in the middle of the final model's training
+        ("ranker:ranker_epoch_2", "ranker"),  # in the middle of the ranker's training
+        ("publish:online_written", "publish"),  # the pair staged and written online, LATEST not yet moved
+    ],
+)
+def test_resume_after_sigkill(tmp_path, point, resumed_from, capsys):
+    config = job_config(tmp_path)
+    store, workdir = tmp_path / "store", tmp_path / "run"
+    killed = _killed_run(config, point)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    # Nothing half-published: no live version without its ranker, no version of this run live.
+    live = latest_version(store) if (store / "embeddings").exists() else None
+    assert live is None or paired_ranker(store, live) is None  # at most a backfilled version, no pair yet
+    assert not (workdir / "runs").exists()
+    done = {p.stem for p in (workdir / "stages").glob("*.json")}
+    assert resumed_from not in done
+    capsys.readouterr()
+    assert run(config) == 0
+    log = capsys.readouterr().err
+    report = json.loads((workdir / "runs" / RUN_DATE / "run_report.json").read_text())
+    stages = ["input", "validate", "snapshot", "split", "evaluate", "model", "backfill", "ranker", "publish"]
+    before = stages[: stages.index(resumed_from)]
+    assert set(before) - {"backfill"} <= set(report["up_to_date"]), report["up_to_date"]
+    assert resumed_from not in report["up_to_date"]
+    live = latest_version(store)
+    assert report["outcome"]["version"] == live and paired_ranker(store, live) is not None
+    assert live not in orphan_versions(store)
+    assert not [p for p in workdir.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+    if point.startswith("model:"):  # the final model continued from its last checkpoint, not from scratch
+        assert "resuming the killed training run" in log
