@@ -399,11 +399,24 @@ class _Run:
         return self.publish(rank, live, decision)
 
     def backfill(self, live_pair: dict[str, Any] | None) -> None:
-        from training.backfill import backfill_job
+        from training.backfill import backfill_job, published_cutoffs
 
         stage, s = "backfill", self.s
         self.stages.start()
-        self._key(stage, validate=self.keys["validate"])
+        key = self._key(
+            stage,
+            validate=self.keys["validate"],
+            backfill=asdict(s.backfill),
+            embeddings=_embedding_settings(s.embeddings),
+            graph=asdict(s.graph),
+        )
+        record = self.book.completed(stage, key)
+        if record is not None and live_pair is None:
+            wanted = {c["cutoff"] for c in record["summary"].get("cutoffs", [])}
+            if wanted <= published_cutoffs(self.store, self.workdir / "backfill"):
+                self._reuse(stage, key)
+                self.stages.skipped(stage, "the store holds a version at every cutoff")
+                return
         if live_pair is not None:
             # Every published pair's version has a cutoff at its run's data: later impressions meet it, so the
             # history the ranker's rows need grows with the daily versions and no backfill is needed.
@@ -435,14 +448,14 @@ class _Run:
         if record:
             self.stages.skipped(stage, "ranker/ was trained on these rows")
             return record["summary"]
-        click_model = self.workdir / "raw" / "click_model.npz"
+        click_model = self._click_model()
         report = rank_job(
             self.workdir / "validated",
             out,
             s.ranker,
             self.store if s.ranker.embeddings else None,
             s.export.feature_store,
-            click_model if click_model.exists() else None,
+            click_model,
             evaluation_out,
         )
         summary = self._complete(stage, {"dir": str(out), **report})
@@ -456,6 +469,13 @@ class _Run:
             f"{report['rows']['test']:,}",
         )
         return summary
+
+    def _click_model(self) -> Path | None:
+        """A generated shop's true click model: in raw/, or beside the contract files the input names."""
+        places = [self.workdir / "raw"]
+        if self.s.input.format == "contract" and self.s.input.path:
+            places.append(Path(self.s.input.path.replace("{run_date}", self.run_date)))
+        return next((p / "click_model.npz" for p in places if (p / "click_model.npz").exists()), None)
 
     def gate(self, rank: dict[str, Any], live_pair: dict[str, Any] | None) -> dict[str, Any]:
         from training.gate import gate_decision, pair_metrics
@@ -497,8 +517,8 @@ class _Run:
         rows = build_rows(self.workdir / "validated", s.ranker, store, s.export.feature_store)
         parts = split_rows(rows, s.ranker.split)
         candidate, _ = load_ranker(self.workdir / "ranker-evaluation")
-        click_model = self.workdir / "raw" / "click_model.npz"
-        truth = load_click_model(click_model) if click_model.exists() and s.ranker.policy_requests else None
+        click_model = self._click_model()
+        truth = load_click_model(click_model) if click_model is not None and s.ranker.policy_requests else None
         baseline = paired_ranker(self.store, live_pair["version"])
         return compare_baseline(
             baseline,

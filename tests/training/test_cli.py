@@ -37,6 +37,8 @@ def tiny_run_config(tmp_path) -> dict:
             "evaluation": {"methods": ["popularity", "history", "graphrec"], "ablations": False},
         },
         "export": {"store": str(tmp_path / "store")},
+        "backfill": {"epochs": 2},
+        "ranker": {"train": {"epochs": 3}, "policy_requests": 300},
     }
 
 

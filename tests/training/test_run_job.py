@@ -25,9 +25,7 @@ RUN_DATE = "2026-01-26"
 
 
 def job_config(tmp_path: Path) -> Path:
-    config = tiny_run_config(tmp_path)
-    config["backfill"] = {"every_days": 7, "first_after_days": 7, "epochs": 2}
-    config["ranker"] = {"train": {"epochs": 3}, "policy_requests": 300}
+    config = tiny_run_config(tmp_path)  # with 2 epochs per backfilled version and a 3-epoch ranker
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -161,37 +159,43 @@ def _killed_run(config: Path, point: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+def _assert_nothing_half_published(store: Path, workdir: Path, stage: str) -> None:
+    live = latest_version(store) if (store / "embeddings").exists() else None
+    assert live is None or paired_ranker(store, live) is None  # at most a backfilled version: no pair went live
+    assert not (workdir / "runs").exists()
+    assert not (workdir / "stages" / f"{stage}.json").exists()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("point", "resumed_from"),
-    [
-        ("model:epoch_3_start", "model"),  # in the middle of the final model's training
-        ("ranker:ranker_epoch_2", "ranker"),  # in the middle of the ranker's training
-        ("publish:online_written", "publish"),  # the pair staged and written online, LATEST not yet moved
-    ],
-)
-def test_resume_after_sigkill(tmp_path, point, resumed_from, capsys):
+def test_resume_after_sigkill_in_training_ranker_training_and_publish(tmp_path, capsys):
+    """Killed (SIGKILL: no clean-up) in the middle of the final model's training, then of the ranker's training,
+    then of the publish (the pair staged and written online, LATEST not moved): each next run continues from the
+    stage the last one was in, and the last one publishes one pair."""
     config = job_config(tmp_path)
     store, workdir = tmp_path / "store", tmp_path / "run"
-    killed = _killed_run(config, point)
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    # Nothing half-published: no live version without its ranker, no version of this run live.
-    live = latest_version(store) if (store / "embeddings").exists() else None
-    assert live is None or paired_ranker(store, live) is None  # at most a backfilled version, no pair yet
-    assert not (workdir / "runs").exists()
-    done = {p.stem for p in (workdir / "stages").glob("*.json")}
-    assert resumed_from not in done
+    records = {}
+    for point, stage in (
+        ("model:epoch_3_start", "model"),
+        ("ranker:ranker_epoch_2", "ranker"),
+        ("publish:online_written", "publish"),
+    ):
+        killed = _killed_run(config, point)
+        assert killed.returncode == -9, killed.stderr[-3000:]
+        _assert_nothing_half_published(store, workdir, stage)
+        if stage == "ranker":  # the model's training continued from its last checkpoint, not from scratch
+            assert "resuming the killed training run" in killed.stderr
+        done = {p.stem: json.loads(p.read_text())["completed_at"] for p in (workdir / "stages").glob("*.json")}
+        for name, completed_at in records.items():
+            assert done.get(name) == completed_at, f"{name} was rebuilt after the kill in {point}"
+        records = done
+    orphans_before = orphan_versions(store)
+    assert orphans_before, "the killed publish left its staged version, never live"
     capsys.readouterr()
     assert run(config) == 0
-    log = capsys.readouterr().err
     report = json.loads((workdir / "runs" / RUN_DATE / "run_report.json").read_text())
-    stages = ["input", "validate", "snapshot", "split", "evaluate", "model", "backfill", "ranker", "publish"]
-    before = stages[: stages.index(resumed_from)]
-    assert set(before) - {"backfill"} <= set(report["up_to_date"]), report["up_to_date"]
-    assert resumed_from not in report["up_to_date"]
+    assert set(records) - {"publish"} <= set(report["up_to_date"]), report["up_to_date"]
     live = latest_version(store)
     assert report["outcome"]["version"] == live and paired_ranker(store, live) is not None
     assert live not in orphan_versions(store)
+    assert [v for v in list_versions(store) if paired_ranker(store, v)] == [live]
     assert not [p for p in workdir.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
-    if point.startswith("model:"):  # the final model continued from its last checkpoint, not from scratch
-        assert "resuming the killed training run" in log
