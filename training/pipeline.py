@@ -108,6 +108,14 @@ def run_pipeline(settings: RunSettings | None = None, **overrides: Any) -> dict[
     """
     settings = replace(settings or RunSettings(), **overrides)
     run_date = parse_run_date(settings.run_date)
+    train = settings.embeddings.train
+    if "ddp" in str(train.strategy) and train.devices != 1:
+        # Lightning's DDP launcher starts each extra process by running this very command again: a second run of
+        # the job, which would find the workdir locked. The stages' own commands (`graphrec train`) take DDP.
+        raise ConfigError(
+            "graphrec run trains in one process: embeddings.train.strategy ddp with several devices is for "
+            "`graphrec train` (train on several processes there, then `graphrec export`)"
+        )
     workdir = Path(settings.workdir)
     modelled = settings.split.enabled and settings.embeddings.enabled
     store = Path(settings.export.store) if modelled and settings.export.enabled else None

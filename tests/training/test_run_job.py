@@ -83,6 +83,25 @@ def test_first_run_publishes_a_pair_in_one_swap(published):
     assert any(name.startswith("model/") for name in manifest["files"])
 
 
+def test_the_api_serves_the_live_pair(published):
+    from serving.config import ServeConfig
+    from serving.service import Generation
+
+    tmp_path, _ = published
+    store = tmp_path / "store"
+    generation = Generation(ServeConfig(store=str(store), ranker=None, feedback=None, impression_log=None))
+    live = latest_version(store)
+    assert generation.embedding_version == live
+    assert generation.arms["default"].path == str(paired_ranker(store, live))
+    # LATEST moved to a version published without a ranker (say a rollback to a backfilled one): a clear refusal.
+    (store / "embeddings" / "LATEST").write_text("v000001\n")
+    try:
+        with pytest.raises(Exception, match="published without a ranker"):
+            Generation(ServeConfig(store=str(store), ranker=None, feedback=None, impression_log=None))
+    finally:
+        (store / "embeddings" / "LATEST").write_text(f"{live}\n")
+
+
 def test_report_shows_the_numbers_of_the_metrics_files(published):
     tmp_path, _ = published
     workdir = tmp_path / "run"
@@ -199,3 +218,10 @@ def test_resume_after_sigkill_in_training_ranker_training_and_publish(tmp_path, 
     assert live not in orphan_versions(store)
     assert [v for v in list_versions(store) if paired_ranker(store, v)] == [live]
     assert not [p for p in workdir.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_ddp_is_refused_with_the_command_that_takes_it(tmp_path, capsys):
+    config = job_config(tmp_path)
+    assert run(config, "--embeddings.train.strategy", "ddp", "--embeddings.train.devices", "2") == 2
+    assert "`graphrec train`" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "validated").exists()
