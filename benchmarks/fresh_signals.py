@@ -2,7 +2,8 @@
 three views of each module's featured items are sent as `recent_events`, and the module's place before and after
 is compared, with the fresh embedding on (features + the GNN's inductive re-embedding) and off (features only).
 
-    python benchmarks/fresh_signals.py --ranker artifacts/ranker --store artifacts/store   # after `make serve`'s pair
+    python benchmarks/fresh_signals.py --store artifacts/store   # the live pair `make run` published
+    python benchmarks/fresh_signals.py --ranker artifacts/ranker --store artifacts/store   # a ranker directory
 
 Writes benchmarks/results/fresh_signals.{md,json}.
 """
@@ -70,11 +71,15 @@ def trials(ranker: str, store: str, users: int, per_user: int, fresh: bool) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ranker", default="artifacts/ranker")
+    parser.add_argument("--ranker", default=None, help="a ranker directory (default: the ranker paired with LATEST)")
     parser.add_argument("--store", default="artifacts/store")
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--per-user", type=int, default=3)
     args = parser.parse_args()
+    if args.ranker is None:
+        from graphrec.store.pairs import require_paired_ranker
+
+        args.ranker = str(require_paired_ranker(args.store)[1])
     summary = {}
     for fresh in (True, False):
         rows, version, has_state = trials(args.ranker, args.store, args.users, args.per_user, fresh)
