@@ -157,12 +157,16 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     from graphrec.artifacts import code_version
 
+    code = code_version()  # before the runs: the code they load
+    if code.get("git_dirty"):
+        print("warning: uncommitted changes; the results will not name the code that made them", file=sys.stderr)
     sizes = [bench_size(events, args.workdir, args.timeout_s) for events in sorted(args.events)]
     payload = {
         "command": "python benchmarks/pipeline.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": code_version().get("git_commit"),
+        "commit": code.get("git_commit"),
+        "dirty": code.get("git_dirty"),
         "goal": {"events": 10_000_000, "seconds": GOAL_SECONDS, "peak_gib": GOAL_GIB},
         "sizes": sizes,
         "load_average": os.getloadavg(),

@@ -188,7 +188,9 @@ class Generation:
             "redis" if config.feature_store.online_store == "redis" and config.online_read == "direct" else "feast"
         )
         try:
-            self.online = OnlineEmbeddings.live(config.store, config.feature_store, backend)
+            # The space of the version read above, not LATEST's again: a publish in between must not mix spaces.
+            space = self.embedding_space
+            self.online = OnlineEmbeddings(config.store, config.feature_store, backend, expect_space=space)
         except Exception as exc:  # the online store is down at start: serve the local copy, flagged degraded
             log.warning("online store unavailable at load (%s); serving the local copy until it answers", exc)
             self.online = None

@@ -54,9 +54,13 @@ def test_airflow_dag(capsys):
     tree = ast.parse((DEPLOY / "airflow_dag.py").read_text())
     keywords = {k.arg: k.value for node in ast.walk(tree) if isinstance(node, ast.Call) for k in node.keywords}
     assert ast.literal_eval(keywords["max_active_runs"]) == 1
-    command = keywords["bash_command"]
-    pieces = [v.value for v in ast.walk(command) if isinstance(v, ast.Constant) and isinstance(v.value, str)]
-    text = "".join(pieces).replace("{{{{ ds }}}}", "{{ ds }}")
-    if "graphrec run" not in text:
-        pytest.fail(f"the DAG's bash_command does not run graphrec: {text!r}")
-    _accepted(_graphrec_args(text), capsys)
+    constants = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper()
+    }
+    assert set(constants["NO_RETRY"]) == {2, 3}  # bad input and gated fail at once; busy (75) is retried
+    args = [part.format(ds="2026-01-31") for part in constants["COMMAND"]]
+    assert args[0].endswith("bin/graphrec")
+    config = _accepted([a for a in args[1:] if a not in ("--log-format", "json")], capsys)
+    assert config["run_date"] == "2026-01-31"

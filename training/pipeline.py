@@ -35,7 +35,7 @@ from graphrec.graph.config import GraphConfig, SplitConfig
 from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
 from graphrec.graph.split import split_validated
 from graphrec.store.publish import describe_drift
-from graphrec.store.versions import fault_stage
+from graphrec.store.versions import IncompatibleEmbeddingsError, fault_stage
 from training.config import (
     BackfillConfig,
     EmbeddingStageConfig,
@@ -44,7 +44,15 @@ from training.config import (
     RankerStageConfig,
     ReloadConfig,
 )
-from training.run_state import RunGated, StageBook, artifact_manifest, clean_leftovers, run_locks, stage_key
+from training.run_state import (
+    RunGated,
+    StageBook,
+    artifact_manifest,
+    clean_leftovers,
+    run_locks,
+    source_digest,
+    stage_key,
+)
 
 log = logging.getLogger("graphrec.pipeline")
 
@@ -132,6 +140,7 @@ class _Run:
         self.book = StageBook(workdir)
         self.run_dir = workdir / "runs" / run_date
         self.code = code_version()
+        self.sources = source_digest()
         self.report: dict[str, Any] = {
             "kind": "run_report",
             "run_date": run_date,
@@ -154,7 +163,7 @@ class _Run:
 
     def _key(self, stage: str, **inputs: Any) -> str:
         fault_stage(stage)
-        self.keys[stage] = stage_key(code=self.code.get("git_commit") or self.code["graphrec"], **inputs)
+        self.keys[stage] = stage_key(code=self.sources, **inputs)
         return self.keys[stage]
 
     def _reuse(self, stage: str, key: str, *artifacts: Path) -> dict[str, Any] | None:
@@ -387,12 +396,16 @@ class _Run:
         if not self.ranked:
             return self.publish(None, live, None)
         if self.s.ranker.embeddings:
-            self.backfill(live_pair)
+            self.backfill(live)
         rank = self.rank()
         publish_key = self._key(
-            "publish", model=self.keys["model"], ranker=self.keys["ranker"], export=asdict(self.s.export.versions)
+            "publish",
+            model=self.keys["model"],
+            ranker=self.keys["ranker"],
+            export=asdict(self.s.export.versions),
+            store=str(self.store.resolve()),
         )
-        record = self.book.completed("publish", publish_key)
+        record = self._published(publish_key, live, live_pair)
         if record is not None:
             self.report["stages"]["publish"] = record["summary"]
             self.report["up_to_date"] += ["gate", "publish"]
@@ -406,7 +419,20 @@ class _Run:
             return {"status": "gated", "reasons": decision["reasons"], "live": live}
         return self.publish(rank, live, decision)
 
-    def backfill(self, live_pair: dict[str, Any] | None) -> None:
+    def _published(self, key: str, live: str | None, live_pair: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The publish record of `key` if its version is still in the store; or, where a run was killed between
+        the LATEST swap and its record, the live pair's own (its pair.json names the same key)."""
+        from graphrec.store.versions import list_versions
+
+        record = self.book.completed("publish", key)
+        if record is not None and record["summary"].get("version") in list_versions(self.store):
+            return record
+        if live_pair is not None and live_pair.get("stage_keys", {}).get("publish") == key:
+            log.info("%s was published by a run killed before it recorded so; recording it now", live)
+            return self.book.complete("publish", key, {"version": live, "store": str(self.store), "recovered": True})
+        return None
+
+    def backfill(self, live: str | None) -> None:
         from training.backfill import backfill_job, published_cutoffs
 
         stage, s = "backfill", self.s
@@ -419,23 +445,24 @@ class _Run:
             graph=asdict(s.graph),
         )
         record = self.book.completed(stage, key)
-        if record is not None and live_pair is None:
+        if record is not None and record["summary"].get("store") == str(self.store.resolve()):
             wanted = {c["cutoff"] for c in record["summary"].get("cutoffs", [])}
             if wanted <= published_cutoffs(self.store, self.workdir / "backfill"):
                 self._reuse(stage, key)
                 self.stages.skipped(stage, "the store holds a version at every cutoff")
                 return
-        if live_pair is not None:
-            # Every published pair's version has a cutoff at its run's data: later impressions meet it, so the
-            # history the ranker's rows need grows with the daily versions and no backfill is needed.
-            self.report["stages"][stage] = {"skipped": "a pair is live: its versions cover the impressions"}
-            self.stages.skipped(stage, "a pair is live; the daily versions cover the impressions")
+        if live is not None:
+            # Backfilling publishes each version in turn: on a store with a live version that would move LATEST
+            # away from it (and leave it moved if this run's pair is gated). Every published version's cutoff is
+            # its run's data end, so later impressions meet it: the daily versions are the rows' history.
+            self.report["stages"][stage] = {"skipped": f"the store has a live version ({live}): no backfill"}
+            self.stages.skipped(stage, f"the store has a live version ({live}); its versions are the rows' history")
             return
         e = replace(s.embeddings, warm_start=True)
         validated, work = self.workdir / "validated", self.workdir / "backfill"
         summaries = backfill_job(validated, work, s.backfill, s.graph, e, s.export)
         published = [x for x in summaries if not x.get("skipped")]
-        self._complete(stage, {"cutoffs": summaries})
+        self._complete(stage, {"cutoffs": summaries, "store": str(self.store.resolve())})
         self.stages.done(
             stage,
             "%d embedding versions at past cutoffs (%d already in the store)",
@@ -450,8 +477,14 @@ class _Run:
         out, evaluation_out = self.workdir / "ranker", self.workdir / "ranker-evaluation"
         self.stages.start()
         cutoff = datetime.fromisoformat(self.report["stages"]["snapshot"]["cutoff"])
-        history = _versions_before(self.store, cutoff) if s.ranker.embeddings else []
-        key = self._key(stage, validate=self.keys["validate"], ranker=asdict(s.ranker), history=history)
+        history = _history_before(self.store, cutoff) if s.ranker.embeddings else []
+        key = self._key(
+            stage,
+            validate=self.keys["validate"],
+            ranker=asdict(s.ranker),
+            history=history,
+            ttl_days=s.export.feature_store.ttl_days,
+        )
         record = self._reuse(stage, key, out / "report.json", evaluation_out / "ranker.json")
         if record:
             self.stages.skipped(stage, "ranker/ was trained on these rows")
@@ -567,10 +600,14 @@ class _Run:
                 "gate": {k: decision[k] for k in ("blessed", "forced", "checks", "reasons", "against")},
                 "stage_keys": dict(self.keys),
             }
-        manifest = export_job(
-            self.workdir / "model", s.export.store, None, s.export.versions, s.export.feature_store, metrics, ranker,
-            space, pair,
-        )  # fmt: skip
+        try:
+            manifest = export_job(
+                self.workdir / "model", s.export.store, None, s.export.versions, s.export.feature_store, metrics,
+                ranker, space, pair,
+            )  # fmt: skip
+        except IncompatibleEmbeddingsError as exc:  # the new version left the ranker's embedding space
+            self.report["stages"][stage] = {"refused": str(exc), "seconds": self.stages.seconds()}
+            return {"status": "gated", "reasons": [str(exc)], "live": live}
         drift = manifest["drift"]
         summary = self._complete(
             stage,
@@ -649,22 +686,27 @@ def _embedding_settings(e: EmbeddingStageConfig) -> dict[str, Any]:
     return settings
 
 
-def _versions_before(store: Path, data_end: datetime) -> list[tuple[str, str]]:
-    """(version, cutoff) of the store's published versions with a cutoff before `data_end` (the snapshot's cutoff):
-    the versions the ranker's point-in-time rows meet. A version made from this very data (cutoff `data_end`) is
-    not among them, so publishing the pair does not make the next run retrain the ranker on the same rows."""
-    from graphrec.store.versions import list_versions, orphan_versions, read_manifest
+def _history_before(store: Path, data_end: datetime) -> list[list[str]]:
+    """(entity, version, cutoff) of the offline history's files (what the ranker's point-in-time rows read) with a
+    cutoff before `data_end` (the snapshot's), orphans left out. Retention of version directories does not change
+    it (the history outlives them), and a version made from this very data (cutoff `data_end`) is not among them,
+    so publishing a pair does not make the next run retrain the ranker on the same rows."""
+    import polars as pl
 
-    if not (store / "embeddings").exists():
+    from graphrec.store.feast_repo import repo_dir
+    from graphrec.store.versions import orphan_versions
+
+    root = repo_dir(store) / "data"
+    if not root.is_dir():
         return []
-    orphans = set(orphan_versions(store))
+    orphans = set(orphan_versions(store)) if (store / "embeddings").is_dir() else set()
     found = []
-    for version in list_versions(store):
-        if version in orphans:
+    for path in sorted(root.glob("*/v*.parquet")):
+        if path.stem in orphans:
             continue
-        cutoff = read_manifest(store, version)["cutoff"]
-        if datetime.fromisoformat(cutoff) < data_end:
-            found.append((version, cutoff))
+        cutoff = pl.scan_parquet(path).select(pl.col("event_timestamp").max()).collect().item()
+        if cutoff is not None and cutoff < data_end:
+            found.append([path.parent.name, path.stem, cutoff.isoformat()])
     return found
 
 

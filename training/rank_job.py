@@ -281,7 +281,12 @@ def _rank_job(
         },
         # Measured on the test days with the evaluation fit; the weights are the final fit's (every day).
         "metrics": {"measured_with": "evaluation fit", **metrics},
-        "data": {"validated": str(validated), "rows": report["rows"], "last_impression": _last_impression(rows)},
+        # Absolute: the API indexes its request-time features from here, whatever its working directory.
+        "data": {
+            "validated": str(Path(validated).resolve()),
+            "rows": report["rows"],
+            "last_impression": _last_impression(rows),
+        },
     }
     save_ranker(final, out, info)
     if truth is not None:

@@ -6,7 +6,7 @@
 - **The run lock**: `<dir>/.run.lock`, an exclusive `flock` on the workdir and on the store for the whole run, so two
   runs never overlap; the lock goes with the process, so a killed run never leaves a lock behind.
 - **Stage records**: `<workdir>/stages/<stage>.json` holds the key of the inputs a stage's artifact was built from
-  (its settings, the keys of the stages it reads, the code version) and what it produced. A stage whose record
+  (its settings, the keys of the stages it reads, a hash of the code) and what it produced. A stage whose record
   has the same key and whose artifact is there is not run again; any change of input rebuilds it and, through the
   keys, every stage after it. A killed run therefore continues from the last completed stage and never mixes
   artifacts of two generations.
@@ -83,6 +83,18 @@ def _run_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()
+
+
+def source_digest() -> str:
+    """A hash of the code the stages run (the `graphrec` and `training` packages' Python files): a change of code
+    rebuilds the stages, a commit that changes only docs or tests does not, and it works without git."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in ("graphrec", "training"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def stage_key(**inputs: Any) -> str:

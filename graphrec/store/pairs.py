@@ -77,11 +77,18 @@ def require_paired_ranker(store: str | Path) -> tuple[str, Path]:
 
 
 def retire_rankers(store: str | Path, versions: list[str]) -> None:
-    """Delete the rankers of `versions` (retired by retention), and leftovers of killed copies."""
+    """Delete the rankers of `versions` (retired by retention), of versions the store no longer holds (a kill
+    between retention and this call) and leftovers of killed copies."""
+    from graphrec.store.versions import list_versions
+
     root = rankers_dir(store)
     if not root.is_dir():
         return
-    for version in versions:
+    kept = set(list_versions(store))
+    versions = set(versions) | {p.name for p in root.iterdir() if not p.name.startswith(".") and p.name not in kept}
+    for stale in root.glob(".*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for version in sorted(versions):
         path = root / version
         if path.exists():
             trash = root / f".{version}.deleted-{uuid.uuid4().hex[:8]}"

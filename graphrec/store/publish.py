@@ -18,7 +18,7 @@ from graphrec.artifacts import file_sha256
 from graphrec.embed.vectors import EmbeddingSet
 from graphrec.store.config import ExportConfig, FeatureStoreConfig
 from graphrec.store.feast_repo import prune_history, publish_online, repo_dir
-from graphrec.store.pairs import retire_rankers, stage_ranker
+from graphrec.store.pairs import paired_ranker, retire_rankers, stage_ranker
 from graphrec.store.versions import (
     IncompatibleEmbeddingsError,
     StoreError,
@@ -126,8 +126,17 @@ def rollback(
     with store_lock(store):
         current = require_latest(store)
         target = to or previous_version(store, current)
+        paired = [v for v in list_versions(store) if paired_ranker(store, v) is not None]
+        if paired and to is None:  # a store of pairs rolls back to the previous pair, not to a backfilled version
+            older = [v for v in paired if int(v[1:]) < int(current[1:]) and v not in orphan_versions(store)]
+            target = older[-1] if older else None
         if target is None:
             raise StoreError(f"{versions_dir(store)}: no version older than {current} to roll back to")
+        if paired and paired_ranker(store, target) is None:
+            raise StoreError(
+                f"{versions_dir(store)}: {target} was published without a ranker, so the ranking API would refuse "
+                f"it; roll back to a pair ({', '.join(paired)})"
+            )
         if target not in list_versions(store):
             raise StoreError(f"{versions_dir(store)}: no version {target!r} (have: {', '.join(list_versions(store))})")
         if target in orphan_versions(store):

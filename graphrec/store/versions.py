@@ -61,6 +61,12 @@ class StoreError(GraphrecError):
     """The embedding store is missing, corrupt (checksum mismatch) or asked for a version it does not hold."""
 
 
+class StoreBusy(StoreError):
+    """Another writer holds the store's lock: retry later (exit 75, like a busy run)."""
+
+    exit_code = 75
+
+
 class IncompatibleEmbeddingsError(GraphrecError):
     """A consumer was trained on an embedding space that the requested version does not share."""
 
@@ -146,7 +152,7 @@ def store_lock(store: str | Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise StoreError(f"{root}: another export or rollback holds the store's lock") from exc
+            raise StoreBusy(f"{root}: another export, rollback or run holds the store's lock; retry later") from exc
         try:
             yield
         finally:

@@ -160,6 +160,12 @@ def test_gate_blocks_a_worse_pair_and_a_forced_publish_is_recorded(published, ca
     report = json.loads((tmp_path / "run" / "runs" / RUN_DATE / "run_report.json").read_text())
     assert report["stages"]["gate"]["forced"] and report["stages"]["publish"]["forced"]
     assert report["stages"]["gate"]["against"] == live
+    # A rollback goes back to the previous pair (not to a backfilled version the API would refuse), ranker and all.
+    assert main(["export", "rollback", "--export.store", str(store)]) == 0
+    assert latest_version(store) == live and pair_info(store)["version"] == live
+    assert main(["export", "rollback", "--export.store", str(store), "--to", "v000001"]) == 2
+    assert "published without a ranker" in capsys.readouterr().err
+    assert latest_version(store) == live
 
 
 def test_a_second_run_exits_busy(tmp_path, capsys):
