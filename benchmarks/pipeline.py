@@ -98,14 +98,15 @@ def bench_size(events: int, workdir: Path, timeout_s: float) -> dict:
     result["command"] = " ".join(command[1:])
     result["run"] = timed(command, workdir / f"run-{events}.log", timeout_s)
     report_path = run / "runs" / RUN_DATE / "run_report.json"
-    if result["run"]["rc"] == 0 and report_path.exists():
+    if result["run"]["rc"] in (0, 3) and report_path.exists():  # published, or gated with its report
         report = json.loads(report_path.read_text())
         result["stages"] = {name: stage.get("seconds") for name, stage in report["stages"].items()}
         result["outcome"] = report["outcome"]
         ranker = report["stages"].get("ranker", {})
         result["ranker_test_auc"] = ranker.get("evaluation", {}).get("test", {}).get("overall", {}).get("auc")
         result["embeddings_ndcg@20"] = report["stages"]["evaluate"]["ndcg@20"]
-        result["rerun"] = timed(command, workdir / f"rerun-{events}.log", timeout_s)
+        if result["run"]["rc"] == 0:
+            result["rerun"] = timed(command, workdir / f"rerun-{events}.log", timeout_s)
     else:
         result["log_tail"] = (workdir / f"run-{events}.log").read_text()[-2000:]
     run_seconds = result["run"]["seconds"]

@@ -152,8 +152,9 @@ class _Run:
         modelled = s.split.enabled and s.embeddings.enabled
         ranked = modelled and s.ranker.enabled and store is not None
         names = ["input", "validate", "snapshot"] + (["split"] if s.split.enabled else [])
-        names += ["evaluate", "model"] if modelled else []
-        names += (["backfill"] if ranked and s.ranker.embeddings else []) + (["ranker", "gate"] if ranked else [])
+        backfilled = ["backfill"] if ranked and s.ranker.embeddings else []
+        names += (["evaluate", *backfilled, "model"]) if modelled else []
+        names += ["ranker", "gate"] if ranked else []
         names += ["publish"] if store is not None else []
         self.names, self.ranked = names, ranked
         self.stages = _Stages(names)
@@ -191,6 +192,8 @@ class _Run:
         outcome = None
         if "model" in self.names:
             evaluation = self.evaluate()
+            if "backfill" in self.names:  # before the model, which then warm-starts from the last backfilled one
+                self.backfill(self._live())
             self.model(evaluation)
             outcome = self.pair() if self.store is not None else None
         self.report["config"] = _config_dict(self.s)
@@ -209,9 +212,10 @@ class _Run:
         self.report["outcome"] = outcome or {"status": "done"}
         self._write_report()
         if outcome is not None and outcome["status"] == "gated":
+            hint = "" if outcome.get("refused_by") == "store" else "; --force_publish true publishes it anyway"
             raise RunGated(
                 f"the candidate pair was not published: {'; '.join(outcome['reasons'])} "
-                f"(report: {self.run_dir / 'report.html'}; --force_publish true publishes it anyway)"
+                f"(report: {self.run_dir / 'report.html'}{hint})"
             )
         return self.report
 
@@ -363,7 +367,11 @@ class _Run:
         if self._reuse(stage, key, out / "model.json"):
             self.stages.skipped(stage, "model/ was trained on this snapshot")
             return
-        previous = warm_start_source(out, e) if e.warm_start else None
+        previous = None
+        if e.warm_start:
+            # The previous run's model; on a store's first run the last backfilled one, so the published version
+            # stays in the backfilled versions' embedding space (the ranker was trained on those).
+            previous = warm_start_source(out, e) or warm_start_source(self.workdir / "backfill" / "model", e)
         metadata = train_job(
             self.workdir / "snapshot",
             out,
@@ -389,14 +397,11 @@ class _Run:
     def pair(self) -> dict[str, Any]:
         """Backfill, ranker, gate and publish; returns the outcome (published / gated / nothing to do)."""
         from graphrec.store.pairs import pair_info
-        from graphrec.store.versions import latest_version
 
-        live = latest_version(self.store) if (self.store / "embeddings").exists() else None
+        live = self._live()
         live_pair = pair_info(self.store, live) if live else None
         if not self.ranked:
             return self.publish(None, live, None)
-        if self.s.ranker.embeddings:
-            self.backfill(live)
         rank = self.rank()
         publish_key = self._key(
             "publish",
@@ -418,6 +423,25 @@ class _Run:
         if not decision["blessed"] and not self.s.force_publish:
             return {"status": "gated", "reasons": decision["reasons"], "live": live}
         return self.publish(rank, live, decision)
+
+    def _backfilled(self, version: str) -> bool:
+        """Whether `version` is one this workdir's backfill published (a killed backfill then goes on)."""
+        from graphrec.store.versions import read_manifest
+
+        state = self.workdir / "backfill" / "backfill.json"
+        if not state.exists() or version not in self._store_versions():
+            return False
+        return read_manifest(self.store, version)["cutoff"] in json.loads(state.read_text()).get("published", [])
+
+    def _store_versions(self) -> list[str]:
+        from graphrec.store.versions import list_versions
+
+        return list_versions(self.store)
+
+    def _live(self) -> str | None:
+        from graphrec.store.versions import latest_version
+
+        return latest_version(self.store) if self.store is not None and (self.store / "embeddings").exists() else None
 
     def _published(self, key: str, live: str | None, live_pair: dict[str, Any] | None) -> dict[str, Any] | None:
         """The publish record of `key` if its version is still in the store; or, where a run was killed between
@@ -451,7 +475,7 @@ class _Run:
                 self._reuse(stage, key)
                 self.stages.skipped(stage, "the store holds a version at every cutoff")
                 return
-        if live is not None:
+        if live is not None and not self._backfilled(live):
             # Backfilling publishes each version in turn: on a store with a live version that would move LATEST
             # away from it (and leave it moved if this run's pair is gated). Every published version's cutoff is
             # its run's data end, so later impressions meet it: the daily versions are the rows' history.
@@ -548,30 +572,53 @@ class _Run:
         return decision
 
     def _compare(self, live_pair: dict[str, Any]) -> dict[str, Any]:
-        """The candidate's evaluation fit and the live ranker on the test rows the live ranker never saw."""
-        from graphrec.rank.artifact import load_ranker
+        """The candidate and the live ranker on the impressions after the last one the live ranker was trained
+        on, which neither has seen. Like for like: the candidate's settings are trained on the rows up to that
+        same impression (for the epoch count its evaluation chose), so both rankers know the same past."""
+        import shutil
+
+        import numpy as np
+
+        from graphrec.rank.artifact import load_ranker, read_ranker_info
         from graphrec.store.pairs import paired_ranker
-        from training.rank_job import build_rows, compare_baseline, load_click_model, split_rows
+        from training.rank_job import build_rows, compare_baseline, load_click_model, new_ranker, split_rows
+        from training.rank_system import fit_ranker
 
         s = self.s
         store = self.store if s.ranker.embeddings else None
+        baseline = paired_ranker(self.store, live_pair["version"])
+        last = read_ranker_info(baseline).get("data", {}).get("last_impression")
         rows = build_rows(self.workdir / "validated", s.ranker, store, s.export.feature_store)
         parts = split_rows(rows, s.ranker.split)
-        candidate, _ = load_ranker(self.workdir / "ranker-evaluation")
         click_model = self._click_model()
         truth = load_click_model(click_model) if click_model is not None and s.ranker.policy_requests else None
-        baseline = paired_ranker(self.store, live_pair["version"])
-        return compare_baseline(
-            baseline,
-            candidate,
-            rows,
-            parts["test"],
-            s.ranker,
-            self.workdir / "validated",
-            truth,
-            store,
+        candidate, _ = load_ranker(self.workdir / "ranker-evaluation")
+        holdout, fit = parts["test"], "the candidate's evaluation fit (trained before its test days)"
+        if last is not None:
+            after = (rows.frame["timestamp"] > datetime.fromisoformat(last)).to_numpy()
+            holdout = np.flatnonzero(after)
+            clicks = int(rows.frame["clicked"].gather(holdout).sum()) if len(holdout) else 0
+            known = parts["all"][~after[parts["all"]]]
+            if clicks >= s.gate.min_holdout_clicks and len(known):
+                training = self.report["stages"]["ranker"]["evaluation"]["training"]
+                epochs = int(training.get("best_epoch", training["epochs_run"]))
+                work = self.workdir / ".ranker.work" / "gate"
+                try:
+                    candidate, _ = fit_ranker(
+                        new_ranker(rows, s.ranker),
+                        rows.arrays(known, s.ranker.embeddings),
+                        None,
+                        replace(s.ranker.train, epochs=epochs),
+                        work,
+                    )
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                fit = f"the candidate's settings trained on the {len(known):,} rows up to {last} ({epochs} epochs)"
+        result = compare_baseline(
+            baseline, candidate, rows, holdout, s.ranker, self.workdir / "validated", truth, store,
             s.export.feature_store,
-        )
+        )  # fmt: skip
+        return result | {"candidate_fit": fit}
 
     def publish(self, rank: dict[str, Any] | None, live: str | None, decision: dict[str, Any] | None) -> dict:
         from graphrec.rank.artifact import read_ranker_info
@@ -607,7 +654,7 @@ class _Run:
             )  # fmt: skip
         except IncompatibleEmbeddingsError as exc:  # the new version left the ranker's embedding space
             self.report["stages"][stage] = {"refused": str(exc), "seconds": self.stages.seconds()}
-            return {"status": "gated", "reasons": [str(exc)], "live": live}
+            return {"status": "gated", "reasons": [str(exc)], "live": live, "refused_by": "store"}
         drift = manifest["drift"]
         summary = self._complete(
             stage,

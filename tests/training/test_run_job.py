@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,12 @@ def test_first_run_publishes_a_pair_in_one_swap(published):
     store, workdir = tmp_path / "store", tmp_path / "run"
     live = latest_version(store)
     report = json.loads((workdir / "runs" / RUN_DATE / "run_report.json").read_text())
-    assert report["outcome"] == {"status": "published", "version": live, "previous": None}
-    assert len(report["stages"]["backfill"]["cutoffs"]) >= 1  # the ranker's rows met versions older than them
+    backfilled = [c["version"] for c in report["stages"]["backfill"]["cutoffs"]]
+    assert len(backfilled) >= 1  # the ranker's rows met versions older than them
+    assert report["outcome"] == {"status": "published", "version": live, "previous": backfilled[-1]}
+    # The final model warm-started from the last backfilled one, so the pair shares the ranker's embedding space.
+    assert report["stages"]["model"]["warm_start"]["from"].endswith("backfill/model")
+    assert report["stages"]["publish"]["drift"]["compatible"] is True
     assert report["stages"]["gate"]["blessed"] and report["stages"]["gate"]["against"] is None
     ranker = paired_ranker(store, live)
     assert ranker is not None and (ranker / "ranker.safetensors").exists()
@@ -231,3 +236,42 @@ def test_ddp_is_refused_with_the_command_that_takes_it(tmp_path, capsys):
     assert run(config, "--embeddings.train.strategy", "ddp", "--embeddings.train.devices", "2") == 2
     assert "`graphrec train`" in capsys.readouterr().err
     assert not (tmp_path / "run" / "validated").exists()
+
+
+@pytest.mark.slow
+def test_the_next_day_is_gated_on_impressions_neither_ranker_saw(tmp_path, capsys):
+    """Day one publishes a pair from a shop's log cut three days short; day two runs on the whole log: the gate
+    compares the rankers on the three days after the live ranker's last impression, the candidate's settings
+    trained on the same past as the live ranker, and scores both orders with the shop's click model."""
+    import polars as pl
+
+    config = tiny_run_config(tmp_path)
+    generate = tmp_path / "generate.yaml"
+    generate.write_text(yaml.safe_dump({"out": str(tmp_path / "shop"), "shop": config["shop"]}))
+    assert main(["generate", "--config", str(generate)]) == 0
+    shop, day_one = tmp_path / "shop", tmp_path / "day-one"
+    day_one.mkdir()
+    last = pl.read_parquet(shop / "impressions.parquet")["timestamp"].max()  # events hold faulty future times
+    cut = last - timedelta(days=3)
+    for name in ("events", "impressions"):
+        table = pl.read_parquet(shop / f"{name}.parquet")
+        table.filter(pl.col("timestamp") < cut).write_parquet(day_one / f"{name}.parquet")
+    for name in ("items.parquet", "content.parquet", "click_model.npz"):
+        (day_one / name).write_bytes((shop / name).read_bytes())
+    config["input"] = {"format": "contract", "path": str(day_one)}
+    config["gate"] = {"min_holdout_clicks": 20}  # three days of this tiny shop hold a few dozen clicks
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(path), "--run_date", "2026-01-22"]) == 0
+    live = latest_version(tmp_path / "store")
+    code = main(["run", "--config", str(path), "--run_date", "2026-01-25", "--input.path", str(shop)])
+    report = json.loads((tmp_path / "run" / "runs" / "2026-01-25" / "run_report.json").read_text())
+    gate = report["stages"]["gate"]
+    comparison = gate["comparison"]
+    assert gate["against"] == live and comparison["comparable"], comparison
+    assert comparison["holdout_clicks"] >= 20 and comparison["trained_until"] < cut.isoformat()
+    assert "trained on the" in comparison["candidate_fit"]
+    same = {c["check"] for c in gate["checks"] if c["basis"].startswith("same holdout")}
+    assert same == {"ranker AUC", "ranker logloss", "expected clicks per request"}
+    assert report["stages"]["backfill"].get("skipped")  # a live version: no backfill, LATEST untouched until publish
+    assert (code, report["outcome"]["status"]) in ((0, "published"), (3, "gated"))
