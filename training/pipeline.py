@@ -53,6 +53,7 @@ from training.run_state import (
     source_digest,
     stage_key,
 )
+from training.signals import raise_if_terminated
 
 log = logging.getLogger("graphrec.pipeline")
 
@@ -163,6 +164,7 @@ class _Run:
     # -- helpers -----------------------------------------------------------------------------------------------
 
     def _key(self, stage: str, **inputs: Any) -> str:
+        raise_if_terminated()  # every stage starts here
         fault_stage(stage)
         self.keys[stage] = stage_key(code=self.sources, **inputs)
         return self.keys[stage]

@@ -38,6 +38,14 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 
+def raise_if_terminated() -> None:
+    """Raise Terminated if SIGTERM was received but its exception did not stop the process: Python swallows an
+    exception raised while a signal handler runs inside a destructor or a GC callback ("Exception ignored in
+    ..."). Long jobs call this between their stages, so a SIGTERM stops them at the latest there."""
+    if _received:
+        raise Terminated()
+
+
 def stop_on_sigterm() -> None:
     """Make SIGTERM stop the process by unwinding (see the module docstring). Call once, in the main thread."""
     signal.signal(signal.SIGTERM, _raise_terminated)
