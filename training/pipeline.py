@@ -428,17 +428,12 @@ class _Run:
 
     def _backfilled(self, version: str) -> bool:
         """Whether `version` is one this workdir's backfill published (a killed backfill then goes on)."""
-        from graphrec.store.versions import read_manifest
+        from graphrec.store.versions import list_versions, read_manifest
 
         state = self.workdir / "backfill" / "backfill.json"
-        if not state.exists() or version not in self._store_versions():
+        if not state.exists() or version not in list_versions(self.store):
             return False
         return read_manifest(self.store, version)["cutoff"] in json.loads(state.read_text()).get("published", [])
-
-    def _store_versions(self) -> list[str]:
-        from graphrec.store.versions import list_versions
-
-        return list_versions(self.store)
 
     def _live(self) -> str | None:
         from graphrec.store.versions import latest_version
