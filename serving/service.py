@@ -245,11 +245,15 @@ def _feature_settings(info: dict[str, Any]) -> dict[str, Any]:
 
 class OnlineReader:
     """The user-vector read with a breaker: after a failure the local copy serves for `retry_after_s` before the
-    online store is tried again, so an outage costs one failed call per interval, not one per request."""
+    online store is tried again, so an outage costs one failed call per interval, not one per request.
+
+    `down` is the store's state as the reads last saw it: set by a failed read, cleared only by a read that
+    succeeds, so a probe between two attempts reports the outage rather than the end of the retry interval."""
 
     def __init__(self, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
         self.down_until = 0.0
+        self.down = False
         self.lock = threading.Lock()
 
     def user_vector(self, generation: Generation, user_id: Any) -> tuple[np.ndarray | None, bool]:
@@ -265,7 +269,13 @@ class OnlineReader:
                 if time.monotonic() >= self.down_until:
                     log.warning("online store read failed (%s): serving the local copy", exc)
                 self.down_until = time.monotonic() + self.retry_after_s
+                self.down = True
             return fallback_vector, True
+        if self.down:
+            with self.lock:
+                if self.down:
+                    log.info("online store reachable again")
+                self.down = False
         vector = vectors[0]
         if vector is None and fallback_vector is not None:  # the online store lags the version: say so
             return fallback_vector, True

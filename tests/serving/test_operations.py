@@ -85,6 +85,7 @@ def test_redis_outage_mid_load_degrades_to_the_local_copy_and_recovers(published
             time.sleep(0.3)
             pages()  # the first call after the retry interval reaches Redis again
             assert {p["fallback"] for p in pages()} == {None}
+            assert client.get("/readyz").json()["online_store"] == "up"
             metrics = client.get("/metrics").text
             assert 'graphrec_fallbacks_total{kind="degraded"}' in metrics
     finally:
