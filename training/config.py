@@ -104,16 +104,27 @@ class TrainConfig:
         )
 
 
+# Every method `graphrec evaluate` knows: the baselines, the trained models, and the strong baselines tuned on
+# validation.
+METHODS = ("popularity", "history", "item_knn", "mf_bpr", "lightgcn", "graphrec", "item_knn_tuned", "ease", "gf_cf")
+
+
 @dataclass
 class EvalConfig:
     """What to compare and how to slice.
 
     Args:
         ks: cut-offs.
-        methods: any of popularity, history, item_knn, mf_bpr, lightgcn, graphrec.
+        methods: any of popularity, history, item_knn, mf_bpr, lightgcn, graphrec, and the strong baselines whose
+            settings are chosen on validation: item_knn_tuned (neighbours, shrinkage, behaviour weights), ease
+            (EASE^R) and gf_cf (GF-CF).
         ablations: also train graphrec without auxiliary behaviours and without catalog features.
         cold_user_max_events: users with at most this many training interactions form the cold-user slice.
         knn_neighbours: neighbours kept per item by item-kNN.
+        tune_max_users: the strong baselines' settings are compared on at most this many validation users (a
+            fixed sample), so choosing them costs the same on any shop.
+        ease_max_dim: EASE inverts a dense matrix of min(users, items) squared; above this it is skipped, and
+            the results say so.
     """
 
     ks: list[int] = field(default_factory=lambda: [10, 20])
@@ -123,9 +134,11 @@ class EvalConfig:
     ablations: bool = False
     cold_user_max_events: int = 5
     knn_neighbours: int = 100
+    tune_max_users: int = 5000
+    ease_max_dim: int = 15_000
 
     def __post_init__(self) -> None:
-        known = ("popularity", "history", "item_knn", "mf_bpr", "lightgcn", "graphrec")
+        known = METHODS
         check_settings(
             "embeddings.evaluation",
             self,
@@ -134,6 +147,8 @@ class EvalConfig:
                 "methods": (lambda v: bool(v) and set(v) <= set(known), f"a non-empty list of {', '.join(known)}"),
                 "cold_user_max_events": (at_least_zero, "0 or more"),
                 "knn_neighbours": (positive, "a positive integer"),
+                "tune_max_users": (positive, "a positive integer"),
+                "ease_max_dim": (positive, "a positive integer"),
             },
         )
 

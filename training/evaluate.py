@@ -2,7 +2,9 @@
 
 Methods: popularity, history, item-kNN, matrix factorisation (BPR), single-behaviour LightGCN and graphrec's
 multi-behaviour model, plus its ablations (no auxiliary behaviours, no catalog features) and its pure
-dot-product scores (what the feature store carries). With a validation task, each trained method early-stops on
+dot-product scores (what the feature store carries); and the strong training-free baselines (tuned item-kNN,
+EASE^R, GF-CF), whose settings are chosen on the validation task (or, without one, on one training target pair
+per user held out) and then fitted on the test snapshot. With a validation task, each trained method early-stops on
 validation NDCG and is then refitted on the test snapshot for its best epoch count; without one, it trains a
 fixed number of epochs. Output: `metrics.json`, `metrics.md` and `curves.png` in `out_dir`.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -24,12 +27,25 @@ from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, wr
 from graphrec.data.adapters import open_dataset
 from graphrec.data.config import ValidationConfig
 from graphrec.data.validation import validate_dataset
-from graphrec.embed.baselines import history_scorer, item_knn_scorer, popularity_scorer
+from graphrec.embed.baselines import (
+    EASE_GRID,
+    EASE_WEIGHTINGS,
+    GF_CF_GRID,
+    ITEM_KNN_GRID,
+    ease_family,
+    gf_cf_family,
+    history_scorer,
+    item_knn_family,
+    item_knn_scorer,
+    popularity_scorer,
+    select_on_validation,
+    with_weightings,
+)
 from graphrec.embed.config import ModelConfig
 from graphrec.embed.scoring import model_scorer
 from graphrec.graph.config import GraphConfig, SplitConfig
 from graphrec.graph.split import split_validated
-from graphrec.graph.tasks import RecTask, window_task
+from graphrec.graph.tasks import RecTask, holdout_task, window_task
 from graphrec.metrics import Interactions, candidate_auc, evaluate_ranking
 from training.config import EvalConfig, TrainConfig
 from training.logs import progress_bar_wanted
@@ -89,11 +105,13 @@ def compare_methods(
     train: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
     progress: bool = False,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every method on the same task and return {method: metrics, ...} with timings.
 
     With `progress`, each fit shows Lightning's progress (a bar on a terminal, a line per epoch elsewhere);
     without it, a terminal gets one bar over the methods and a log file nothing until the caller's summary.
+    `on_result` is called with the results so far after each method, so a caller can keep them before the end.
     """
     model = model or ModelConfig()
     train = train or TrainConfig()
@@ -107,9 +125,17 @@ def compare_methods(
         "history": history_scorer,
         "item_knn": lambda t: item_knn_scorer(t, eval_config.knn_neighbours),
     }
+    tuned = {
+        "item_knn_tuned": (item_knn_family, with_weightings(test_task, ITEM_KNN_GRID)),
+        "ease": (
+            lambda t, grid: ease_family(t, grid, max_dim=eval_config.ease_max_dim),
+            with_weightings(test_task, EASE_GRID, EASE_WEIGHTINGS),
+        ),
+        "gf_cf": (gf_cf_family, with_weightings(test_task, GF_CF_GRID)),
+    }
     variants = learned_variants(model, train, eval_config, test_task.target)
     bar = tqdm(
-        total=len([n for n in scorers if n in eval_config.methods]) + len(variants),
+        total=len([n for n in (*scorers, *tuned) if n in eval_config.methods]) + len(variants),
         desc="evaluate",
         unit="method",
         leave=False,
@@ -123,6 +149,37 @@ def compare_methods(
             results[name]["seconds"] = round(time.perf_counter() - start, 2)
             log.debug("%s: ndcg@%d %.4f", name, ks[-1], results[name][f"ndcg@{ks[-1]}"])
             bar.update()
+            if on_result:
+                on_result(results)
+    tuning_task = None
+    for name, (family, grid) in tuned.items():
+        if name not in eval_config.methods:
+            continue
+        bar.set_postfix_str(name)
+        start = time.perf_counter()
+        if tuning_task is None:  # without a validation window, one training target pair per user held out
+            tuning_task = val_task if val_task is not None else holdout_task(test_task)
+        try:
+            scorer, choice = select_on_validation(
+                family,
+                grid,
+                tuning_task,
+                test_task,
+                metric=f"ndcg@{ks[-1]}",
+                max_users=eval_config.tune_max_users,
+            )
+        except ValueError as exc:  # too large for this machine's method (EASE's dense inverse): say so
+            log.info("%s skipped: %s", name, exc)
+            results[name] = {"skipped": str(exc)}
+        else:
+            results[name] = _evaluate_scorer(scorer, test_task, ks, slices)
+            results[name]["tuning"] = {**choice, "on": "validation" if val_task is not None else "training holdout"}
+            del scorer
+            log.debug("%s %s: ndcg@%d %.4f", name, choice["settings"], ks[-1], results[name][f"ndcg@{ks[-1]}"])
+        results[name]["seconds"] = round(time.perf_counter() - start, 2)
+        bar.update()
+        if on_result:
+            on_result(results)
     for name, model_config, train_config in variants:
         bar.set_postfix_str(name)
         start = time.perf_counter()
@@ -146,6 +203,8 @@ def compare_methods(
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
         log.debug("%s: ndcg@%d %.4f (%.0fs)", name, ks[-1], results[name][f"ndcg@{ks[-1]}"], results[name]["seconds"])
         bar.update()
+        if on_result:
+            on_result(results)
     bar.close()
     return results
 
@@ -158,12 +217,16 @@ def run_evaluation(
     model: ModelConfig | None = None,
     train: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate on a split directory written by `write_split` (val/ and test/ snapshots and targets)."""
+    """Evaluate on a split directory written by `write_split` (val/ and test/ snapshots and targets); `on_result`
+    as in `compare_methods`."""
     split_dir, out_dir = Path(split_dir), Path(out_dir)
     tasks = {name: window_task(split_dir / name, target_event, target_node) for name in ("val", "test")}
     start = time.perf_counter()
-    results = compare_methods(tasks["test"], tasks["val"], out_dir / "runs", model, train, eval_config)
+    results = compare_methods(
+        tasks["test"], tasks["val"], out_dir / "runs", model, train, eval_config, on_result=on_result
+    )
     report = {
         "kind": "evaluation",
         "created_at": utc_now_iso(),
@@ -197,6 +260,7 @@ def evaluate_events(
     model: ModelConfig | None = None,
     train: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Validate any events input, split it by time and evaluate: `out_dir/{validated,split}` then the report."""
     out_dir = Path(out_dir)
@@ -205,7 +269,9 @@ def evaluate_events(
     fingerprint = fingerprint_inputs(dict(sources))
     validate_dataset(tables, out_dir / "validated", validation, fingerprint)
     split_validated(out_dir / "validated", out_dir / "split", split, graph, ((target_event, target_node),), fingerprint)
-    return run_evaluation(out_dir / "split", out_dir, target_event, target_node, model, train, eval_config)
+    return run_evaluation(
+        out_dir / "split", out_dir, target_event, target_node, model, train, eval_config, on_result=on_result
+    )
 
 
 def markdown_table(results: dict[str, Any], ks: list[int]) -> str:
@@ -216,6 +282,9 @@ def markdown_table(results: dict[str, Any], ks: list[int]) -> str:
     header = "| method | " + " | ".join(columns) + f" | {slices} | s |"
     lines = [header, "|---" * (len(columns) + 5) + "|"]
     for name, r in results.items():
+        if "skipped" in r:
+            lines.append(f"| {name} | not run: {r['skipped']} |" + " |" * (len(columns) + 3))
+            continue
         cells = [f"{r.get(c, float('nan')):.4f}" for c in columns]
         cold = r.get("cold_users", {}).get(f"ndcg@{ks[-1]}", float("nan"))
         new = r.get("new_items", {}).get(f"recall@{ks[-1]}", float("nan"))

@@ -363,3 +363,23 @@ def test_neighbour_sampled_training_learns(tmp_path, tasks):
 def test_fanouts_need_one_entry_per_layer():
     with pytest.raises(ValueError, match="one entry per layer"):
         EmbeddingSystem(MultiBehaviourGCN(5, 5, ["purchase"], "purchase", SMALL), replace(FAST, fanouts=[5]))
+
+
+def test_strong_baselines_are_tuned_on_validation_and_reported_as_they_finish(tmp_path, split_dir):
+    from graphrec.graph.tasks import window_task
+    from training.evaluate import compare_methods, markdown_table
+
+    val, test = (window_task(split_dir / name) for name in ("val", "test"))
+    seen: list[list[str]] = []
+    config = EvalConfig(methods=["popularity", "item_knn_tuned", "ease", "gf_cf"], ease_max_dim=10)
+    results = compare_methods(test, val, tmp_path, eval_config=config, on_result=lambda r: seen.append(list(r)))
+    assert seen == [["popularity"], ["popularity", "item_knn_tuned"], [*seen[1], "ease"], [*seen[1], "ease", "gf_cf"]]
+    for name in ("item_knn_tuned", "gf_cf"):
+        tuning = results[name]["tuning"]
+        assert tuning["on"] == "validation" and tuning["settings"] in [t["settings"] for t in tuning["validation"]]
+        assert 0 < results[name]["ndcg@20"] <= 1
+    assert "above its limit of 10" in results["ease"]["skipped"]  # too large for the configured limit: said so
+    assert "| ease | not run: EASE would invert" in markdown_table(results, [10, 20])
+    # Without a validation window the settings are chosen on a holdout carved from training data.
+    held = compare_methods(test, None, tmp_path, eval_config=EvalConfig(methods=["gf_cf"]))
+    assert held["gf_cf"]["tuning"]["on"] == "training holdout"
