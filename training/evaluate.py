@@ -184,6 +184,7 @@ def compare_methods(
         bar.set_postfix_str(name)
         start = time.perf_counter()
         info: dict[str, Any] = {}
+        keep_history = True
         if val_task is not None:
             _, summary = train_embeddings(
                 val_task, val_task, model_config, train_config, out_dir / name / "val", resume=False, progress=progress
@@ -191,12 +192,15 @@ def compare_methods(
             epochs = summary["best_epoch"] + 1
             info["val"] = summary
             train_config = replace(train_config, epochs=epochs)
+            if summary.get("history"):  # the validation run decided whether the history term helps
+                keep_history = summary["history"]["kept"]
+                info["history_kept"] = keep_history
         trained, summary = train_embeddings(
             test_task, None, model_config, train_config, out_dir / name / "test", resume=False, progress=progress
         )
         info["epochs"] = train_config.epochs
         info["behaviour_weights"] = dict(zip(trained.behaviours, trained.behaviour_weights().tolist(), strict=True))
-        results[name] = _evaluate_scorer(model_scorer(trained, history=True), test_task, ks, slices)
+        results[name] = _evaluate_scorer(model_scorer(trained, history=keep_history), test_task, ks, slices)
         if model_config.history:
             results[f"{name}_dot_only"] = _evaluate_scorer(model_scorer(trained, history=False), test_task, ks, slices)
         results[name].update(info)

@@ -33,6 +33,9 @@ class EmbeddingSystem(L.LightningModule):
         self.train_config = train_config
         self.val_task: RecTask | None = None
         self.sampler: NeighbourSampler | None = None
+        # Epoch -> validation NDCG@k with and without the history term (models that have one): the run keeps the
+        # term only where it helps (see `history_decision`).
+        self.history_checks: dict[int, dict[str, float]] = {}
         if train_config.fanouts is not None and len(train_config.fanouts) != model.config.num_layers:
             raise ValueError(
                 f"train.fanouts needs one entry per layer ({model.config.num_layers}), not {train_config.fanouts!r}"
@@ -40,7 +43,7 @@ class EmbeddingSystem(L.LightningModule):
 
     def __deepcopy__(self, memo: dict) -> EmbeddingSystem:
         # The copy that weight averaging keeps shares the validation task, the sampler and the log q table.
-        return deepcopy_sharing(self, memo, ("val_task", "sampler", "_log_q"))
+        return deepcopy_sharing(self, memo, ("val_task", "sampler", "_log_q", "history_checks"))
 
     def attach(self, task: RecTask, val_task: RecTask | None) -> None:
         """Give the model its training graph and the task it is validated on."""
@@ -133,7 +136,17 @@ class EmbeddingSystem(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         if self.val_task is None:
             return
-        metrics = evaluate_model(self.model, self.val_task, ks=(self.train_config.k,))
+        k = self.train_config.k
+        metrics = evaluate_model(self.model, self.val_task, ks=(k,))
+        if self.model.history_behaviours:
+            # The monitored score is the better of the two rankings, so early stopping follows the one the run
+            # will keep: on shops where the history term hurts, training goes on while the dot product improves.
+            dot = evaluate_model(self.model, self.val_task, ks=(k,), history=False)
+            with_history, dot_only = metrics[f"ndcg@{k}"], dot[f"ndcg@{k}"]
+            self.history_checks[int(self.current_epoch)] = {"with_history": with_history, "dot_only": dot_only}
+            self.log("val_history_gain", with_history - dot_only, batch_size=1)
+            if dot_only > with_history:
+                metrics = dot
         for name, value in metrics.items():
             if "@" in name:
                 self.log(f"val_{name}", value, prog_bar=name.startswith("ndcg"), batch_size=1)

@@ -194,5 +194,23 @@ def train_embeddings(
         # Epoch -> score for the epochs validated in this fit (after a resume, those since the resume).
         "val_curve": curve.scores,
         "log_dir": "logs",
+        "history": history_decision(system, int(best_epoch), best is not None),
     }
     return system.model, summary
+
+
+def history_decision(system: EmbeddingSystem, best_epoch: int, validated: bool) -> dict | None:
+    """Whether the run keeps the model's history term for ranking: at the best epoch, validation NDCG@k with the
+    term against the dot product alone (None for a model without one or a run without validation; after a resume
+    that lost the best epoch's check, the configured term is kept and the record says so)."""
+    if not system.model.history_behaviours or not validated:
+        return None
+    check = system.history_checks.get(best_epoch)
+    if check is None:
+        return {"kept": True, "reason": "the best epoch's check was made before a resume"}
+    return {
+        "kept": check["with_history"] >= check["dot_only"],
+        "with_history": round(check["with_history"], 5),
+        "dot_only": round(check["dot_only"], 5),
+        "epoch": best_epoch,
+    }

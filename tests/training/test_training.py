@@ -383,3 +383,36 @@ def test_strong_baselines_are_tuned_on_validation_and_reported_as_they_finish(tm
     # Without a validation window the settings are chosen on a holdout carved from training data.
     held = compare_methods(test, None, tmp_path, eval_config=EvalConfig(methods=["gf_cf"]))
     assert held["gf_cf"]["tuning"]["on"] == "training holdout"
+
+
+def test_the_run_keeps_the_history_term_only_where_it_helps_on_validation(tmp_path, tasks):
+    from types import SimpleNamespace
+
+    from training.trainer import history_decision
+
+    _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, FAST, tmp_path / "run", progress=False)
+    decision = summary["history"]
+    assert decision["epoch"] == summary["best_epoch"]
+    assert decision["kept"] == (decision["with_history"] >= decision["dot_only"])
+    # The monitored score is the better of the two rankings.
+    assert summary["best_score"] == pytest.approx(max(decision["with_history"], decision["dot_only"]), abs=1e-5)
+    system = SimpleNamespace(model=SimpleNamespace(history_behaviours=["view"]), history_checks={})
+    system.history_checks[3] = {"with_history": 0.10, "dot_only": 0.12}
+    assert history_decision(system, 3, validated=True)["kept"] is False
+    assert history_decision(system, 3, validated=False) is None
+    assert history_decision(system, 5, validated=True)["kept"] is True  # lost in a resume: the configured term
+    without = SimpleNamespace(model=SimpleNamespace(history_behaviours=[]), history_checks={})
+    assert history_decision(without, 3, validated=True) is None
+
+
+def test_evaluation_ranks_graphrec_as_its_validation_run_decided(tmp_path, tasks):
+    from training.evaluate import compare_methods
+
+    results = compare_methods(
+        tasks["test"], tasks["val"], tmp_path, SMALL, FAST, EvalConfig(methods=["graphrec"], ablations=False)
+    )
+    graphrec = results["graphrec"]
+    kept = graphrec["val"]["history"]["kept"]
+    assert graphrec["history_kept"] == kept
+    if not kept:  # ranked by the dot product alone: the same figures as the dot-only row
+        assert graphrec["ndcg@20"] == results["graphrec_dot_only"]["ndcg@20"]
