@@ -374,6 +374,13 @@ def markdown_lines(payload: dict, markdown_table) -> list[str]:
                 ),
                 "",
             ]
+        decision = section["results"].get("graphrec", {}).get("val", {}).get("history")
+        if decision and "with_history" in decision:
+            lines += [
+                f"History term {'kept' if decision['kept'] else 'dropped'} by the run: validation NDCG@20 at the best "
+                f"epoch {decision['with_history']:.4f} with it, {decision['dot_only']:.4f} with the dot product alone.",
+                "",
+            ]
         curve = section["results"].get("graphrec", {}).get("val", {}).get("val_curve")
         if curve:
             lines += [

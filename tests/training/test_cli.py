@@ -45,7 +45,23 @@ def tiny_run_config(tmp_path) -> dict:
 def test_run_end_to_end_from_yaml(tmp_path):
     path = tmp_path / "conf.yaml"
     path.write_text(yaml.safe_dump(tiny_run_config(tmp_path)))
-    assert main(["run", "--config", str(path)]) == 0
+    # The first run as a scheduler starts it (stdout and stderr are files here, not a terminal): its log is one line
+    # per stage, epoch, backfilled cutoff or ranker step, without redraws or colours.
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "run", "--config", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "\r" not in output and "\x1b[" not in output
+    lines = output.splitlines()
+    stages = [line for line in lines if "graphrec.pipeline: [" in line]
+    epochs = [line for line in lines if "graphrec.training: epoch " in line]
+    assert len(stages) == 10 and stages[-1].split("graphrec.pipeline: ")[1].startswith("[10/10] publish")
+    assert len(epochs) >= 1  # the final model's and the backfilled versions' epochs, one line each
+    # Every line is a stage, an epoch, a backfilled cutoff, a ranker step or the closing summary: nothing else.
+    known = ("graphrec.pipeline: ", "graphrec.training: epoch ", "graphrec.backfill: [", "graphrec.rank: ")
+    assert all(any(k in line for k in known) for line in lines), "\n".join(lines)
+    assert "GPU available" not in output and "litmodels" not in output and "Warning" not in output
     report = json.loads((tmp_path / "run" / "run_report.json").read_text())
     events = report["stages"]["validate"]["tables"]["events"]
     assert events["input_rows"] == events["used"] + events["deduplicated"] + events["quarantined"]
@@ -247,27 +263,6 @@ def test_one_knob_has_one_name_in_every_command():
         run["export"],
         run["graph"],
     )
-
-
-def test_run_log_is_one_line_per_stage_without_redraws_or_colours(tmp_path):
-    # What a scheduler's log gets (stdout and stderr are files here, not a terminal).
-    path = tmp_path / "conf.yaml"
-    path.write_text(yaml.safe_dump(tiny_run_config(tmp_path)))
-    result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "run", "--config", str(path)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    assert "\r" not in output and "\x1b[" not in output
-    lines = output.splitlines()
-    stages = [line for line in lines if "graphrec.pipeline: [" in line]
-    epochs = [line for line in lines if "graphrec.training: epoch " in line]
-    assert len(stages) == 10 and stages[-1].split("graphrec.pipeline: ")[1].startswith("[10/10] publish")
-    assert len(epochs) >= 1  # the final model's and the backfilled versions' epochs, one line each
-    # Every line is a stage, an epoch, a backfilled cutoff, a ranker step or the closing summary: nothing else.
-    known = ("graphrec.pipeline: ", "graphrec.training: epoch ", "graphrec.backfill: [", "graphrec.rank: ")
-    assert all(any(k in line for k in known) for line in lines), "\n".join(lines)
-    assert "GPU available" not in output and "litmodels" not in output and "Warning" not in output
 
 
 def test_json_log_format(tmp_path):
