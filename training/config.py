@@ -51,6 +51,11 @@ class TrainConfig:
             averages over roughly the last 100 steps. It costs one more copy of the parameters (the copy shares the
             graph) and a pass over them per step.
         eval_every: validate every this many epochs.
+        val_max_users: validation ranks the catalogue for at most this many users with truth (a fixed sample drawn
+            once per run with `seed`), so a validation costs the same on a shop of 40k users as on one of 4M; null:
+            every user. The same users every epoch, so epochs are compared on equal terms.
+        time_budget_minutes: a fit stops after this many minutes (Lightning's `max_time`) and keeps its best
+            validated epoch (without validation, the last one); null: no limit. The summary says when it stopped.
         patience: stop after this many validations without improvement of val ndcg@k.
         k: cut-off of the monitored metric.
         seed: seeds parameters and sampling.
@@ -71,6 +76,8 @@ class TrainConfig:
     fanouts: list[int] | None = None
     ema_decay: float | None = None
     eval_every: int = 5
+    val_max_users: int | None = 10_000
+    time_budget_minutes: float | None = 30.0
     patience: int = 4
     k: int = 20
     seed: int = 0
@@ -97,6 +104,8 @@ class TrainConfig:
                 "fanouts": (lambda v: v is None or all(f == -1 or f > 0 for f in v), "null or a list of -1 / positive"),
                 "ema_decay": (lambda v: v is None or 0 < v < 1, "between 0 and 1 (exclusive) or null"),
                 "eval_every": (positive, "a positive integer"),
+                "val_max_users": (lambda v: v is None or v > 0, "a positive integer or null"),
+                "time_budget_minutes": (lambda v: v is None or v > 0, "positive minutes or null"),
                 "patience": (at_least_zero, "0 or more"),
                 "k": (positive, "a positive integer"),
                 "devices": (lambda v: v == -1 or v > 0, "a positive integer, or -1 for every device"),

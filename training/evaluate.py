@@ -205,6 +205,12 @@ def compare_methods(
             results[f"{name}_dot_only"] = _evaluate_scorer(model_scorer(trained, history=False), test_task, ks, slices)
         results[name].update(info)
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
+        # Training cost per million training interactions (validation run and refit together): comparable across
+        # shops of different sizes.
+        interactions = sum(len(users) for users, _, _ in test_task.edges.values())
+        results[name]["seconds_per_million_interactions"] = round(
+            results[name]["seconds"] / max(interactions / 1e6, 1e-9), 1
+        )
         log.debug("%s: ndcg@%d %.4f (%.0fs)", name, ks[-1], results[name][f"ndcg@{ks[-1]}"], results[name]["seconds"])
         bar.update()
         if on_result:

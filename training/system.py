@@ -21,6 +21,16 @@ from graphrec.metrics import expand_rows
 from training.config import TrainConfig
 
 
+def validation_users(task: RecTask, train_config: TrainConfig) -> torch.Tensor | None:
+    """The users a run validates on: every user with truth, or a fixed sample of `val_max_users` of them."""
+    users = torch.nonzero(task.truth.counts() > 0).flatten()
+    limit = train_config.val_max_users
+    if limit is None or len(users) <= limit:
+        return None
+    generator = torch.Generator().manual_seed(train_config.seed)
+    return users[torch.randperm(len(users), generator=generator)[:limit]].sort().values
+
+
 class EmbeddingSystem(L.LightningModule):
     """The Lightning wrapper: BPR loss over the model's scores, validation by full-catalogue ranking."""
 
@@ -32,6 +42,7 @@ class EmbeddingSystem(L.LightningModule):
         self.model = model
         self.train_config = train_config
         self.val_task: RecTask | None = None
+        self.val_users: torch.Tensor | None = None
         self.sampler: NeighbourSampler | None = None
         # Epoch -> validation NDCG@k with and without the history term (models that have one): the run keeps the
         # term only where it helps (see `history_decision`).
@@ -43,12 +54,13 @@ class EmbeddingSystem(L.LightningModule):
 
     def __deepcopy__(self, memo: dict) -> EmbeddingSystem:
         # The copy that weight averaging keeps shares the validation task, the sampler and the log q table.
-        return deepcopy_sharing(self, memo, ("val_task", "sampler", "_log_q", "history_checks"))
+        return deepcopy_sharing(self, memo, ("val_task", "val_users", "sampler", "_log_q", "history_checks"))
 
     def attach(self, task: RecTask, val_task: RecTask | None) -> None:
         """Give the model its training graph and the task it is validated on."""
         self.model.set_graph(task.edges, task.item_features)
         self.val_task = val_task
+        self.val_users = None if val_task is None else validation_users(val_task, self.train_config)
         fanouts = self.train_config.fanouts
         self.sampler = (
             None
@@ -137,11 +149,11 @@ class EmbeddingSystem(L.LightningModule):
         if self.val_task is None:
             return
         k = self.train_config.k
-        metrics = evaluate_model(self.model, self.val_task, ks=(k,))
+        metrics = evaluate_model(self.model, self.val_task, ks=(k,), users=self.val_users)
         if self.model.history_behaviours:
             # The monitored score is the better of the two rankings, so early stopping follows the one the run
             # will keep: on shops where the history term hurts, training goes on while the dot product improves.
-            dot = evaluate_model(self.model, self.val_task, ks=(k,), history=False)
+            dot = evaluate_model(self.model, self.val_task, ks=(k,), history=False, users=self.val_users)
             with_history, dot_only = metrics[f"ndcg@{k}"], dot[f"ndcg@{k}"]
             self.history_checks[int(self.current_epoch)] = {"with_history": with_history, "dot_only": dot_only}
             self.log("val_history_gain", with_history - dot_only, batch_size=1)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger
 
 from graphrec.embed.config import ModelConfig
@@ -123,8 +124,11 @@ def build_trainer(
     if validate:
         checkpoint = ModelCheckpoint(dirpath=checkpoints, monitor=monitor, mode="max", save_top_k=1, filename="best")
         callbacks += [checkpoint, EarlyStopping(monitor=monitor, mode="max", patience=train_config.patience)]
+    budget = train_config.time_budget_minutes
     trainer = L.Trainer(
         max_epochs=train_config.epochs,
+        # Lightning's Timer: checked after every step, saved in checkpoints, so a resumed fit keeps its budget.
+        max_time=None if budget is None else timedelta(minutes=budget),
         accelerator=train_config.accelerator,
         devices=train_config.devices,
         strategy=train_config.strategy,
@@ -195,8 +199,21 @@ def train_embeddings(
         "val_curve": curve.scores,
         "log_dir": "logs",
         "history": history_decision(system, int(best_epoch), best is not None),
+        "stopped_by_time_budget": _out_of_time(trainer),
     }
+    if summary["stopped_by_time_budget"]:
+        log.warning(
+            "training stopped by its time budget (embeddings.train.time_budget_minutes %s) after %d of %d epochs",
+            train_config.time_budget_minutes,
+            trainer.current_epoch,
+            train_config.epochs,
+        )
     return system.model, summary
+
+
+def _out_of_time(trainer: L.Trainer) -> bool:
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    return bool(timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0)
 
 
 def history_decision(system: EmbeddingSystem, best_epoch: int, validated: bool) -> dict | None:

@@ -416,3 +416,28 @@ def test_evaluation_ranks_graphrec_as_its_validation_run_decided(tmp_path, tasks
     assert graphrec["history_kept"] == kept
     if not kept:  # ranked by the dot product alone: the same figures as the dot-only row
         assert graphrec["ndcg@20"] == results["graphrec_dot_only"]["ndcg@20"]
+
+
+def test_validation_ranks_a_fixed_bounded_sample_of_users(tasks):
+    from training.system import validation_users
+
+    task = tasks["val"]
+    with_truth = int((task.truth.counts() > 0).sum())
+    assert validation_users(task, TrainConfig(val_max_users=None)) is None
+    assert validation_users(task, TrainConfig(val_max_users=with_truth)) is None  # all of them: no sample
+    sample = validation_users(task, TrainConfig(val_max_users=10))
+    assert len(sample) == 10 and bool((task.truth.counts()[sample] > 0).all())
+    assert torch.equal(sample, validation_users(task, TrainConfig(val_max_users=10)))  # the same every epoch
+    with pytest.raises(ValueError, match=r"embeddings\.train\.val_max_users"):
+        TrainConfig(val_max_users=0)
+
+
+def test_a_fit_stops_at_its_time_budget_and_says_so(tmp_path, tasks):
+    budget = replace(FAST, epochs=500, eval_every=1, patience=500, time_budget_minutes=0.05)
+    _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, budget, tmp_path / "run", progress=False)
+    assert summary["stopped_by_time_budget"] is True and summary["epochs_run"] < 500
+    assert summary["best_epoch"] < summary["epochs_run"]
+    _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, FAST, tmp_path / "free", progress=False)
+    assert summary["stopped_by_time_budget"] is False
+    with pytest.raises(ValueError, match=r"embeddings\.train\.time_budget_minutes"):
+        TrainConfig(time_budget_minutes=0)
