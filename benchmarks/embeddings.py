@@ -385,6 +385,13 @@ def markdown_lines(payload: dict, markdown_table) -> list[str]:
         verdict = against_baselines(section)
         if verdict:
             lines += [verdict, ""]
+        cost = section["results"].get("graphrec", {}).get("seconds_per_million_interactions")
+        if cost is not None:
+            lines += [
+                f"graphrec's training (validation run and refit): {section['results']['graphrec']['seconds']:.0f} s, "
+                f"{cost:,.0f} s per million training interactions.",
+                "",
+            ]
         tuned = {n: r["tuning"] for n, r in section["results"].items() if "tuning" in r}
         if tuned:
             lines += [
