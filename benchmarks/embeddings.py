@@ -338,6 +338,18 @@ def against_baselines(section: dict) -> str | None:
     )
 
 
+def grid_edges(tuning: dict) -> list[str]:
+    """The numeric settings whose chosen value is the smallest or largest tried: the optimum may lie beyond (0, the
+    setting switched off, is a natural bound, not an edge)."""
+    edges = []
+    for key, value in tuning["settings"].items():
+        tried = {t["settings"].get(key) for t in tuning["validation"]}
+        numbers = [v for v in tried if isinstance(v, int | float) and not isinstance(v, bool)]
+        if isinstance(value, int | float) and value != 0 and len(numbers) > 2 and value in (min(numbers), max(numbers)):
+            edges.append(key)
+    return edges
+
+
 def markdown_lines(payload: dict, markdown_table) -> list[str]:
     lines = [
         "# Embeddings: graphrec vs baselines and published numbers",
@@ -399,7 +411,9 @@ def markdown_lines(payload: dict, markdown_table) -> list[str]:
                 + next(iter(tuned.values()))["on"]
                 + ": "
                 + "; ".join(
-                    f"{n} {json.dumps(t['settings'])} (of {len(t['validation'])}, {t['validation_seconds']:.0f} s)"
+                    f"{n} {json.dumps(t['settings'])} (of {len(t['validation'])}, {t['validation_seconds']:.0f} s"
+                    + "".join(f", {key} at the grid's edge" for key in grid_edges(t))
+                    + ")"
                     for n, t in tuned.items()
                 ),
                 "",
