@@ -38,10 +38,10 @@ class TrainConfig:
             keeping up to that many neighbours per node and hop (-1: all; see `graphrec.graph.sampling`), so a step's
             cost and memory follow the batch, not the graph. Validation and export still propagate the whole
             graph once, without gradients.
-        history_negatives: share of target triples whose negative is drawn from the user's own auxiliary-behaviour
-            items without the target behaviour (viewed or carted, not bought): these teach the history term the
-            ranking within a user's history, where most future purchases are; the embeddings' own BPR loss skips
-            them.
+        history_negatives: share of target triples whose positive is in the user's auxiliary-behaviour history
+            (viewed or carted before) that get their negative from the same history (viewed or carted, not bought):
+            these teach the history term the ranking within a user's history, where most future purchases are; the
+            embeddings' own BPR loss skips them. Positives from outside the history keep uniform negatives.
         history_lr_scale: learning rate of the history term's weights relative to `lr`.
         min_batches: an epoch has at least this many batches (smaller ones where the data is small), so a small
             shop still gets optimiser steps: with 8192 triples a batch, 5,000 purchases were one step an epoch.

@@ -31,6 +31,9 @@ class NegativeSampler:
         target_users, target_items, _ = task.edges[target]
         self.target = PairLookup(target_users, target_items, torch.ones(len(target_users)), task.num_items)
         aux = [e for b, e in task.edges.items() if b != target]
+        aux_users = torch.cat([e[0] for e in aux]) if aux else torch.zeros(0, dtype=torch.long)
+        aux_items = torch.cat([e[1] for e in aux]) if aux else torch.zeros(0, dtype=torch.long)
+        self.auxiliary = PairLookup(aux_users, aux_items, torch.ones(len(aux_users)), task.num_items)
         keys = torch.zeros(0, dtype=torch.long)
         if aux:
             keys = torch.unique(torch.cat([e[0] * task.num_items + e[1] for e in aux]))
@@ -88,7 +91,12 @@ class BPRTriples(Dataset):
         negatives, clash = sampler.uniform(users, generator)
         swap = torch.zeros(len(users), dtype=torch.bool)
         if config.history_negatives > 0 and aux:
-            swap = flags & (torch.rand(len(users), generator=generator) < config.history_negatives)
+            # Only a positive the user had already viewed or carted meets a negative from the same history: that
+            # contrast teaches the ranking within the history. A positive from outside it, set against a carted
+            # item, would teach that carting makes a purchase less likely (on a shop without views, where most
+            # purchases were never carted, the history term then ranked below the dot product alone).
+            in_history = sampler.auxiliary(users, items) > 0
+            swap = flags & in_history & (torch.rand(len(users), generator=generator) < config.history_negatives)
             drawn = sampler.history(users, negatives, generator)
             swap &= drawn != negatives  # users without such items keep their uniform negative
             negatives = torch.where(swap, drawn, negatives)

@@ -13,7 +13,7 @@ from graphrec.embed.model import MultiBehaviourGCN
 from graphrec.embed.scoring import evaluate_model
 from graphrec.graph.snapshot import load_snapshot
 from graphrec.graph.split import split_by_days, write_split
-from graphrec.graph.tasks import task_from_snapshot
+from graphrec.graph.tasks import RecTask, task_from_snapshot
 from graphrec.metrics import evaluate_ranking
 from training.config import EvalConfig, TrainConfig
 from training.data import BPRTriples
@@ -54,9 +54,11 @@ def test_no_held_out_positive_in_training_graph_or_samples(tasks):
     # Held-out positives the user had not bought before are absent from the training purchase edges.
     new_pairs = held_out - train_target
     assert new_pairs
-    every = set()
-    for u, i, _ in task.edges.values():
+    every, auxiliary = set(), set()
+    for behaviour, (u, i, _) in task.edges.items():
         every |= pairs(u, i, task.num_items)
+        if behaviour != "purchase":
+            auxiliary |= pairs(u, i, task.num_items)
     saw_history_negative = False
     for epoch in range(3):
         for users, positives, negatives, is_target, from_history in BPRTriples(task, "purchase", FAST, epoch):
@@ -73,6 +75,8 @@ def test_no_held_out_positive_in_training_graph_or_samples(tasks):
             assert not (pairs(users[~is_target], negatives[~is_target], task.num_items) & every)
             # Negatives flagged as history ones are the user's own items, the others never are.
             assert pairs(users[from_history], negatives[from_history], task.num_items) <= every
+            # A history negative only meets a positive from the user's own auxiliary history.
+            assert pairs(users[from_history], positives[from_history], task.num_items) <= auxiliary
             assert not (pairs(users[~from_history], negatives[~from_history], task.num_items) & every)
             assert not from_history[~is_target].any()
     assert saw_history_negative
@@ -441,3 +445,30 @@ def test_a_fit_stops_at_its_time_budget_and_says_so(tmp_path, tasks):
     assert summary["stopped_by_time_budget"] is False
     with pytest.raises(ValueError, match=r"embeddings\.train\.time_budget_minutes"):
         TrainConfig(time_budget_minutes=0)
+
+
+def test_history_negatives_meet_only_positives_from_the_users_history():
+    from graphrec.metrics import Interactions
+
+    # Every user views items 0-9 and buys two of them plus two items never viewed (10-39).
+    num_users, num_items = 40, 40
+    viewed_users = torch.arange(num_users).repeat_interleave(10)
+    viewed_items = torch.arange(10).repeat(num_users)
+    bought_users = torch.arange(num_users).repeat_interleave(4)
+    bought_items = torch.stack(
+        [torch.tensor([u % 10, (u + 1) % 10, 10 + u % 30, 10 + (u + 7) % 30]) for u in range(num_users)]
+    ).flatten()
+    edges = {
+        "view": (viewed_users, viewed_items, torch.ones(len(viewed_users))),
+        "purchase": (bought_users, bought_items, torch.ones(len(bought_users))),
+    }
+    empty = Interactions.from_pairs([], [], num_users, num_items)
+    task = RecTask(num_users, num_items, ["view", "purchase"], "purchase", edges, empty, empty)
+    config = replace(FAST, history_negatives=1.0)
+    swapped = outside = 0
+    for _, positives, _, is_target, from_history in BPRTriples(task, "purchase", config, 0):
+        in_history = positives < 10
+        assert not (from_history & ~in_history).any()  # never a carted item against an unviewed purchase
+        swapped += int(from_history.sum())
+        outside += int((is_target & ~in_history).sum())
+    assert swapped > 0 and outside > 0
