@@ -171,7 +171,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                 "arms": {a.name: a.model_version for a in generation.arms.values()},
                 "embedding_version": generation.embedding_version,
                 "loaded_at": generation.loaded_at.isoformat(),
-                "online_store": "down" if service.reader.down else "up",
+                "online_store": "down" if service.reader.down or generation.online is None else "up",
             }
         )
 

@@ -248,12 +248,14 @@ class OnlineReader:
     online store is tried again, so an outage costs one failed call per interval, not one per request.
 
     `down` is the store's state as the reads last saw it: set by a failed read, cleared only by a read that
-    succeeds, so a probe between two attempts reports the outage rather than the end of the retry interval."""
+    succeeds and that started after the last failure (a slow read begun before an outage says nothing of it), so a
+    probe between two attempts reports the outage rather than the end of the retry interval."""
 
     def __init__(self, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
         self.down_until = 0.0
         self.down = False
+        self.failures = 0
         self.lock = threading.Lock()
 
     def user_vector(self, generation: Generation, user_id: Any) -> tuple[np.ndarray | None, bool]:
@@ -262,6 +264,7 @@ class OnlineReader:
         fallback_vector = generation.user_vectors[local] if local is not None else None
         if generation.online is None or time.monotonic() < self.down_until:
             return fallback_vector, True
+        failures_before = self.failures
         try:
             vectors, _ = generation.online.get("user", [user_id])
         except Exception as exc:
@@ -270,12 +273,13 @@ class OnlineReader:
                     log.warning("online store read failed (%s): serving the local copy", exc)
                 self.down_until = time.monotonic() + self.retry_after_s
                 self.down = True
+                self.failures += 1
             return fallback_vector, True
         if self.down:
             with self.lock:
-                if self.down:
+                if self.down and self.failures == failures_before:
                     log.info("online store reachable again")
-                self.down = False
+                    self.down = False
         vector = vectors[0]
         if vector is None and fallback_vector is not None:  # the online store lags the version: say so
             return fallback_vector, True

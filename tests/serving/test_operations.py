@@ -169,3 +169,31 @@ def test_a_reload_reaches_every_worker(published_pair, tmp_path):
         assert after != before
         time.sleep(3.0)  # the other worker's watcher looks every second
         assert versions() == {after}
+
+
+def test_a_read_begun_before_an_outage_does_not_clear_it():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from serving.service import OnlineReader
+
+    reader = OnlineReader(retry_after_s=60.0)
+    local = np.zeros((1, 4), dtype=np.float32)
+
+    def failing(*_):
+        raise ConnectionError("refused")
+
+    broken = SimpleNamespace(users={"u": 0}, user_vectors=local, online=SimpleNamespace(get=failing))
+
+    def slow_read(*_):  # another request's read fails while this one is still in flight, then this one returns
+        assert reader.user_vector(broken, "u")[1] is True
+        return [np.ones(4, dtype=np.float32)], None
+
+    healthy = SimpleNamespace(users={"u": 0}, user_vectors=local, online=SimpleNamespace(get=slow_read))
+    vector, fallback = reader.user_vector(healthy, "u")
+    assert not fallback and vector[0] == 1.0
+    assert reader.down  # the failure came after this read began: the store is still reported down
+    reader.down_until = 0.0  # the retry interval is over: the next read that succeeds clears it
+    healthy.online.get = lambda *_: ([np.ones(4, dtype=np.float32)], None)
+    assert reader.user_vector(healthy, "u")[1] is False and not reader.down
