@@ -32,6 +32,7 @@ from graphrec.embed.baselines import (
     EASE_WEIGHTINGS,
     GF_CF_GRID,
     ITEM_KNN_GRID,
+    TooLarge,
     ease_family,
     gf_cf_family,
     history_scorer,
@@ -168,7 +169,7 @@ def compare_methods(
                 metric=f"ndcg@{ks[-1]}",
                 max_users=eval_config.tune_max_users,
             )
-        except ValueError as exc:  # too large for this machine's method (EASE's dense inverse): say so
+        except TooLarge as exc:  # too large for the method's memory limit (EASE's dense inverse): say so
             log.info("%s skipped: %s", name, exc)
             results[name] = {"skipped": str(exc)}
         else:
@@ -199,6 +200,9 @@ def compare_methods(
             test_task, None, model_config, train_config, out_dir / name / "test", resume=False, progress=progress
         )
         info["epochs"] = train_config.epochs
+        # A refit cut short by the time budget trained fewer epochs than planned: the results say so.
+        info["refit_epochs_run"] = summary["epochs_run"]
+        info["refit_stopped_by_time_budget"] = summary["stopped_by_time_budget"]
         info["behaviour_weights"] = dict(zip(trained.behaviours, trained.behaviour_weights().tolist(), strict=True))
         results[name] = _evaluate_scorer(model_scorer(trained, history=keep_history), test_task, ks, slices)
         if model_config.history:

@@ -42,6 +42,10 @@ Family = Callable[[RecTask, Sequence[dict[str, Any]]], Iterator[tuple[dict[str, 
 log = logging.getLogger("graphrec.baselines")
 
 
+class TooLarge(ValueError):
+    """A baseline would need more memory than its limit allows on this task (the evaluation reports it skipped)."""
+
+
 def _touched(task: RecTask) -> torch.Tensor:
     """Sparse CSR [num_users, num_items] with 1 where the user touched the item through any behaviour."""
     users = torch.cat([e[0] for e in task.edges.values()])
@@ -164,13 +168,18 @@ def _dense(matrix) -> torch.Tensor:
 
 
 def item_knn_family(
-    task: RecTask, grid: Sequence[dict[str, Any]], block: int = 1024
+    task: RecTask, grid: Sequence[dict[str, Any]], block: int = 1024, max_cells: int = 300_000_000
 ) -> Iterator[tuple[dict[str, Any], Scorer]]:
     """Item-kNN over each setting of `grid`: `neighbours` (None: every item, the full cosine), `shrinkage` (added to
     the cosine's denominator, damping similarities resting on few users) and the matrix's `weighting`.
 
-    One pass over the item-item co-occurrences per matrix serves every neighbourhood size and shrinkage.
+    One pass over the item-item co-occurrences per matrix serves every neighbourhood size and shrinkage; it keeps
+    items x the widest neighbourhood per shrinkage, and raises TooLarge above `max_cells` such entries.
     """
+    widest_grid = max((int(s["neighbours"]) for s in grid if s.get("neighbours") is not None), default=0)
+    kept = task.num_items * min(widest_grid, task.num_items) * len({s.get("shrinkage", 0.0) for s in grid})
+    if kept > max_cells:
+        raise TooLarge(f"item-kNN would keep {kept:,} neighbour entries, above its limit of {max_cells:,}")
     tie_break = _popularity_tie_break(task)
     for (weighting, aux_weight), settings_list in _weightings(task, grid).items():
         matrix = interaction_matrix(task, weighting, aux_weight)  # [users, items]
@@ -198,6 +207,9 @@ def item_knn_family(
             neighbours = settings.get("neighbours")
             if neighbours is None:
                 yield settings, _full_cosine_scorer(matrix, norms, tie_break)
+                continue
+            if widest <= 0:  # a catalogue of one item has no neighbours
+                yield settings, lambda users: tie_break.expand(len(users), -1)
                 continue
             top_values, top_indices = tops[float(settings.get("shrinkage", 0.0))]
             k = min(int(neighbours), widest)
@@ -241,14 +253,14 @@ def ease_family(
 
     B = I - P / diag(P) with P = (X^T X + lambda I)^-1, so scores are x_u - (x_u P) / diag(P). Where users are
     fewer than items the same P is reached in user space, P = (I - X^T (lambda I + X X^T)^-1 X) / lambda, whose
-    1 / lambda cancels in the ratio. Raises ValueError where the smaller side exceeds `max_dim` (a dense
+    1 / lambda cancels in the ratio. Raises TooLarge where the smaller side exceeds `max_dim` (a dense
     max_dim^2 matrix is inverted) or, in user space, users x items exceeds `max_cells` (two such dense matrices).
     """
     side = min(task.num_users, task.num_items)
     if side > max_dim:
-        raise ValueError(f"EASE would invert a dense {side:,} x {side:,} matrix, above its limit of {max_dim:,}")
+        raise TooLarge(f"EASE would invert a dense {side:,} x {side:,} matrix, above its limit of {max_dim:,}")
     if task.num_users < task.num_items and task.num_users * task.num_items > max_cells:
-        raise ValueError(
+        raise TooLarge(
             f"EASE in user space would hold dense {task.num_users:,} x {task.num_items:,} matrices, above its "
             f"limit of {max_cells:,} cells"
         )
@@ -284,11 +296,10 @@ def _ease_user_space_scorer(matrix: sp.csr_matrix, kernel_inverse: torch.Tensor,
     dense = torch.from_numpy(np.asarray(matrix.todense(), dtype=np.float32))  # [users, items]
     projected = kernel_inverse @ dense  # [users, items]: K^-1 X
     diagonal = 1.0 - (dense * projected).sum(0)  # lambda * diag(P), [items]
-    gram_rows = matrix @ matrix.T  # [users, users]
 
     def score(users: torch.Tensor) -> torch.Tensor:
         rows = dense[users]  # [B, items]
-        p_rows = rows - _dense(_batch_rows(gram_rows, users)) @ projected  # lambda * x_u P
+        p_rows = rows - (rows @ dense.T) @ projected  # lambda * x_u P
         return rows - p_rows / diagonal[None, :] + tie_break
 
     return score
@@ -313,7 +324,7 @@ def gf_cf_family(
         normalised = (sp.diags(user_scale) @ matrix @ sp.diags(item_scale)).astype(np.float32).tocsr()
         normalised_t = normalised.T.tocsr()
         widest = max((int(s.get("k", 0)) for s in settings_list if s.get("alpha", 0.0) > 0), default=0)
-        widest = min(widest, min(normalised.shape) - 1)
+        widest = min(widest, min(normalised.shape) - 1) if normalised.nnz else 0  # nothing to decompose
         basis = None
         if widest > 0:
             started = time.perf_counter()

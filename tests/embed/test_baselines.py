@@ -8,6 +8,7 @@ from graphrec.embed.baselines import (
     EASE_GRID,
     GF_CF_GRID,
     ITEM_KNN_GRID,
+    TooLarge,
     ease_family,
     gf_cf_family,
     interaction_matrix,
@@ -174,3 +175,27 @@ def test_validation_sample_is_bounded_and_fixed():
     _, first = select_on_validation(gf_cf_family, GF_CF_GRID[:1], val, task, max_users=50)
     _, second = select_on_validation(gf_cf_family, GF_CF_GRID[:1], val, task, max_users=50)
     assert first["validation_users"] == 50 and first["validation"] == second["validation"]
+
+
+def test_edge_cases_give_scores_or_a_clear_refusal():
+    task = random_task()
+    no_target = RecTask(
+        **{
+            **task.__dict__,
+            "edges": {**task.edges, "purchase": (torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0),)},
+        }
+    )
+    for family, settings in (
+        (gf_cf_family, {"weighting": "target", "alpha": 0.3, "k": 8}),
+        (item_knn_family, {"weighting": "target", "neighbours": 5}),
+        (item_knn_family, {"weighting": "target", "neighbours": None}),
+    ):
+        got = scores(family, no_target, settings)  # nothing to learn from: the popularity tie-break alone
+        assert got.shape == (task.num_users, task.num_items) and torch.isfinite(got).all()
+    users = torch.arange(5)
+    one = (users, torch.zeros(5, dtype=torch.long), torch.ones(5))
+    empty = Interactions.from_pairs([], [], 5, 1)
+    one_item = RecTask(5, 1, ["view", "purchase"], "purchase", {"view": one, "purchase": one}, empty, empty)
+    assert scores(item_knn_family, one_item, {"neighbours": 5}).shape == (5, 1)
+    with pytest.raises(TooLarge, match="neighbour entries"):
+        next(item_knn_family(task, [{"neighbours": 20}], max_cells=100))
