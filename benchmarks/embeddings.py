@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--l2", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument(
+        "--val-max-users", type=int, default=10_000, help="see TrainConfig.val_max_users; 0: every validation user"
+    )
     parser.add_argument("--loss", choices=["bpr", "softmax"], default="bpr")
     parser.add_argument("--logits-dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument(
@@ -230,6 +233,7 @@ def main() -> None:
         fanouts=args.fanouts,
         ema_decay=args.ema_decay or None,
         history_negatives=args.history_negatives,
+        val_max_users=args.val_max_users or None,
     )
     start = time.perf_counter()
     key = args.dataset + (f"/{args.tag}" if args.tag else "")
