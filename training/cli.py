@@ -507,6 +507,28 @@ def _global_options(args: list[str]) -> tuple[list[str], bool, str]:
     return rest, verbose, log_format
 
 
+def _parsed_commands(args: list[str]) -> dict:
+    """The commands jsonargparse builds a parser for: introspecting every command's signature and option groups
+    takes about 2 s, so a named command gets only its own parser, and the bare `graphrec --help` gets stand-ins
+    that carry each command's description and no options (its listing is the same)."""
+    if args and args[0] in COMMANDS:
+        return {args[0]: COMMANDS[args[0]]}
+    if {"-h", "--help"} & set(args):
+
+        def stand_in(target):
+            if isinstance(target, dict):
+                return {name: value if name == "_help" else stand_in(value) for name, value in target.items()}
+
+            def command() -> None:
+                pass
+
+            command.__doc__ = target.__doc__
+            return command
+
+        return {name: stand_in(target) for name, target in COMMANDS.items()}
+    return COMMANDS
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `graphrec` command."""
     from jsonargparse import auto_cli
@@ -525,7 +547,14 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["export"] and (len(args) == 1 or args[1].startswith("-")) and not {"-h", "--help"} & set(args):
         args.insert(1, "publish")  # `graphrec export --model ...` publishes
     try:
-        auto_cli(COMMANDS, args=args, as_positional=False, prog="graphrec", description=DESCRIPTION, epilog=GLOBAL_HELP)
+        auto_cli(
+            _parsed_commands(args),
+            args=args,
+            as_positional=False,
+            prog="graphrec",
+            description=DESCRIPTION,
+            epilog=GLOBAL_HELP,
+        )
     except GraphrecError as exc:
         code = getattr(exc, "exit_code", EXIT_INPUT_ERROR)
         log.debug("exit %d", code, exc_info=True)
