@@ -84,6 +84,16 @@ def ranking_metrics(hits: torch.Tensor, num_relevant: torch.Tensor, k: int) -> d
     }
 
 
+def sample_users(truth: Interactions, max_users: int | None, seed: int = 0) -> torch.Tensor | None:
+    """A fixed sample of at most `max_users` users with truth, sorted (the same for the same seed); None where the
+    limit is None or keeps every such user (then `evaluate_ranking` takes them all)."""
+    users = torch.nonzero(truth.counts() > 0).flatten()
+    if max_users is None or len(users) <= max_users:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return users[torch.randperm(len(users), generator=generator)[:max_users]].sort().values
+
+
 def evaluate_ranking(
     score: Callable[[torch.Tensor], torch.Tensor],
     truth: Interactions,

@@ -17,18 +17,13 @@ from graphrec.embed.model import MultiBehaviourGCN, deepcopy_sharing
 from graphrec.embed.scoring import evaluate_model
 from graphrec.graph.sampling import NeighbourSampler
 from graphrec.graph.tasks import RecTask
-from graphrec.metrics import expand_rows
+from graphrec.metrics import expand_rows, sample_users
 from training.config import TrainConfig
 
 
 def validation_users(task: RecTask, train_config: TrainConfig) -> torch.Tensor | None:
-    """The users a run validates on: every user with truth, or a fixed sample of `val_max_users` of them."""
-    users = torch.nonzero(task.truth.counts() > 0).flatten()
-    limit = train_config.val_max_users
-    if limit is None or len(users) <= limit:
-        return None
-    generator = torch.Generator().manual_seed(train_config.seed)
-    return users[torch.randperm(len(users), generator=generator)[:limit]].sort().values
+    """The users a run validates on: every user with truth (None), or a fixed sample of `val_max_users` of them."""
+    return sample_users(task.truth, train_config.val_max_users, train_config.seed)
 
 
 class EmbeddingSystem(L.LightningModule):

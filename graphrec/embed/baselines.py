@@ -33,7 +33,7 @@ import torch
 from scipy.sparse.linalg import svds
 
 from graphrec.graph.tasks import RecTask
-from graphrec.metrics import evaluate_ranking, expand_rows
+from graphrec.metrics import evaluate_ranking, expand_rows, sample_users
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 # (settings, scorer) pairs of one baseline over one task; expensive parts are shared across the settings.
@@ -116,8 +116,7 @@ def item_knn_scorer(task: RecTask, neighbours: int = 100, block: int = 2048) -> 
         .coalesce()
         .to_sparse_csr()
     )
-    popularity = task.popularity()
-    tie_break = 1e-6 * popularity / (popularity.max() + 1)
+    tie_break = _popularity_tie_break(task)
     return lambda users: (similarity_t @ _rows(touched, users).t()).t() + tie_break
 
 
@@ -397,10 +396,9 @@ def select_on_validation(
     with the shop. Returns the scorer and {settings, validation: [{settings, metric}], seconds}.
     """
     started = time.perf_counter()
-    users = torch.nonzero(val_task.truth.counts() > 0).flatten()
-    if max_users is not None and len(users) > max_users:
-        generator = torch.Generator().manual_seed(seed)
-        users = users[torch.randperm(len(users), generator=generator)[:max_users]].sort().values
+    users = sample_users(val_task.truth, max_users, seed)
+    if users is None:
+        users = torch.nonzero(val_task.truth.counts() > 0).flatten()
     k = int(metric.split("@")[1])
     tried = []
     for settings, scorer in family(val_task, grid):
