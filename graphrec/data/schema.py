@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import polars as pl
@@ -32,7 +32,7 @@ DEFAULT_EVENT_ALIASES: dict[str, str] = {
 }
 """Raw event names mapped to canonical ones (matched case-insensitively after trimming)."""
 
-ColumnKind = Literal["id", "event_type", "timestamp", "text", "int", "float", "flag", "id_list"]
+ColumnKind = Literal["id", "event_type", "timestamp", "text", "int", "float", "flag", "id_list", "vector"]
 
 KIND_DESCRIPTION: dict[str, str] = {
     "id": "integer or string ids",
@@ -43,7 +43,11 @@ KIND_DESCRIPTION: dict[str, str] = {
     "float": "numbers",
     "flag": "0/1 integers or booleans",
     "id_list": "a list of ids (or a string of ids separated by '|', ',' or spaces)",
+    "vector": "a fixed-size list of numbers (or a string of numbers separated by spaces, ',' or '|')",
 }
+
+VECTOR_SUFFIX = "_embedding"
+"""Catalog columns named `<anything>_embedding` are content vectors (image, video, text): one dimension per column."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class TableSpec:
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
     any_of: tuple[str, ...] = field(default=())
+    vectors: bool = False  # whether `*_embedding` columns are content vectors of the table's rows
 
     @property
     def names(self) -> list[str]:
@@ -70,6 +75,15 @@ class TableSpec:
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
+
+    def vector_columns(self, names: list[str]) -> list[str]:
+        """The content-vector columns among `names` (none unless the table takes vectors)."""
+        return [n for n in names if self.vectors and n.endswith(VECTOR_SUFFIX) and n not in self.names]
+
+    def with_vectors(self, names: list[str]) -> TableSpec:
+        """This spec plus optional vector columns `names` (as a table holding them is validated)."""
+        extra = tuple(Column(n, "vector", required=False) for n in names if n not in self.names)
+        return replace(self, columns=self.columns + extra) if extra else self
 
 
 EVENTS = TableSpec(
@@ -109,8 +123,10 @@ ITEMS = TableSpec(
         Column("brand", "id", required=False),
         Column("price", "float", required=False),
         Column("title", "text", required=False),
+        Column("description", "text", required=False),
     ),
     key=("item_id",),
+    vectors=True,
 )
 
 CONTENT = TableSpec(
@@ -119,11 +135,13 @@ CONTENT = TableSpec(
         Column("content_id", "id"),
         Column("module_type", "text"),
         Column("title", "text", required=False),
+        Column("description", "text", required=False),
         Column("item_ids", "id_list", required=False),
         Column("launch", "timestamp", required=False),
         Column("end", "timestamp", required=False),
     ),
     key=("content_id",),
+    vectors=True,
 )
 
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (EVENTS, IMPRESSIONS, ITEMS, CONTENT)}

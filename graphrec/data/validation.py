@@ -135,6 +135,10 @@ def _accepts(kind: str, dtype: pl.DataType) -> bool:
         if isinstance(dtype, pl.List):
             return _accepts("id", dtype.inner)
         return _is_stringlike(dtype)
+    if kind == "vector":
+        if isinstance(dtype, pl.List | pl.Array):
+            return dtype.inner.is_numeric() or dtype.inner == pl.Null
+        return _is_stringlike(dtype)
     return True  # text: any value has a string form
 
 
@@ -379,6 +383,7 @@ class _WholeTable:
 
     epoch_units: dict[str, str]  # per timestamp column that may hold epoch numbers
     integer_id_lists: dict[str, bool]  # per id-list column
+    vector_dims: dict[str, int] = field(default_factory=dict)  # per vector column: its one dimension (0: no values)
 
 
 def _normalise(
@@ -402,10 +407,42 @@ def _normalise(
             normalised[column.name] = _normalise_flag(raw)
         elif column.kind == "id_list":
             normalised[column.name] = _normalise_id_list(raw, whole.integer_id_lists[column.name])
+        elif column.kind == "vector":
+            normalised[column.name] = pl.select(_vector_values(pl.lit(raw), raw.dtype)).to_series().alias(column.name)
         else:
             text = raw.cast(pl.String)
             normalised[column.name] = text
     return normalised
+
+
+def _vector_values(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A vector column's values as List(Float64): lists and arrays cast (a value that is not a number becomes a
+    null element), text split on spaces, ',', ';' or '|' after dropping brackets; empty text is null."""
+    if isinstance(dtype, pl.Array):
+        return raw.arr.to_list().cast(pl.List(pl.Float64), strict=False)
+    if isinstance(dtype, pl.List):
+        return raw.cast(pl.List(pl.Float64), strict=False)
+    text = raw.cast(pl.String).str.strip_chars().str.strip_chars("[]()").str.replace_all(r"[\s,;|]+", " ")
+    text = text.str.strip_chars()
+    values = text.str.split(" ").list.eval(pl.element().cast(pl.Float64, strict=False))
+    return pl.when(text.str.len_bytes() > 0).then(values)
+
+
+def _vector_dims(source: _Source) -> dict[str, int]:
+    """Each vector column's dimension: the most common length of its values (ties: the smaller), so that a few
+    rows of another length are quarantined, not the whole column; 0 for a column without values."""
+    dims: dict[str, int] = {}
+    for column in source.columns:
+        if column.kind != "vector":
+            continue
+        lengths = source.frame.select(
+            _vector_values(pl.col(column.name), source.dtypes[column.name]).list.len().alias("length")
+        )
+        counts = source._collect(
+            lengths.drop_nulls().group_by("length").len().sort(["len", "length"], descending=[True, False])
+        )
+        dims[column.name] = int(counts["length"][0]) if counts.height else 0
+    return dims
 
 
 def _reference_time(config: ValidationConfig) -> datetime:
@@ -420,6 +457,7 @@ def _reason_expression(
     config: ValidationConfig,
     dtypes: dict[str, pl.DataType],
     reference: datetime,
+    vector_dims: dict[str, int] | None = None,
 ) -> pl.Expr:
     """One `when` chain: the first problem of a row names its reason; valid rows get null. `dtypes` are the
     normalised columns' types."""
@@ -450,6 +488,12 @@ def _reason_expression(
             if dtypes.get(column.name, pl.Null).is_float():
                 invalid = invalid | value.is_nan() | value.is_infinite()  # NaN < 0 is false: checked on its own
             checks.append((invalid, f"invalid_{column.name}"))
+        elif column.kind == "vector":
+            checks.append((value.is_null() & raw.is_not_null(), f"invalid_{column.name}"))
+            dim = (vector_dims or {}).get(column.name, 0)
+            checks.append((value.list.len() != dim, f"wrong_dimension_{column.name}"))
+            bad = pl.element().is_null() | pl.element().is_nan() | pl.element().is_infinite()
+            checks.append((value.list.eval(bad).list.any(), f"invalid_{column.name}"))
         if dtypes.get(column.name) == pl.String:
             # A NUL byte in an id or a name breaks joins with systems that read C strings (Redis keys, SQL).
             checks.append((value.str.contains("\x00", literal=True).fill_null(False), f"null_byte_{column.name}"))
@@ -509,6 +553,12 @@ def _open_source(
     except Exception as exc:
         raise InputError(f"{name}: cannot read columns ({type(exc).__name__}: {exc})") from None
     columns = check_schema(schema, spec, name)
+    for vector in spec.vector_columns(schema.names()):
+        if not _accepts("vector", schema[vector]):
+            raise SchemaError(
+                f"{name}: column '{vector}' has type {schema[vector]}; expected {KIND_DESCRIPTION['vector']}"
+            )
+        columns.append(Column(vector, "vector", required=False))
     frame = frame.select([c.name for c in columns] + ([LINE_PROBLEM] if LINE_PROBLEM in schema.names() else []))
     if isinstance(source, pl.LazyFrame):
         # A lazy plan (an adapter's parsing) runs once, streaming into Parquet, rather than once per slice.
@@ -543,7 +593,7 @@ def _check_rows(
         + list(normalised.values())
     )
     dtypes = {name: series.dtype for name, series in normalised.items()}
-    reason = _reason_expression(spec, source.columns, config, dtypes, reference)
+    reason = _reason_expression(spec, source.columns, config, dtypes, reference, whole.vector_dims)
     if source.line_problems:  # a line the reader had to repair is quarantined for that, whatever its values look like
         work = work.with_columns(raw[LINE_PROBLEM])
         reason = pl.coalesce(pl.col(LINE_PROBLEM), reason)
@@ -659,7 +709,8 @@ def _validate_in_chunks(
     """Validate one table a chunk of `config.chunk_rows` rows at a time, with the outputs of one pass over the
     whole table (see the module docstring), using `work` (an empty directory) for the intermediate files."""
     source = _open_source(source, spec, config, name, work)
-    whole = _WholeTable(_epoch_units(source, config), _integer_id_lists(source, config))
+    spec = spec.with_vectors([c.name for c in source.columns if c.kind == "vector"])
+    whole = _WholeTable(_epoch_units(source, config), _integer_id_lists(source, config), _vector_dims(source))
     chunks = len(range(0, source.rows, config.chunk_rows))
     partitions = min(chunks, _MAX_PARTITIONS)  # about a chunk's worth of rows in each hash partition
     tally = _Tally(
@@ -669,6 +720,8 @@ def _validate_in_chunks(
             if c.kind == "id" and config.id_type == "auto" and _is_stringlike(source.dtypes[c.name])
         }
     )
+    if whole.vector_dims:
+        tally.notes["vector_dims"] = dict(whole.vector_dims)
     (work / "index").mkdir()
     steps = _ChunkedValidation(
         source, spec, config, whole, _reference_time(config), work, logging.INFO if chunks > 1 else logging.DEBUG
@@ -794,7 +847,12 @@ class _ChunkedValidation:
         integer_ids = [
             pl.col(n).cast(pl.Int64, strict=False) for n in _integer_id_columns(frame, tally.not_all_integer)
         ]
-        return frame.with_columns(missing + integer_ids).select(self.spec.names), pl.concat(quarantine_parts)
+        # Every kept vector has its column's dimension, so the column becomes a fixed-size array.
+        vectors = [
+            pl.col(n).cast(pl.Array(pl.Float32, dim) if dim else pl.List(pl.Float32))
+            for n, dim in self.whole.vector_dims.items()
+        ]
+        return frame.with_columns(missing + integer_ids + vectors).select(self.spec.names), pl.concat(quarantine_parts)
 
 
 # The type of an optional column a table lacks (all nulls), so readers see the type the column has when present.
@@ -841,6 +899,8 @@ def validate_table(
 
 def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     """Raw values as strings for the quarantine file (lists joined with '|')."""
+    if isinstance(dtype, pl.Array):
+        return expr.arr.to_list().list.eval(pl.element().cast(pl.String)).list.join("|")
     if isinstance(dtype, pl.List):
         return expr.list.eval(pl.element().cast(pl.String)).list.join("|")
     return expr.cast(pl.String)

@@ -473,3 +473,74 @@ def test_module_schedule_may_be_absent_or_ahead_but_not_garbage():
     assert result.frame["content_id"].to_list() == ["a", "b"]
     assert result.frame.schema["launch"] == pl.Datetime("us", "UTC")
     assert result.quarantine["reason"].to_list() == ["unparsable_end"]
+
+
+def test_vector_columns_are_quarantined_for_wrong_dimension_nan_or_text_with_counts():
+    items = pl.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4, 5, 6, 7],
+            "image_embedding": [[0.1, 0.2, 0.3], [1, 2, 3], [1.0, float("nan"), 2], [1, 2], None, [4, 5, 6], [1, 1, 1]],
+            "video_embedding": ["[1 2]", "1,2", "x,3", "", "3|4", "1 2 3", "x 4"],
+        }
+    )
+    result = validate_items(items, LENIENT)
+    assert_reconciled(result, 7)
+    assert result.report.reasons == {
+        "invalid_image_embedding": 1,
+        "wrong_dimension_image_embedding": 1,
+        "wrong_dimension_video_embedding": 1,
+        "invalid_video_embedding": 1,
+    }
+    assert result.report.notes["vector_dims"] == {"image_embedding": 3, "video_embedding": 2}
+    assert result.frame["item_id"].to_list() == [1, 2, 5]
+    assert result.frame.schema["image_embedding"] == pl.Array(pl.Float32, 3)
+    assert result.frame.schema["video_embedding"] == pl.Array(pl.Float32, 2)
+    assert result.frame["image_embedding"][2] is None  # a missing vector is allowed: the item just has none
+    assert result.frame["video_embedding"].to_list()[2] == [3.0, 4.0]
+    quarantined = dict(zip(result.quarantine["row_number"], result.quarantine["reason"], strict=True))
+    assert quarantined == {
+        3: "invalid_image_embedding",
+        4: "wrong_dimension_image_embedding",
+        6: "wrong_dimension_video_embedding",
+        7: "invalid_video_embedding",
+    }
+    assert result.quarantine.filter(pl.col("row_number") == 3)["image_embedding"].item() == "1.0|NaN|2.0"
+
+
+def test_vector_columns_from_csv_and_content_and_only_named_embedding(tmp_path):
+    path = write_csv(
+        tmp_path,
+        "content_id,module_type,image_embedding,score_list\nm1,banner,0.5 0.5,1\nm2,teaser,[0.1;0.2],2\n"
+        "m3,teaser,0.1 inf,3\n",
+        "content.csv",
+    )
+    result = validate_content(path, LENIENT)
+    assert_reconciled(result, 3)
+    assert "score_list" not in result.frame.columns  # not a contract column, not a vector column: not read
+    assert result.frame["image_embedding"].to_list() == [[0.5, 0.5], [pytest.approx(0.1), pytest.approx(0.2)]]
+    assert result.report.reasons == {"invalid_image_embedding": 1}
+    with pytest.raises(SchemaError, match="image_embedding.*fixed-size list of numbers"):
+        validate_items(pl.DataFrame({"item_id": [1], "image_embedding": [True]}), LENIENT)
+    # Events carry no content vectors: an `*_embedding` column there is not part of the contract.
+    events = pl.DataFrame(
+        {"user_id": [1], "item_id": [2], "event_type": ["view"], "timestamp": ["2024-01-01"], "x_embedding": [[1.0]]}
+    )
+    assert "x_embedding" not in validate_events(events, LENIENT).frame.columns
+
+
+def test_vector_columns_chunked_equal_whole_and_written_by_validate_dataset(tmp_path):
+    vectors = [[float(i), 1.0] for i in range(50)] + [[1.0, 2.0, 3.0]] * 3 + [[float("nan"), 0.0]]
+    items = pl.DataFrame({"item_id": list(range(len(vectors))), "image_embedding": vectors})
+    whole = validate_items(items, LENIENT)
+    chunked = validate_items(items, replace(LENIENT, chunk_rows=7))
+    assert whole.frame.equals(chunked.frame) and whole.quarantine.equals(chunked.quarantine)
+    assert whole.report.reasons == {"wrong_dimension_image_embedding": 3, "invalid_image_embedding": 1}
+    events = pl.DataFrame(
+        {"user_id": [1], "item_id": [2], "event_type": ["view"], "timestamp": [datetime(2024, 1, 1, tzinfo=UTC)]}
+    )
+    report = validate_dataset({"events": events, "items": items}, tmp_path / "valid", LENIENT)
+    assert report["tables"]["items"]["reasons"]["wrong_dimension_image_embedding"] == 3
+    written = pl.read_parquet(tmp_path / "valid" / "items.parquet")
+    assert written.schema["image_embedding"] == pl.Array(pl.Float32, 2) and written.height == 50
+    quarantine = pl.read_parquet(tmp_path / "valid" / "quarantine" / "items.parquet")
+    assert quarantine.height == 4
