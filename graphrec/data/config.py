@@ -141,6 +141,10 @@ class ShopConfig:
         corrupt_fraction: share of faulty rows added (null users, unknown event names, future timestamps,
             duplicates) to exercise the quarantine.
         homepage: the homepage's module pool, logging policy and click model.
+        image_dim: size of the synthetic `image_embedding` of items and modules (0: none): a fixed random
+            projection of the hidden factors plus noise, standing in for a shop's own image-model vectors.
+        image_noise: norm of the noise added to the unit-length projected factors before normalising (1.0: the
+            vector's cosine with its noiseless version is about 0.7), so images inform without giving away the truth.
     """
 
     seed: int = 7
@@ -169,6 +173,8 @@ class ShopConfig:
     p_purchase: float = 0.3
     corrupt_fraction: float = 0.0
     homepage: HomepageConfig = field(default_factory=HomepageConfig)
+    image_dim: int = 32
+    image_noise: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.homepage, dict):  # read back from a manifest or a plain mapping
@@ -185,6 +191,8 @@ class ShopConfig:
             "views_per_session": (lambda v: v >= 1, "at least 1"),
             "popularity_exponent": (at_least_zero, "0 or more"),
             "taste_weight": (at_least_zero, "0 or more"),
+            "image_dim": (at_least_zero, "0 or more"),
+            "image_noise": (at_least_zero, "0 or more"),
             "activity_sigma": (at_least_zero, "0 or more"),
             "start": (_is_iso_time, "an ISO date such as 2026-01-05"),
         }

@@ -22,7 +22,15 @@ import polars as pl
 
 from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
 from graphrec.data.config import DEVICES, MODULE_TYPES, ShopConfig
-from graphrec.data.homepage import DAY, ClickModel, ModulePool, build_module_pool, examination_keys, sample_policy
+from graphrec.data.homepage import (
+    DAY,
+    STYLE_WORDS,
+    ClickModel,
+    ModulePool,
+    build_module_pool,
+    examination_keys,
+    sample_policy,
+)
 from graphrec.data.schema import EVENT_TYPE_DTYPE, TIMESTAMP_DTYPE
 
 # Share of sessions per hour of day (UTC): quiet nights, a lunch bump and an evening peak.
@@ -91,6 +99,8 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     cfg = config or ShopConfig()
     home = cfg.homepage
     rng = np.random.default_rng(cfg.seed)
+    # Titles and images draw from their own stream, so the shop's behaviour does not depend on them.
+    content_rng = np.random.default_rng([cfg.seed, 1])
     n_cat, n_items, n_users, n_content, dim = cfg.n_categories, cfg.n_items, cfg.n_users, cfg.n_content, cfg.taste_dim
     start = int(datetime.fromisoformat(cfg.start).replace(tzinfo=UTC).timestamp())
 
@@ -449,17 +459,55 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
             "category": [category_names[c] for c in item_category],
             "brand": [brand_names[b] for b in item_brand],
             "price": item_price,
-            "title": [
-                f"{brand_names[b]} {category_names[c]} item {i}"
-                for i, (b, c) in enumerate(zip(item_brand, item_category, strict=True))
-            ],
+            "title": _item_titles(item_factor, item_category, item_brand, brand_names, content_rng),
         }
     )
     content = _content_table(pool, model.content_ids, item_ids)
+    if cfg.image_dim:
+        # One projection for items and modules: a module's image shows the look of the items it features.
+        projection = content_rng.normal(size=(dim, cfg.image_dim))
+        items = items.with_columns(_images(item_factor, projection, cfg.image_noise, content_rng))
+        content = content.with_columns(_images(pool.factor, projection, cfg.image_noise, content_rng))
     if cfg.corrupt_fraction > 0:
         events = _corrupt(events, cfg.corrupt_fraction, rng)
     stats = _shop_stats(events, impressions, truth, content)
     return Shop(events, items, content, impressions, truth, cfg, stats, model)
+
+
+# Product nouns per category (cycled past the list's end); titles name the category's noun, two style words and
+# the brand, as shop titles do.
+CATEGORY_NOUNS = (
+    "sneakers", "jacket", "dress", "backpack", "watch", "sunglasses", "lamp", "armchair", "rug", "mug",
+    "headphones", "speaker", "blender", "kettle", "scarf", "boots", "shirt", "jeans", "sofa", "vase",
+    "notebook", "pen", "perfume", "lipstick", "candle", "cushion", "bike", "tent", "yoga mat", "skillet",
+)  # fmt: skip
+
+
+def _item_titles(
+    item_factor: np.ndarray,
+    item_category: np.ndarray,
+    item_brand: np.ndarray,
+    brand_names: list[str],
+    rng: np.random.Generator,
+) -> list[str]:
+    """Titles naming the two style dimensions an item's hidden factors lean to most (with noise, as module titles
+    do), its category's noun and its brand: informative about the factors without spelling them out."""
+    lean = item_factor + rng.normal(0.0, 0.25, item_factor.shape)
+    top = np.argsort(-np.abs(lean), axis=1)[:, :2]
+    titles = []
+    for i in range(len(item_factor)):  # a few thousand string formats
+        words = [STYLE_WORDS[d % len(STYLE_WORDS)][0 if lean[i, d] > 0 else 1] for d in top[i]]
+        noun = CATEGORY_NOUNS[item_category[i] % len(CATEGORY_NOUNS)]
+        titles.append(f"{words[0].capitalize()} {words[1]} {noun} by {brand_names[item_brand[i]]}")
+    return titles
+
+
+def _images(factor: np.ndarray, projection: np.ndarray, noise: float, rng: np.random.Generator) -> pl.Series:
+    """Synthetic image vectors: the unit-length projection of hidden factors plus noise of norm about `noise`,
+    normalised. [N, image_dim] as a fixed-size float32 array column `image_embedding`."""
+    signal = _unit(factor @ projection)
+    vectors = _unit(signal + noise * rng.normal(size=signal.shape) / np.sqrt(signal.shape[1])).astype(np.float32)
+    return pl.Series("image_embedding", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))
 
 
 def _content_table(pool: ModulePool, content_ids: np.ndarray, item_ids: np.ndarray) -> pl.DataFrame:
