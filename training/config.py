@@ -43,6 +43,10 @@ class TrainConfig:
             these teach the history term the ranking within a user's history, where most future purchases are; the
             embeddings' own BPR loss skips them. Positives from outside the history keep uniform negatives.
         history_lr_scale: learning rate of the history term's weights relative to `lr`.
+        cold_start_weight: weight of the cold-start loss (models with catalog features or content vectors): the
+            same BPR triples scored with each item's feature and content part alone, as an item without
+            interactions is embedded, against the (detached) user vectors, so that part learns to place new items
+            (DropoutNet's idea, Volkovs et al. NeurIPS 2017: train for the input a cold item will have). 0: off.
         min_batches: an epoch has at least this many batches (smaller ones where the data is small), so a small
             shop still gets optimiser steps: with 8192 triples a batch, 5,000 purchases were one step an epoch.
         ema_decay: None (default) or a decay in (0, 1): keep an exponential moving average of the parameters,
@@ -70,6 +74,7 @@ class TrainConfig:
     aux_ratio: float = 1.0
     history_negatives: float = 0.5
     history_lr_scale: float = 10.0
+    cold_start_weight: float = 1.0
     min_batches: int = 20
     loss: str = "bpr"
     logits_dtype: str = "float32"
@@ -98,6 +103,7 @@ class TrainConfig:
                 "aux_ratio": (at_least_zero, "0 or more"),
                 "history_negatives": (fraction, "between 0 and 1"),
                 "history_lr_scale": (positive, "positive"),
+                "cold_start_weight": (at_least_zero, "0 or more"),
                 "min_batches": (positive, "a positive integer"),
                 "loss": (lambda v: v in ("bpr", "softmax"), "bpr or softmax"),
                 "logits_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
@@ -127,7 +133,8 @@ class EvalConfig:
         methods: any of popularity, history, item_knn, mf_bpr, lightgcn, graphrec, and the strong baselines whose
             settings are chosen on validation: item_knn_tuned (neighbours, shrinkage, behaviour weights), ease
             (EASE^R) and gf_cf (GF-CF).
-        ablations: also train graphrec without auxiliary behaviours and without catalog features.
+        ablations: also train graphrec without auxiliary behaviours, without catalog features and (where the
+            catalog has content vectors) without content vectors.
         cold_user_max_events: users with at most this many training interactions form the cold-user slice.
         knn_neighbours: neighbours kept per item by item-kNN.
         tune_max_users: the strong baselines' settings are compared on at most this many validation users (a

@@ -55,8 +55,11 @@ from training.trainer import train_embeddings
 log = logging.getLogger("graphrec.evaluate")
 
 
-def learned_variants(model: ModelConfig, train: TrainConfig, eval_config: EvalConfig, target: str):
-    """(name, model config, train config) of every trained method."""
+def learned_variants(
+    model: ModelConfig, train: TrainConfig, eval_config: EvalConfig, target: str, content: bool = False
+):
+    """(name, model config, train config) of every trained method; `content`: the items carry content vectors
+    (then the ablations include graphrec without them)."""
     single = {"behaviours": [target], "use_features": False, "history": False}
     variants = []
     if "mf_bpr" in eval_config.methods:
@@ -72,6 +75,8 @@ def learned_variants(model: ModelConfig, train: TrainConfig, eval_config: EvalCo
                 ("graphrec_no_aux", replace(model, behaviours=[target], history=False), replace(train, aux_ratio=0.0))
             )
             variants.append(("graphrec_no_features", replace(model, use_features=False), train))
+            if content and model.use_content:
+                variants.append(("graphrec_no_content", replace(model, use_content=False), train))
     return variants
 
 
@@ -134,7 +139,7 @@ def compare_methods(
         ),
         "gf_cf": (gf_cf_family, with_weightings(test_task, GF_CF_GRID)),
     }
-    variants = learned_variants(model, train, eval_config, test_task.target)
+    variants = learned_variants(model, train, eval_config, test_task.target, bool(test_task.vector_sizes()))
     bar = tqdm(
         total=len([n for n in (*scorers, *tuned) if n in eval_config.methods]) + len(variants),
         desc="evaluate",

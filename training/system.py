@@ -99,6 +99,15 @@ class EmbeddingSystem(L.LightningModule):
             loss = (F.softplus(-margin) * uniform).sum() / uniform.sum().clamp(min=1e-6)
         else:
             loss = (F.softplus(-margin) * weight).sum() / weight.sum()
+        if self.train_config.cold_start_weight > 0 and self.model.has_item_inputs:
+            # The items' feature and content part learns to place them as if they had no interactions; the users
+            # stay as the main loss trains them.
+            cold_weight = weight * ~from_history
+            cold = self.model.cold_item_vectors(positives) - self.model.cold_item_vectors(negatives)
+            cold_loss = F.softplus(-(u.detach() * cold).sum(-1))
+            cold_loss = (cold_loss * cold_weight).sum() / cold_weight.sum().clamp(min=1e-6)
+            self.log("train_cold_loss", cold_loss, on_step=False, on_epoch=True, batch_size=len(users))
+            loss = loss + self.train_config.cold_start_weight * cold_loss
         if self.model.history_behaviours:
             # The history term learns on top of the embeddings (detached), on every target triple.
             # A target triple's negative is never the user's own purchase, so only positives need leaving out.

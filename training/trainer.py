@@ -81,7 +81,13 @@ def build_model(
     # given): kept so that every recorded result (benchmarks/results) reproduces exactly from its seed.
     for _ in range(2):
         model = MultiBehaviourGCN(
-            task.num_users, task.num_items, task.behaviours, task.target, model_config, task.feature_sizes()
+            task.num_users,
+            task.num_items,
+            task.behaviours,
+            task.target,
+            model_config,
+            task.feature_sizes(),
+            task.vector_sizes(),
         )
     if model_config.init == "spectral":
         model.spectral_init(task.edges, seed)

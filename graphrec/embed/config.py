@@ -16,6 +16,9 @@ class ModelConfig:
         num_layers: propagation layers (0 = matrix factorisation).
         behaviours: behaviours used for propagation; empty = every behaviour of the task.
         use_features: add catalog feature embeddings to the item inputs.
+        use_content: add a learned projection of each content vector (`*_embedding` columns of the catalog: image,
+            video, text) to the item inputs, so an item without interactions is placed by its content (needs
+            `use_features`).
         history: add the learned history term to ranking scores.
         conversion: the history term includes the item's conversion rate for items the user touched.
         init_std: standard deviation of the initial embeddings.
@@ -30,6 +33,7 @@ class ModelConfig:
     num_layers: int = 3
     behaviours: list[str] = field(default_factory=list)
     use_features: bool = True
+    use_content: bool = True
     history: bool = True
     conversion: bool = True
     init_std: float = 0.1

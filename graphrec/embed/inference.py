@@ -23,8 +23,10 @@ def embeddings_from_model(model_dir: str | Path, snapshot: str | Path | None = N
 
     Users and items get their propagated embeddings. Content modules are not a training target of the item
     model; they are embedded inductively in the same space (`embed_items` over the users who viewed or clicked
-    them, with the training degrees), so `user . content` is a meaningful score. A module without interactions
-    gets the mean embedding of the items it features, and one with neither a zero vector (counted in `info`).
+    them, with the training degrees, plus the item model's projection of the module's content vectors where it has
+    vectors of the same kind), so `user . content` is a meaningful score. A module without interactions gets the
+    mean embedding of the items it features, one with neither its content vectors' projection, and one with
+    nothing a zero vector (counted in `info`).
     """
     info = read_model_info(model_dir)
     model, metadata = load_model(model_dir)
@@ -65,7 +67,15 @@ def _content_vectors(model, snapshot: Snapshot, user_layers: list[torch.Tensor],
         if ("user", behaviour, "content") in data.edge_types:
             users, modules = data["user", behaviour, "content"].edge_index
             edges[behaviour] = (modules, users)
-    vectors = model.embed_items(edges, count, user_layers)
+    # Modules carrying content vectors of the kind (name and size) the item model learned to project (the same
+    # encoder's title vectors, images in the same space) get that projection in their layer 0, as items do.
+    store = data["content"]
+    content = {
+        name: store[name]
+        for name, projection in model.vector_projection.items()
+        if name in store and store[name].shape[1] == projection.in_features
+    }
+    vectors = model.embed_items(edges, count, user_layers, content)
     touched = torch.zeros(count, dtype=torch.bool)
     for modules, _ in edges.values():
         touched[modules] = True
@@ -76,10 +86,17 @@ def _content_vectors(model, snapshot: Snapshot, user_layers: list[torch.Tensor],
         counts = torch.bincount(modules, minlength=count).float()
         from_items = ~touched & (counts > 0)
         vectors[from_items] = sums[from_items] / counts[from_items, None]
+    has_content = torch.zeros(count, dtype=torch.bool)
+    for values in content.values():
+        has_content |= values.abs().sum(dim=1) > 0
+    from_content = ~touched & ~from_items & has_content
     stats = {
-        "method": "inductive from user interactions; featured-item mean where none",
+        "method": "inductive from user interactions (and content vectors); featured-item mean where none; "
+        "content vectors alone where neither",
+        "content_vectors": sorted(content),
         "from_interactions": int(touched.sum()),
         "from_featured_items": int(from_items.sum()),
-        "zero_vector": int((~touched & ~from_items).sum()),
+        "from_content": int(from_content.sum()),
+        "zero_vector": int((~touched & ~from_items & ~has_content).sum()),
     }
     return vectors.numpy().astype(np.float32), stats

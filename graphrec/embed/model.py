@@ -7,8 +7,10 @@ learned behaviour weights alpha = softmax(a):
     e_u^(k+1) = sum_b alpha_b A_b e_i^(k),    e_i^(k+1) = sum_b alpha_b A_b^T e_u^(k)
 
 and the final embedding is the mean over layers 0..K. Item inputs are an id embedding plus embeddings of the
-item's features (category, brand; module type for content), so an item without interactions still gets a
-useful vector. With one behaviour this is LightGCN; with zero layers and no features it is matrix factorisation.
+item's features (category, brand; module type for content) plus a learned linear projection of each of its
+content vectors (image, video, text; L2-normalised), as PinSage builds item inputs from visual and text features
+(Ying et al. KDD 2018, https://arxiv.org/abs/1806.01973), so an item without interactions still gets a useful
+vector. With one behaviour this is LightGCN; with zero layers and no features it is matrix factorisation.
 
 The history term (optional) adds sum_b w_b log(1 + count_b(u, i)) over auxiliary behaviours to the dot product
 for ranking, and (with `conversion`) w_c [u touched i] log10(c_i / r): the item's conversion rate
@@ -130,6 +132,7 @@ class MultiBehaviourGCN(nn.Module):
         target: str,
         config: ModelConfig | None = None,
         feature_sizes: dict[str, int] | None = None,
+        vector_sizes: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.config = config or ModelConfig()
@@ -155,6 +158,15 @@ class MultiBehaviourGCN(nn.Module):
         # Feature vectors enter through a learned gate that starts closed: shared category / brand vectors then
         # only grow as far as they help, instead of pulling every item of a category to one point early on.
         self.feature_gate = nn.Parameter(torch.zeros(()))
+        use_content = self.config.use_features and self.config.use_content
+        vectors = (vector_sizes or {}) if use_content else {}
+        self.vector_projection = nn.ModuleDict(
+            {name: nn.Linear(size, dim, bias=False) for name, size in vectors.items()}
+        )
+        for projection in self.vector_projection.values():
+            nn.init.normal_(projection.weight, std=self.config.init_std)
+        if vectors:  # its own gate, opening as far as content helps; absent without vectors (older artifacts)
+            self.content_gate = nn.Parameter(torch.zeros(()))
         self.behaviour_logits = nn.Parameter(torch.zeros(len(self.behaviours)))
         self.history_behaviours = [b for b in self.behaviours if b != target] if self.config.history else []
         self.history_weight = nn.Parameter(torch.zeros(len(self.history_behaviours)))
@@ -166,10 +178,12 @@ class MultiBehaviourGCN(nn.Module):
         self._graph: dict[str, tuple] = {}
         self._history: dict[str, PairLookup] = {}
         self.features: dict[str, torch.Tensor] = {}
+        self._has_edges = torch.ones(num_items, dtype=torch.bool)
 
     def __deepcopy__(self, memo: dict) -> MultiBehaviourGCN:
         # A copy shares the graph that set_graph() attached: nothing modifies it in place.
         graph = ("_graph", "_history", "_touched", "_conversion_counts", "_conversion", "_bought", "features")
+        graph += ("_has_edges",)
         return deepcopy_sharing(self, memo, graph)
 
     def _pair_keys(self, edges: dict[str, tuple[torch.Tensor, ...]], behaviours: list[str]) -> torch.Tensor:
@@ -207,6 +221,7 @@ class MultiBehaviourGCN(nn.Module):
             "target": self.target,
             "config": asdict(self.config),
             "feature_sizes": {n: e.num_embeddings - 1 for n, e in self.feature_embedding.items()},
+            "vector_sizes": {n: p.in_features for n, p in self.vector_projection.items()},
         }
 
     def set_graph(
@@ -214,11 +229,15 @@ class MultiBehaviourGCN(nn.Module):
         edges: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         features: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """Attach the training graph: `edges[b] = (users, items, counts)` per behaviour, and item features."""
+        """Attach the training graph: `edges[b] = (users, items, counts)` per behaviour, and item features
+        (categorical codes, and content vectors [num_items, size] with zero rows where an item has none)."""
         self._graph = {}
         for behaviour in self.behaviours:
             users, items, _ = edges[behaviour]
             self._graph[behaviour] = _normalised_adjacency(users, items, self.num_users, self.num_items)
+        # An item without interactions has an id vector trained only as a negative: it carries no information,
+        # so such an item is its features and content alone, at training and inference alike.
+        self._has_edges = sum(graph[3] for graph in self._graph.values()) > 0
         self._history = {
             b: PairLookup(edges[b][0], edges[b][1], torch.log1p(edges[b][2].float()), self.num_items)
             for b in self.history_behaviours
@@ -237,18 +256,55 @@ class MultiBehaviourGCN(nn.Module):
             self._conversion = self._conversion_rate(torch.arange(self.num_items))
             users, items, _ = edges[self.target]
             self._bought = PairLookup(users, items, torch.ones(len(users)), self.num_items)
-        self.features = {}
+        self.features = self._feature_inputs(features or {}, required=True)
+
+    def _feature_inputs(self, features: dict[str, torch.Tensor], required: bool = False) -> dict[str, torch.Tensor]:
+        """Model-ready features: categorical codes with -1 mapped to the padding row, content vectors L2-normalised
+        (zero rows stay zero). Without `required`, features the caller lacks are left out."""
+        inputs = {}
         for name, embedding in self.feature_embedding.items():
-            values = (features or {})[name].long()
-            self.features[name] = torch.where(values < 0, embedding.num_embeddings - 1, values)
+            if name in features or required:
+                values = features[name].long()
+                inputs[name] = torch.where(values < 0, embedding.num_embeddings - 1, values)
+        for name in self.vector_projection:
+            if name in features or required:
+                inputs[name] = nn.functional.normalize(features[name].float(), dim=-1)
+        return inputs
+
+    def _feature_vectors(self, features: dict[str, torch.Tensor]) -> torch.Tensor | int:
+        """The feature and content part of layer-0 item vectors (0 where there is none)."""
+        total = 0
+        for name, embedding in self.feature_embedding.items():
+            if name in features:
+                total = total + self.feature_gate * embedding(features[name])
+        for name, projection in self.vector_projection.items():
+            if name in features:
+                total = total + self.content_gate * projection(features[name])
+        return total
 
     def item_inputs(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """Layer-0 item vectors: id embedding plus feature embeddings, of `items` or of all. [num_items, dim]"""
-        vectors = self.item_embedding.weight if items is None else self.item_embedding(items)
-        for name, embedding in self.feature_embedding.items():
-            values = self.features[name] if items is None else self.features[name][items]
-            vectors = vectors + self.feature_gate * embedding(values)
-        return vectors
+        if items is None:
+            vectors = self.item_embedding.weight * self._has_edges[:, None]
+            features = self.features
+        else:
+            vectors = self.item_embedding(items) * self._has_edges[items, None]
+            features = {name: values[items] for name, values in self.features.items()}
+        return vectors + self._feature_vectors(features)
+
+    @property
+    def has_item_inputs(self) -> bool:
+        """Whether items have inputs besides their id (catalog features or content vectors)."""
+        return bool(len(self.feature_embedding) or len(self.vector_projection))
+
+    def cold_item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Final embeddings `items` would have without interactions: their feature and content part of layer 0
+        alone, averaged over the K + 1 layers (the others are empty), as `embed_items` computes for a new item."""
+        features = {name: values[items] for name, values in self.features.items()}
+        part = self._feature_vectors(features)
+        if isinstance(part, int):
+            part = torch.zeros(len(items), self.config.dim)
+        return self.output(part / (self.config.num_layers + 1))
 
     def behaviour_weights(self) -> torch.Tensor:
         return torch.softmax(self.behaviour_logits, 0)
@@ -393,7 +449,8 @@ class MultiBehaviourGCN(nn.Module):
             edges: per behaviour, (local item index in [0, num_items), user index) pairs.
             num_items: number of items to embed.
             user_layers: the user vectors of every layer from `propagate_layers()`.
-            features: per feature name, the items' feature indices (-1 where missing).
+            features: per feature name, the items' feature indices (-1 where missing), and per content vector
+                name, the items' vectors ([num_items, size], zero rows where missing); absent names add nothing.
             item_ids: training indices of items that have one (their id embedding joins layer 0); others have none.
 
         For a training item with the same edges and features this equals its `propagate()` embedding.
@@ -401,12 +458,8 @@ class MultiBehaviourGCN(nn.Module):
         layer0 = torch.zeros(num_items, self.config.dim)
         if item_ids is not None:
             known = item_ids >= 0
-            layer0[known] = self.item_embedding.weight[item_ids[known]]
-        for name, embedding in self.feature_embedding.items():
-            values = (features or {}).get(name)
-            if values is not None:
-                values = torch.where(values < 0, embedding.num_embeddings - 1, values.long())
-                layer0 = layer0 + self.feature_gate * embedding(values)
+            layer0[known] = self.item_embedding.weight[item_ids[known]] * self._has_edges[item_ids[known], None]
+        layer0 = layer0 + self._feature_vectors(self._feature_inputs(features or {}))
         return self._inductive_mean(layer0, edges, user_layers, degree_slot=2)
 
     def _inductive_mean(

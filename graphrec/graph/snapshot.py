@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch_geometric.data import HeteroData
 
 from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, write_json_atomic
-from graphrec.data.schema import EVENT_TYPE_DTYPE, EVENT_TYPES, ID_COLUMN
+from graphrec.data.schema import EVENT_TYPE_DTYPE, EVENT_TYPES, ID_COLUMN, VECTOR_SUFFIX
 from graphrec.errors import ConfigError, InputError
 from graphrec.graph.config import GraphConfig
 
@@ -202,10 +202,14 @@ def build_snapshot(
             for name in ("category_index", "brand_index", "price")
             if name in node_tables["item"].columns
         }
+        node_tables["item"], node_features["item"] = _vector_features(node_tables["item"], node_features["item"])
     if content is not None:
         node_tables["content"], content_edges, types = _content_catalog(maps["content"], maps["item"], content)
         edges.update(content_edges)
         node_features["content"] = {"module_type_index": _tensor(node_tables["content"]["module_type_index"])}
+        node_tables["content"], node_features["content"] = _vector_features(
+            node_tables["content"], node_features["content"]
+        )
         node_tables["module_type"] = types
     for name in ("category", "brand"):
         if name in maps:
@@ -282,6 +286,22 @@ def _content_catalog(content_map: pl.DataFrame, item_map: pl.DataFrame, content:
         }
         table = table.with_columns(pl.col("item_ids").list.len().fill_null(0).alias("num_items")).drop("item_ids")
     return table, edges, types
+
+
+def _vector_features(table: pl.DataFrame, features: dict[str, torch.Tensor]):
+    """Move the node table's content-vector columns (`*_embedding` arrays) into node features [num_nodes, size],
+    zero rows for nodes without one; the node table keeps ids and scalar columns only (no second copy)."""
+    features = dict(features)
+    for name in [n for n, dtype in table.schema.items() if n.endswith(VECTOR_SUFFIX) and isinstance(dtype, pl.Array)]:
+        column = table[name]
+        size = column.dtype.size
+        values = np.zeros((table.height, size), dtype=np.float32)
+        present = column.is_not_null().to_numpy()
+        if present.any():
+            values[present] = column.filter(column.is_not_null()).to_numpy().astype(np.float32)
+        features[name] = torch.from_numpy(values)
+        table = table.drop(name)
+    return table, features
 
 
 def reverse_edge_type(edge_type: EdgeType) -> EdgeType:

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from graphrec.data.schema import EVENT_TYPES
+from graphrec.data.schema import EVENT_TYPES, VECTOR_SUFFIX
 from graphrec.graph.snapshot import Snapshot, load_snapshot
 from graphrec.graph.split import read_targets
 from graphrec.metrics import Interactions
@@ -45,7 +45,15 @@ class RecTask:
 
     def feature_sizes(self) -> dict[str, int]:
         """Vocabulary size of each categorical item feature (its largest code + 1), as the model's embeddings need."""
-        return {name: int(values.max()) + 1 for name, values in self.item_features.items() if len(values)}
+        return {
+            name: int(values.max()) + 1
+            for name, values in self.item_features.items()
+            if values.dim() == 1 and len(values)
+        }
+
+    def vector_sizes(self) -> dict[str, int]:
+        """Size of each content vector of the items (`*_embedding` features, [num_items, size])."""
+        return {name: values.shape[1] for name, values in self.item_features.items() if values.dim() == 2}
 
     def user_activity(self) -> torch.Tensor:
         """Training interaction counts per user over all behaviours."""
@@ -90,7 +98,9 @@ def task_from_snapshot(
         )
     else:
         truth = Interactions.from_pairs([], [], num_users, num_items)
-    features = {name: data[target_node][name] for name in FEATURES[target_node] if name in data[target_node]}
+    store = data[target_node]
+    names = [*FEATURES[target_node], *sorted(n for n in store if n.endswith(VECTOR_SUFFIX))]
+    features = {name: store[name] for name in names if name in store}
     return RecTask(num_users, num_items, behaviours, target_event, edges, truth, exclude, features, stats)
 
 

@@ -519,7 +519,7 @@ def test_vector_columns_from_csv_and_content_and_only_named_embedding(tmp_path):
     assert "score_list" not in result.frame.columns  # not a contract column, not a vector column: not read
     assert result.frame["image_embedding"].to_list() == [[0.5, 0.5], [pytest.approx(0.1), pytest.approx(0.2)]]
     assert result.report.reasons == {"invalid_image_embedding": 1}
-    with pytest.raises(SchemaError, match="image_embedding.*fixed-size list of numbers"):
+    with pytest.raises(SchemaError, match=r"image_embedding.*fixed-size list of numbers"):
         validate_items(pl.DataFrame({"item_id": [1], "image_embedding": [True]}), LENIENT)
     # Events carry no content vectors: an `*_embedding` column there is not part of the contract.
     events = pl.DataFrame(

@@ -19,9 +19,14 @@ def task(small_shop):
 
 
 def make_model(task, **overrides):
-    sizes = task.feature_sizes()
     model = MultiBehaviourGCN(
-        task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(**overrides), sizes
+        task.num_users,
+        task.num_items,
+        task.behaviours,
+        task.target,
+        ModelConfig(**overrides),
+        task.feature_sizes(),
+        task.vector_sizes(),
     )
     model.set_graph(task.edges, task.item_features)
     return model
@@ -49,6 +54,7 @@ def test_inductive_item_embedding_equals_training_embedding(task):
     model = make_model(task, num_layers=2)
     with torch.no_grad():
         model.feature_gate.fill_(0.7)  # features take part
+        model.content_gate.fill_(0.5)  # and so do the items' image vectors
         _, item_vectors, _ = model.propagate()
         user_layers, _ = model.propagate_layers()
         items = torch.arange(0, task.num_items, 5)
@@ -63,6 +69,26 @@ def test_inductive_item_embedding_equals_training_embedding(task):
         cold = model.embed_items({}, len(items), user_layers, features)  # a new item: features only
     assert torch.allclose(inductive, item_vectors[items], atol=1e-6)
     assert cold.abs().sum(1).min() > 0
+    assert task.vector_sizes() == {"image_embedding": 32}
+
+
+def test_content_vectors_place_a_new_item_and_stay_out_when_disabled(task):
+    model = make_model(task, num_layers=2)
+    assert set(model.vector_projection) == {"image_embedding"}
+    with torch.no_grad():
+        model.content_gate.fill_(1.0)
+        user_layers, _ = model.propagate_layers()
+        images = task.item_features["image_embedding"][:4]
+        only_content = model.embed_items({}, 4, user_layers, {"image_embedding": images})
+        nothing = model.embed_items({}, 4, user_layers, {"image_embedding": torch.zeros(4, 32)})
+        # Content vectors are L2-normalised: a vector's scale does not change the item's embedding.
+        scaled = model.embed_items({}, 4, user_layers, {"image_embedding": 3 * images})
+    assert only_content.abs().sum(1).min() > 0 and nothing.abs().sum() == 0
+    assert torch.allclose(scaled, only_content, atol=1e-6)
+    plain = make_model(task, use_content=False)
+    assert len(plain.vector_projection) == 0 and not hasattr(plain, "content_gate")
+    assert "content_gate" not in dict(plain.named_parameters())
+    assert plain.hyperparameters()["vector_sizes"] == {}
 
 
 def test_new_user_embedding_comes_from_its_items(task):
@@ -81,7 +107,29 @@ def test_single_behaviour_without_features_is_lightgcn(task):
     assert model.history_behaviours == []
     with torch.no_grad():
         _, _, layers = model.propagate()
-    assert torch.equal(layers[0], model.item_embedding.weight)
+    bought = torch.zeros(task.num_items, dtype=torch.bool)
+    bought[task.edges["purchase"][1]] = True
+    assert torch.equal(layers[0][bought], model.item_embedding.weight[bought])
+    # An item never bought has no edge in this single-behaviour graph: its id vector, trained only as a
+    # negative, is left out, and without features it has nothing else.
+    assert (~bought).any() and layers[0][~bought].abs().sum() == 0
+
+
+def test_cold_item_vectors_are_what_a_new_item_gets(task):
+    model = make_model(task, num_layers=2)
+    with torch.no_grad():
+        model.feature_gate.fill_(0.5)
+        model.content_gate.fill_(0.5)
+        user_layers, _ = model.propagate_layers()
+        items = torch.arange(0, task.num_items, 9)
+        features = {name: values[items] for name, values in task.item_features.items()}
+        new = model.embed_items({}, len(items), user_layers, features)
+        assert torch.allclose(model.cold_item_vectors(items), new, atol=1e-6)
+        # The items the training graph has no edge for are exactly such items: propagation gives them the same.
+        _, item_vectors, _ = model.propagate()
+        isolated = torch.nonzero(~model._has_edges).flatten()
+        assert len(isolated) > 0
+        assert torch.allclose(item_vectors[isolated], model.cold_item_vectors(isolated), atol=1e-6)
 
 
 def test_features_give_items_without_interactions_a_vector(task):
@@ -115,6 +163,7 @@ def test_pair_lookup_misses_are_zero():
 def test_normalized_embeddings_are_cosine_over_temperature(task):
     model = make_model(task, num_layers=2, normalize=True, temperature=0.25)
     with torch.no_grad():
+        model.feature_gate.fill_(0.5)  # items without interactions have their features only, not a zero vector
         users, items, item_layers = model.propagate()
         assert torch.allclose(users.norm(dim=1), torch.full((task.num_users,), 2.0), atol=1e-4)
         assert torch.allclose(items.norm(dim=1), torch.full((task.num_items,), 2.0), atol=1e-4)

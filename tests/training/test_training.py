@@ -472,3 +472,26 @@ def test_history_negatives_meet_only_positives_from_the_users_history():
         swapped += int(from_history.sum())
         outside += int((is_target & ~in_history).sum())
     assert swapped > 0 and outside > 0
+
+
+def test_cold_start_loss_trains_the_content_part_and_leaves_the_users_alone(tasks):
+    task = tasks["val"]
+    assert task.vector_sizes() == {"image_embedding": 32}
+    model = MultiBehaviourGCN(
+        task.num_users, task.num_items, task.behaviours, task.target, SMALL, task.feature_sizes(), task.vector_sizes()
+    )
+    batch = next(b for b in BPRTriples(task, "purchase", FAST, 0) if (~b[4]).any())
+    batch = tuple(t[~batch[4]] for t in batch)
+    grads = {}
+    for weight in (0.0, 1.0):
+        system = EmbeddingSystem(model, replace(FAST, l2=0.0, cold_start_weight=weight))
+        system.attach(task, None)
+        system.log = lambda *args, **kwargs: None
+        system.zero_grad()
+        system.training_step(batch, 0).backward()
+        grads[weight] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    # The cold-start loss adds to the gradient of the content part; the user vectors get the same gradient with
+    # or without it (it reads them detached).
+    assert grads[1.0]["content_gate"] != grads[0.0]["content_gate"]
+    assert grads[1.0]["feature_gate"] != grads[0.0]["feature_gate"]
+    assert torch.equal(grads[0.0]["user_embedding.weight"], grads[1.0]["user_embedding.weight"])
