@@ -115,13 +115,13 @@ def build_graph(
         graph: snapshot settings (decay half-life, catalog nodes, component statistics).
     """
     from graphrec.artifacts import fingerprint_inputs
-    from graphrec.data.validation import read_validated
+    from graphrec.data.validation import read_validated, text_encoder_of
     from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
 
     events, items, content, paths = read_validated(validated)
-    snapshot = build_snapshot(
-        events, cutoff or default_cutoff(events), items, content, graph, fingerprint_inputs(paths)
-    )
+    cutoff = cutoff or default_cutoff(events)
+    fingerprint = fingerprint_inputs(paths)
+    snapshot = build_snapshot(events, cutoff, items, content, graph, fingerprint, text_encoder_of(validated))
     save_snapshot(snapshot, out)
     log.info(
         "snapshot before %s: %s edges -> %s",

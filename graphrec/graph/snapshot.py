@@ -144,8 +144,10 @@ def build_snapshot(
     content: pl.DataFrame | None = None,
     config: GraphConfig | None = None,
     fingerprint: dict[str, Any] | None = None,
+    text_encoder: dict[str, Any] | None = None,
 ) -> Snapshot:
-    """Build a snapshot from validated events (contract columns) strictly before `cutoff`, plus the catalog."""
+    """Build a snapshot from validated events (contract columns) strictly before `cutoff`, plus the catalog.
+    `text_encoder` (name, version, dim) is recorded in the manifest when the catalog's text vectors came from one."""
     config = config or GraphConfig()
     cutoff = _to_utc(cutoff)
     cutoff_us = int(cutoff.timestamp() * 1_000_000)
@@ -231,6 +233,11 @@ def build_snapshot(
         "num_nodes": num_nodes,
         "num_edges": {"__".join(k): int(v["edge_index"].shape[1]) for k, v in edges.items()},
         "input_fingerprint": fingerprint or {},
+        "content_vectors": {
+            node: {name: int(value.shape[1]) for name, value in features.items() if value.dim() == 2}
+            for node, features in node_features.items()
+        },
+        "text_encoder": text_encoder,
         "config": asdict(config),
         "code_version": code_version(),
         "stats": graph_statistics(data, num_nodes, edges, config.components),
@@ -290,17 +297,19 @@ def _content_catalog(content_map: pl.DataFrame, item_map: pl.DataFrame, content:
 
 def _vector_features(table: pl.DataFrame, features: dict[str, torch.Tensor]):
     """Move the node table's content-vector columns (`*_embedding` arrays) into node features [num_nodes, size],
-    zero rows for nodes without one; the node table keeps ids and scalar columns only (no second copy)."""
+    zero rows for nodes without one (a column without any vector is dropped); the node table keeps ids and scalar
+    columns only (no second copy)."""
     features = dict(features)
     for name in [n for n, dtype in table.schema.items() if n.endswith(VECTOR_SUFFIX) and isinstance(dtype, pl.Array)]:
         column = table[name]
         size = column.dtype.size
         values = np.zeros((table.height, size), dtype=np.float32)
         present = column.is_not_null().to_numpy()
-        if present.any():
-            values[present] = column.filter(column.is_not_null()).to_numpy().astype(np.float32)
-        features[name] = torch.from_numpy(values)
         table = table.drop(name)
+        if not present.any():
+            continue
+        values[present] = column.filter(column.is_not_null()).to_numpy().astype(np.float32)
+        features[name] = torch.from_numpy(values)
     return table, features
 
 

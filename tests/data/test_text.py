@@ -304,3 +304,46 @@ def test_a_killed_writer_leaves_only_an_invisible_staging_folder(tmp_path):
     cache.add(pl.Series(["b"]), fake_vectors(1, seed=3))
     assert not staging[0].exists() and len(cache.parts()) == 2
     assert sorted(cache.lookup(pl.Series(["a", "b"]))["text"]) == ["a", "b"]
+
+
+def test_validation_encodes_catalog_titles_and_snapshots_record_the_encoder(tmp_path, encoder):
+    from datetime import UTC, datetime
+
+    from graphrec.data.config import ValidationConfig
+    from graphrec.data.validation import read_validated, text_encoder_of, validate_dataset
+    from graphrec.graph.snapshot import build_snapshot, load_snapshot, save_snapshot
+
+    events = pl.DataFrame(
+        {
+            "user_id": [1, 1, 2],
+            "item_id": [10, 11, 10],
+            "event_type": ["view", "purchase", "view"],
+            "timestamp": [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 3)],
+        }
+    )
+    items = pl.DataFrame({"item_id": [10, 11, 12], "title": [TITLES[0], None, TITLES[2]]})
+    content = pl.DataFrame({"content_id": ["m1"], "module_type": ["banner"], "title": [TITLES[7]]})
+    text = TextEncoderConfig(enabled=True, batch_size=4, cache_dir=str(tmp_path / "cache"))
+    config = ValidationConfig(reference_time="2024-06-01T00:00:00+00:00", text=text)
+    tables = {"events": events, "items": items, "content": content}
+    report = validate_dataset(tables, tmp_path / "valid", config)
+    assert report["text"]["encoder"] == encoder.identity.as_dict()
+    assert report["text"]["tables"]["items"]["title"]["encoded"] == 2
+    assert report["text"]["tables"]["items"]["title"]["null"] == 1
+    _, valid_items, valid_content, _ = read_validated(tmp_path / "valid")
+    assert valid_items.schema["title_embedding"] == pl.Array(pl.Float32, 384)
+    np.testing.assert_allclose(valid_items["title_embedding"][0].to_numpy(), encoder.encode([TITLES[0]])[0], atol=1e-6)
+    assert valid_items["title_embedding"][1] is None
+    assert valid_content["title_embedding"].null_count() == 0
+    # A second validation of the same catalog reads every vector from the cache.
+    again = validate_dataset(tables, tmp_path / "valid-2", config)
+    assert again["text"]["tables"]["items"]["title"]["cache_hits"] == 2
+    assert again["text"]["tables"]["items"]["title"]["encoded"] == 0
+    # The snapshot carries the vectors as node features and names the encoder that made them.
+    identity = text_encoder_of(tmp_path / "valid")
+    snapshot = build_snapshot(events, "2024-02-01", valid_items, valid_content, text_encoder=identity)
+    save_snapshot(snapshot, tmp_path / "snap")
+    manifest = load_snapshot(tmp_path / "snap").manifest
+    assert manifest["text_encoder"]["name"] == "all-MiniLM-L6-v2" and manifest["text_encoder"]["dim"] == 384
+    assert manifest["content_vectors"] == {"item": {"title_embedding": 384}, "content": {"title_embedding": 384}}
+    assert snapshot.data["item"]["title_embedding"].shape == (3, 384)
