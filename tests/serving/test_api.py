@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,6 +24,8 @@ from graphrec.rank.features import behaviour_features
 from graphrec.store.versions import load_version, require_latest
 from serving.app import create_app
 from serving.config import ServeConfig
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(root, tmp_path, **overrides) -> ServeConfig:
@@ -342,3 +347,40 @@ def test_a_preview_is_not_logged_as_a_served_page(published_pair, small_shop, tm
         client.post("/v1/rank", json={"user_id": user, "slots": 3})
     served = pl.read_parquet(tmp_path / "served" / "*.parquet")
     assert served.height == 3  # the rank call's page only
+
+
+def test_a_pair_from_a_content_vector_model_serves_without_the_text_extra(published_pair, small_shop, tmp_path):
+    root, _ = published_pair
+    # The published pair's graph model learned projections of the shop's image vectors; serving reads its vectors
+    # from the store and never encodes anything, so it runs where the text extra is not installed.
+    version = load_version(root / "store", require_latest(root / "store"))
+    assert version.info["manifest"]["model"]["hyperparameters"]["vector_sizes"] == {"image_embedding": 32}
+    config = {
+        "ranker": str(root / "ranker"),
+        "store": str(root / "store"),
+        "feedback": str(tmp_path / "feedback"),
+        "impression_log": str(tmp_path / "served"),
+        "clock": "data_end",
+    }
+    body = {
+        "user_id": _embedded_user(root, small_shop),
+        "candidates": small_shop.content["content_id"].head(10).to_list(),
+        "slots": 10,
+        "context": {"device": "app", "timestamp": _after_the_log(small_shop).isoformat()},
+    }
+    code = f"""
+import json, sys
+sys.modules["sentence_transformers"] = None  # the text extra is absent: importing it fails
+from fastapi.testclient import TestClient
+from serving.app import create_app
+from serving.config import ServeConfig
+with TestClient(create_app(ServeConfig(**json.loads({json.dumps(json.dumps(config))})))) as client:
+    response = client.post("/v1/rank", json=json.loads({json.dumps(json.dumps(body))}))
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert page["fallback"] is None and len(page["modules"]) == 10, page
+    assert "sentence_transformers" not in [m for m in sys.modules if sys.modules[m] is not None]
+print("served")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0 and "served" in done.stdout, done.stderr[-3000:]
