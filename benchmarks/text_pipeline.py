@@ -64,7 +64,7 @@ def main() -> None:
         report = _report(run)
         stages = report.get("stages", {})
         runs[name]["stages"] = {stage: body.get("seconds") for stage, body in stages.items()}
-        runs[name]["embeddings_ndcg@20"] = stages.get("evaluate", {}).get("ndcg@20")
+        runs[name]["embeddings_ndcg@20"] = (stages.get("evaluate", {}).get("ndcg@20") or {}).get("graphrec")
         runs[name]["ranker_test_auc"] = (
             stages.get("ranker", {}).get("evaluation", {}).get("test", {}).get("overall", {}).get("auc")
         )

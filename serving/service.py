@@ -238,7 +238,8 @@ class Generation:
 
 def _feature_settings(info: dict[str, Any]) -> dict[str, Any]:
     settings = dict(info["features"]["config"])
-    for key in ("windows_days", "devices"):
+    settings.setdefault("content_vectors", ())  # rankers trained before the content similarity features had none
+    for key in ("windows_days", "devices", "content_vectors"):
         settings[key] = tuple(settings[key])
     return settings
 

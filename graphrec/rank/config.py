@@ -63,6 +63,11 @@ class RankFeatureConfig:
         prior_ctr: the CTR assumed before any impression.
         feedback_delay_seconds: impressions (and their clicks) count only from this long before the row's time,
             as logged clicks arrive after their impression; 0 counts every impression strictly before it.
+        content_vectors: content-vector columns (`*_embedding` of both the items and the content table) whose
+            cosine between the module and the user's (and the session's) items before the row's time are features;
+            a column the tables lack gives 0, so the feature set does not depend on the data.
+        content_dims: vectors longer than this are reduced to it by a fixed random projection (seeded by the
+            column's name and size, the same for items and modules), so the running profiles stay small.
     """
 
     windows_days: tuple[int, ...] = (1, 7, 28)
@@ -72,10 +77,13 @@ class RankFeatureConfig:
     slot_prior_impressions: float = 100.0
     prior_ctr: float = 0.02
     feedback_delay_seconds: int = 0
+    content_vectors: tuple[str, ...] = ("image_embedding", "title_embedding")
+    content_dims: int = 32
 
     def __post_init__(self) -> None:
         self.windows_days = tuple(self.windows_days)
         self.devices = tuple(self.devices)
+        self.content_vectors = tuple(self.content_vectors)
         check_settings(
             "rank_features",
             self,
@@ -89,5 +97,10 @@ class RankFeatureConfig:
                 "slot_prior_impressions": (positive, "positive"),
                 "prior_ctr": (lambda v: v is not None and 0 < v < 1, "in (0, 1)"),
                 "feedback_delay_seconds": (at_least_zero, "zero or more"),
+                "content_vectors": (
+                    lambda v: all(isinstance(n, str) and n.endswith("_embedding") for n in v),
+                    "names of *_embedding columns",
+                ),
+                "content_dims": (positive, "a positive integer"),
             },
         )

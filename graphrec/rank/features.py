@@ -9,6 +9,10 @@ strictly before t, never an event of the same instant (the request's own impress
 reach modules through an inverse index (item -> the modules that feature it), so no table is ever the product of
 impressions and featured items.
 
+Content similarity: the user's (and the session's) item events before t, weighted by event type, sum the items'
+content vectors into a running profile; the feature is the cosine between that profile and the module's own
+content vector (image, title), which a module has from its first day on.
+
 The module's position-corrected CTR is COEC, clicks over expected clicks (Zhang & Jones 2007, "Comparing click
 logs and editorial labels for training query rewriting"), each impression's expected clicks being the CTR of its
 (device, slot) on the days before it.
@@ -17,7 +21,9 @@ logs and editorial labels for training query rewriting"), each impression's expe
 from __future__ import annotations
 
 import math
+import zlib
 
+import numpy as np
 import polars as pl
 
 from graphrec.data.schema import EVENT_TYPES
@@ -77,7 +83,21 @@ def feature_descriptions(config: RankFeatureConfig | None = None) -> dict[str, s
         "weekday": "t's day of the week (UTC), 0 = Monday",
     }
     out |= {f"device_{device}": f"1 if the row's device is {device}" for device in cfg.devices}
+    for name in cfg.content_vectors:
+        kind = _vector_kind(name)
+        out[f"user_{kind}_similarity"] = (
+            f"cosine between the module's {name} and the sum of the user's item {name}s before t, weighted by event "
+            "type (0 without either)"
+        )
+        out[f"session_{kind}_similarity"] = (
+            f"cosine between the module's {name} and the sum of the session's item {name}s before t, weighted by "
+            "event type (0 without either)"
+        )
     return out
+
+
+def _vector_kind(name: str) -> str:
+    return name.removesuffix("_embedding")
 
 
 FEATURES: dict[str, str] = feature_descriptions()
@@ -198,6 +218,26 @@ def _feature_plan(
             stream = pl.concat(streams, how="diagonal").join(looked_up["_um"], on="_um", how="semi")
             values = [c for c in ("_feat", "_cview_um", "_imp_um", "_click_um") if c in stream.collect_schema()]
             features = _as_of(features, _running_totals(stream, "_um", values), "_um", on)
+
+    # Content: the user's and the session's running content profiles against the module's content vectors.
+    for number, (item_vectors, module_vectors) in _content_vectors(items, content, maps["_m"], catalog, cfg).items():
+        dims = [c for c in item_vectors.columns if c != "item_id"]
+        rated = item_events.join(item_vectors.lazy(), on="item_id", how="inner")
+        for owner, key in (("user", "_u"), ("session", "_s")):
+            names = [f"_p{owner[0]}{number}_{d}" for d in dims]
+            stream = rated.filter(pl.col(key).is_not_null()).select(
+                key, "ts", *[(pl.col("_w") * pl.col(d)).alias(n) for d, n in zip(dims, names, strict=True)]
+            )
+            features = _as_of(features, _running_totals(stream, key, names), key, pl.col("t"))
+        module = module_vectors.rename({d: f"_m{number}_{d}" for d in dims})
+        features = features.join(module.lazy(), on="_m", how="left", maintain_order="left")
+        for owner in ("user", "session"):
+            profile = [pl.col(f"_p{owner[0]}{number}_{d}").fill_null(0.0) for d in dims]
+            vector = [pl.col(f"_m{number}_{d}").fill_null(0.0) for d in dims]
+            dot = pl.sum_horizontal(p * v for p, v in zip(profile, vector, strict=True))
+            norm = pl.sum_horizontal(p * p for p in profile).sqrt() * pl.sum_horizontal(v * v for v in vector).sqrt()
+            similarity = pl.when(norm > 0).then(dot / norm).otherwise(0.0)
+            features = features.with_columns(similarity.alias(f"_similarity_{owner}_{number}"))
 
     # The session: its item events, and those on the module's featured items.
     sessions = item_events.filter(pl.col("_s").is_not_null()).select("_s", "ts", pl.lit(1).alias("_n_session"))
@@ -543,4 +583,56 @@ def _feature_expressions(cfg: RankFeatureConfig, available: set[str]) -> list[pl
         "weekday": when.dt.weekday() - 1,
     }
     out |= {f"device_{d}": (pl.col("device") == i).fill_null(False) for i, d in enumerate(cfg.devices)}
+    for number, name in enumerate(cfg.content_vectors):
+        for owner in ("user", "session"):
+            out[f"{owner}_{_vector_kind(name)}_similarity"] = total(f"_similarity_{owner}_{number}")
     return [expr.cast(pl.Float32).alias(name) for name, expr in out.items()]
+
+
+def _reduced(vectors: np.ndarray, name: str, dims: int) -> np.ndarray:
+    """Rows L2-normalised, after a fixed Gaussian random projection to `dims` where they are longer (seeded by the
+    column's name and size: items and modules of a column get the same one). Cosines survive a random projection
+    up to a small error (Johnson-Lindenstrauss); the profiles then sum `dims` numbers per event, not hundreds."""
+    if vectors.shape[1] > dims:
+        seed = zlib.crc32(f"{name}:{vectors.shape[1]}".encode())
+        projection = np.random.default_rng(seed).normal(size=(vectors.shape[1], dims)) / math.sqrt(dims)
+        vectors = vectors @ projection
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _content_vectors(
+    items: pl.DataFrame | None,
+    content: pl.DataFrame,
+    module_map: pl.DataFrame,
+    catalog: pl.DataFrame,
+    cfg: RankFeatureConfig,
+) -> dict[int, tuple[pl.DataFrame, pl.DataFrame]]:
+    """Per configured vector column (by its number) that the items and the content table both hold with one size:
+    the items' reduced vectors (`item_id`, `_v0`...) and the modules' (`_m`, `_v0`...)."""
+    out: dict[int, tuple[pl.DataFrame, pl.DataFrame]] = {}
+    if items is None:
+        return out
+    for number, name in enumerate(cfg.content_vectors):
+        if name not in items.columns or name not in content.columns:
+            continue
+        item_type, module_type = items.schema[name], content.schema[name]
+        if not (isinstance(item_type, pl.Array) and isinstance(module_type, pl.Array)):
+            continue
+        if item_type.size != module_type.size:
+            continue
+        tables = []
+        for table, key in ((items.select("item_id", name), "item_id"), (content.select("content_id", name), "_m")):
+            table = table.filter(pl.col(name).is_not_null())
+            if key == "item_id":
+                table = table.with_columns(pl.col("item_id").cast(catalog.schema["item_id"]))
+                table = table.unique("item_id", keep="first", maintain_order=True)
+            else:
+                table = table.join(module_map, on="content_id", how="inner")
+                table = table.unique("_m", keep="first", maintain_order=True)
+            values = table[name].to_numpy().reshape(table.height, item_type.size)
+            values = _reduced(values, name, cfg.content_dims)
+            columns = {f"_v{d}": values[:, d] for d in range(values.shape[1])}
+            tables.append(pl.DataFrame({key: table[key], **columns}))
+        out[number] = (tables[0], tables[1])
+    return out

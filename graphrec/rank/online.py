@@ -27,7 +27,15 @@ from scipy import sparse
 from graphrec.data.schema import EVENT_TYPES
 from graphrec.errors import InputError
 from graphrec.rank.config import RankFeatureConfig
-from graphrec.rank.features import _PLURAL, DAY_US, SECOND_US, _impressions, feature_descriptions
+from graphrec.rank.features import (
+    _PLURAL,
+    DAY_US,
+    SECOND_US,
+    _impressions,
+    _reduced,
+    _vector_kind,
+    feature_descriptions,
+)
 
 __all__ = ["FeatureState", "RecentEvents", "RequestFeatures", "coerce_id"]
 
@@ -149,6 +157,7 @@ class FeatureState:
         self.module_index = {v: i for i, v in enumerate(module_ids)}
         n_modules = self.n_modules = len(module_ids)
         self._module_tables(content, n_modules)
+        self.content_vectors = self._content_vector_tables(items, content)
 
         # Users and sessions.
         user_ids = [events.select("user_id")]
@@ -230,6 +239,38 @@ class FeatureState:
             if column in content.columns:
                 values = content[column].dt.epoch("us").fill_null(_NO_TIME).to_numpy()
                 target[: content.height] = values
+
+    def _content_vector_tables(
+        self, items: pl.DataFrame | None, content: pl.DataFrame
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per configured content-vector column (by number) the items and the content table both hold with one
+        size: the items' and the modules' vectors, reduced as the offline features reduce them ([items, d] and
+        [modules, d] by index, zero rows where there is none)."""
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if items is None:
+            return out
+        for number, name in enumerate(self.config.content_vectors):
+            if name not in items.columns or name not in content.columns:
+                continue
+            item_type, module_type = items.schema[name], content.schema[name]
+            if not (isinstance(item_type, pl.Array) and isinstance(module_type, pl.Array)):
+                continue
+            if item_type.size != module_type.size:
+                continue
+            rows = items.select(pl.col("item_id").cast(self.item_dtype), name).filter(pl.col(name).is_not_null())
+            rows = rows.unique("item_id", keep="first", maintain_order=True)
+            vectors = _reduced(
+                rows[name].to_numpy().reshape(rows.height, item_type.size), name, self.config.content_dims
+            )
+            item_matrix = np.zeros((len(self.item_index), vectors.shape[1]), np.float32)
+            item_matrix[[self.item_index[i] for i in rows["item_id"].to_list()]] = vectors
+            modules = content.with_row_index("_row").filter(pl.col(name).is_not_null())
+            modules = modules.unique("content_id", keep="first", maintain_order=True)
+            values = modules[name].to_numpy().reshape(modules.height, module_type.size)
+            module_matrix = np.zeros((self.n_modules, vectors.shape[1]), np.float32)
+            module_matrix[modules["_row"].to_numpy()] = _reduced(values, name, self.config.content_dims)
+            out[number] = (item_matrix, module_matrix)
+        return out
 
     def _user_events(self, events: pl.DataFrame) -> None:
         """The users' events sorted by (user, time), as arrays."""
@@ -412,6 +453,19 @@ class FeatureState:
         out["session_featured_events"] = session_touched
         out["session_featured_share"] = session_touched / session_events if session_events else np.zeros(n)
 
+        # Content: the user's and the session's event-weighted item vectors against each module's vector.
+        for number, name in enumerate(cfg.content_vectors):
+            kind_name = _vector_kind(name)
+            out[f"user_{kind_name}_similarity"] = out[f"session_{kind_name}_similarity"] = np.zeros(n)
+            if number not in self.content_vectors:
+                continue
+            item_matrix, module_matrix = self.content_vectors[number]
+            weighted = w.astype(np.float32)[:, None] * item_matrix[np.maximum(item, 0)]  # [events, d]
+            weighted[~has_item] = 0.0
+            vectors = module_matrix[modules]  # [n, d]
+            out[f"user_{kind_name}_similarity"] = _cosine(weighted, vectors)
+            out[f"session_{kind_name}_similarity"] = _cosine(weighted[in_session], vectors)
+
         # The modules' impressions (all users) and the user's own, up to the feedback delay.
         until = t_us - cfg.feedback_delay_seconds * SECOND_US
         imp, click, expected, first = self._module_totals(modules, until)
@@ -538,3 +592,12 @@ def coerce_id(value: Any, dtype: pl.DataType) -> Any:
         except (TypeError, ValueError):
             return None
     return str(value)
+
+
+def _cosine(weighted: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """[n] cosine between the sum of `weighted` ([events, d]) and each row of `vectors` ([n, d]), 0 where either is
+    zero; in float32 from a float64 sum, as the offline features store their running totals."""
+    profile = weighted.astype(np.float64).sum(axis=0).astype(np.float32)
+    norms = np.sqrt((vectors * vectors).sum(axis=1)) * np.sqrt(np.float32(profile @ profile))
+    dots = vectors @ profile
+    return np.divide(dots, norms, out=np.zeros(len(vectors), np.float32), where=norms > 0).astype(np.float64)

@@ -28,8 +28,11 @@ PLURAL = {
     "add_to_wishlist": "wishlists",
     "purchase": "purchases",
 }
-# Features that are whole counts (compared exactly); the others are ratios, days or angles (compared allclose).
-RATIOS = ("share", "days", "hour_", "module_coec", "user_category_events")
+# Features that are whole counts (compared exactly); the others are ratios, days, angles or cosines (allclose).
+RATIOS = ("share", "days", "hour_", "module_coec", "user_category_events", "similarity")
+# The small shop's items and modules carry image vectors but no title vectors: those features are 0 throughout.
+SIMILARITY = [name for name in FEATURES if name.endswith("_similarity")]
+ABSENT = ["user_title_similarity", "session_title_similarity"]
 COUNTS = [name for name in FEATURES if not any(part in name for part in RATIOS)]
 
 
@@ -69,6 +72,20 @@ class Reference:
         }
         self.launch = dict(zip(shop.content["content_id"], shop.content["launch"], strict=True))
         self.ctr: dict[tuple, float] = {}
+        unit = lambda v: np.asarray(v, dtype=np.float64) / np.linalg.norm(v)  # noqa: E731
+        self.image = {i: unit(v) for i, v in zip(shop.items["item_id"], shop.items["image_embedding"], strict=True)}
+        self.module_image = {
+            c: unit(v) for c, v in zip(shop.content["content_id"], shop.content["image_embedding"], strict=True)
+        }
+
+    def similarity(self, events: list[dict], module: str) -> float:
+        """Cosine between the module's image and the event-weighted sum of the events' item images."""
+        profile = sum(
+            (self.cfg.event_weights[e["event_type"]] * self.image[e["item_id"]] for e in events),
+            np.zeros(len(self.module_image[module])),
+        )
+        norm = np.linalg.norm(profile)
+        return float(profile @ self.module_image[module] / norm) if norm > 0 else 0.0
 
     def slot_ctr(self, day, device: str, slot: int) -> float:
         """CTR of (device, slot) on the days before `day`, shrunk to those days' CTR and that to the prior."""
@@ -125,6 +142,9 @@ class Reference:
         )
         out["session_featured_events"] = sum(e["item_id"] in featured for e in session)
         out["session_featured_share"] = out["session_featured_events"] / n if n else 0
+        out["user_image_similarity"] = self.similarity(items, module)
+        out["session_image_similarity"] = self.similarity(session, module)
+        out["user_title_similarity"] = out["session_title_similarity"] = 0.0
 
         cutoff = t - timedelta(seconds=cfg.feedback_delay_seconds)
         shown = [i for i in self.impressions if i["content_id"] == module and i["timestamp"] < cutoff]
@@ -173,9 +193,10 @@ def test_every_feature_equals_a_brute_force_recount_of_the_history_before_t(smal
                 assert got[name] == expected[name], (position, name)
             else:
                 assert np.isclose(got[name], expected[name], rtol=1e-5, atol=1e-6), (position, name)
-    # The sample exercises every feature (none is trivially 0 on it).
+    # The sample exercises every feature (none is trivially 0 on it) the shop has the data for.
     sample = features[[*picks, *has_session, *has_exposure]]
-    assert all(sample[name].abs().max() > 0 for name in FEATURES)
+    assert all(sample[name].abs().max() > 0 for name in FEATURES if name not in ABSENT)
+    assert sample.select(ABSENT).sum_horizontal().abs().max() == 0
 
 
 def test_events_and_impressions_at_or_after_t_change_no_feature(small_shop):
@@ -322,6 +343,7 @@ def test_missing_impressions_and_items_give_zero_features_not_errors(small_shop)
         n for n in FEATURES if n.startswith(("module_", "user_module_")) and n != "user_module_views"
     ]
     catalog_features = ["user_category_events", "user_category_share", "user_brand_share", "session_category_share"]
+    catalog_features += SIMILARITY
     zero = [n for n in impression_features + catalog_features if n not in ("module_coec", "module_age_days")]
     assert bare.select(zero).sum_horizontal().sum() == 0
     assert bare["module_coec"].unique().to_list() == [1.0]
