@@ -33,18 +33,10 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import machine, peak_rss_gib, write_results  # noqa: E402
+from graphrec.data.adapters import MIND_NEWS_COLUMNS  # noqa: E402
 
 SHARED = Path(os.environ.get("GRAPHREC_SHARED_DATA", REPO.parent / "shared" / "data"))
-NEWS_COLUMNS = [
-    "news_id",
-    "category",
-    "subcategory",
-    "title",
-    "abstract",
-    "url",
-    "title_entities",
-    "abstract_entities",
-]
+NEWS_COLUMNS = list(MIND_NEWS_COLUMNS)
 
 
 def read_news(path: Path):

@@ -42,6 +42,12 @@ class Dataset:
         return {name: frame for name, frame in named.items() if frame is not None}
 
 
+# The columns of MIND's headerless news.tsv, in file order.
+MIND_NEWS_COLUMNS = (
+    "news_id", "category", "subcategory", "title", "abstract", "url", "title_entities", "abstract_entities",
+)  # fmt: skip
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         raise InputError(f"{path}: file not found")
@@ -245,16 +251,7 @@ def read_mind(root: str | Path, include_history: bool = True) -> Dataset:
         frames.append(history)
     news = _scan_headerless(
         root / "news.tsv",
-        [
-            "content_id",
-            "category",
-            "subcategory",
-            "title",
-            "abstract",
-            "url",
-            "title_entities",
-            "abstract_entities",
-        ],
+        ["content_id", *MIND_NEWS_COLUMNS[1:]],
         "\t",
     )
     content = news.select("content_id", pl.col("category").alias("module_type"), "title")

@@ -601,6 +601,21 @@ def _reduced(vectors: np.ndarray, name: str, dims: int) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def shared_vector_columns(
+    items: pl.DataFrame | None, content: pl.DataFrame, cfg: RankFeatureConfig
+) -> list[tuple[int, str, int]]:
+    """(number in `cfg.content_vectors`, name, size) of each configured vector column that the items and the content
+    table both hold as arrays of one size; the others give 0 features."""
+    shared = []
+    for number, name in enumerate(cfg.content_vectors):
+        if items is None or name not in items.columns or name not in content.columns:
+            continue
+        item_type, module_type = items.schema[name], content.schema[name]
+        if isinstance(item_type, pl.Array) and isinstance(module_type, pl.Array) and item_type.size == module_type.size:
+            shared.append((number, name, item_type.size))
+    return shared
+
+
 def _content_vectors(
     items: pl.DataFrame | None,
     content: pl.DataFrame,
@@ -611,16 +626,7 @@ def _content_vectors(
     """Per configured vector column (by its number) that the items and the content table both hold with one size:
     the items' reduced vectors (`item_id`, `_v0`...) and the modules' (`_m`, `_v0`...)."""
     out: dict[int, tuple[pl.DataFrame, pl.DataFrame]] = {}
-    if items is None:
-        return out
-    for number, name in enumerate(cfg.content_vectors):
-        if name not in items.columns or name not in content.columns:
-            continue
-        item_type, module_type = items.schema[name], content.schema[name]
-        if not (isinstance(item_type, pl.Array) and isinstance(module_type, pl.Array)):
-            continue
-        if item_type.size != module_type.size:
-            continue
+    for number, name, size in shared_vector_columns(items, content, cfg):
         tables = []
         for table, key in ((items.select("item_id", name), "item_id"), (content.select("content_id", name), "_m")):
             table = table.filter(pl.col(name).is_not_null())
@@ -630,7 +636,7 @@ def _content_vectors(
             else:
                 table = table.join(module_map, on="content_id", how="inner")
                 table = table.unique("_m", keep="first", maintain_order=True)
-            values = table[name].to_numpy().reshape(table.height, item_type.size)
+            values = table[name].to_numpy().reshape(table.height, size)
             values = _reduced(values, name, cfg.content_dims)
             columns = {f"_v{d}": values[:, d] for d in range(values.shape[1])}
             tables.append(pl.DataFrame({key: table[key], **columns}))

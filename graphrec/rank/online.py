@@ -35,6 +35,7 @@ from graphrec.rank.features import (
     _reduced,
     _vector_kind,
     feature_descriptions,
+    shared_vector_columns,
 )
 
 __all__ = ["FeatureState", "RecentEvents", "RequestFeatures", "coerce_id"]
@@ -247,26 +248,15 @@ class FeatureState:
         size: the items' and the modules' vectors, reduced as the offline features reduce them ([items, d] and
         [modules, d] by index, zero rows where there is none)."""
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if items is None:
-            return out
-        for number, name in enumerate(self.config.content_vectors):
-            if name not in items.columns or name not in content.columns:
-                continue
-            item_type, module_type = items.schema[name], content.schema[name]
-            if not (isinstance(item_type, pl.Array) and isinstance(module_type, pl.Array)):
-                continue
-            if item_type.size != module_type.size:
-                continue
+        for number, name, size in shared_vector_columns(items, content, self.config):
             rows = items.select(pl.col("item_id").cast(self.item_dtype), name).filter(pl.col(name).is_not_null())
             rows = rows.unique("item_id", keep="first", maintain_order=True)
-            vectors = _reduced(
-                rows[name].to_numpy().reshape(rows.height, item_type.size), name, self.config.content_dims
-            )
+            vectors = _reduced(rows[name].to_numpy().reshape(rows.height, size), name, self.config.content_dims)
             item_matrix = np.zeros((len(self.item_index), vectors.shape[1]), np.float32)
             item_matrix[[self.item_index[i] for i in rows["item_id"].to_list()]] = vectors
             modules = content.with_row_index("_row").filter(pl.col(name).is_not_null())
             modules = modules.unique("content_id", keep="first", maintain_order=True)
-            values = modules[name].to_numpy().reshape(modules.height, module_type.size)
+            values = modules[name].to_numpy().reshape(modules.height, size)
             module_matrix = np.zeros((self.n_modules, vectors.shape[1]), np.float32)
             module_matrix[modules["_row"].to_numpy()] = _reduced(values, name, self.config.content_dims)
             out[number] = (item_matrix, module_matrix)
