@@ -29,6 +29,8 @@ RANKER = [
     "--ranker.split.validation_days", "2",
     "--ranker.split.test_days", "2",
     "--ranker.train.epochs", "3",
+    # The behaviour features alone: the seeded search below is a fixed scenario whose third trial the pruner stops.
+    "--ranker.features.content_vectors", "[]",
 ]  # fmt: skip
 RANKER_SEARCH = [
     "--target", "ranker",
