@@ -84,6 +84,7 @@ def backfill_job(
     export = export or ExportStageConfig()
     workdir = Path(workdir)
     events, items, content, _ = read_validated(validated)
+    text_encoder = text_encoder_of(validated)
     cutoffs = backfill_cutoffs(events, backfill)
     if not cutoffs:
         raise InputError(f"{validated}: the events span less than backfill.first_after_days; no cutoff to backfill")
@@ -97,7 +98,7 @@ def backfill_job(
             summaries.append({"cutoff": cutoff.isoformat(), "skipped": True})
             continue
         started = time.perf_counter()
-        snapshot = build_snapshot(events, cutoff, items, content, graph, text_encoder=text_encoder_of(validated))
+        snapshot = build_snapshot(events, cutoff, items, content, graph, text_encoder=text_encoder)
         snapshot_dir = workdir / "snapshot"
         save_snapshot(snapshot, snapshot_dir)
         previous = warm_start_source(model_dir, embeddings) if embeddings.warm_start else None

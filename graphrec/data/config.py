@@ -16,6 +16,8 @@ EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "add_to_wishlist
 """Canonical behaviours, in funnel order."""
 
 DEVICES = ("mobile_web", "desktop", "app")
+VECTOR_SUFFIX = "_embedding"
+"""Catalog columns named `<anything>_embedding` are content vectors (image, video, text): one dimension per column."""
 MODULE_TYPES = ("carousel", "banner", "teaser", "editorial", "brand_page")
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 import polars as pl
 
-from graphrec.data.config import EVENT_TYPES  # defined with the settings, which must not import polars
+from graphrec.data.config import EVENT_TYPES, VECTOR_SUFFIX  # defined with the settings, which import no polars
 
 DEFAULT_EVENT_ALIASES: dict[str, str] = {
     "pv": "view",
@@ -45,9 +45,6 @@ KIND_DESCRIPTION: dict[str, str] = {
     "id_list": "a list of ids (or a string of ids separated by '|', ',' or spaces)",
     "vector": "a fixed-size list of numbers (or a string of numbers separated by spaces, ',' or '|')",
 }
-
-VECTOR_SUFFIX = "_embedding"
-"""Catalog columns named `<anything>_embedding` are content vectors (image, video, text): one dimension per column."""
 
 
 @dataclass(frozen=True)

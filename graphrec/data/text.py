@@ -30,7 +30,7 @@ import polars as pl
 
 from graphrec.artifacts import atomic_directory, file_sha256, write_json_atomic
 from graphrec.data.config import PACKAGED_TEXT_MODEL as PACKAGED_MODEL
-from graphrec.data.config import TextEncoderConfig
+from graphrec.data.config import VECTOR_SUFFIX, TextEncoderConfig
 from graphrec.errors import ConfigError, SchemaError
 
 log = logging.getLogger("graphrec.data.text")
@@ -41,7 +41,6 @@ _INSTALL_HINT = 'install the text extra: pip install "graphrec[text]"'
 # Read by huggingface_hub and transformers; set while loading so a missing file fails at once, never downloads.
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 _STALE_STAGING_S = 3600.0  # a staging folder this old belongs to a killed writer, not a running one
-EMBEDDING_SUFFIX = "_embedding"
 _JOIN_KEY = "__graphrec_text"  # a column name no caller's table uses
 
 
@@ -341,7 +340,7 @@ def encode_text_columns(
         if cache is not None:
             cache.add(missing, vectors)
         encoded = pl.DataFrame({"text": missing, "vector": pl.Series(vectors, dtype=vector_type)})
-        output = f"{column}{EMBEDDING_SUFFIX}"
+        output = f"{column}{VECTOR_SUFFIX}"
         by_text = pl.concat([found, encoded]).rename({"text": _JOIN_KEY, "vector": output})
         table = (
             table.drop(output, strict=False)

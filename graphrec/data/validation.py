@@ -19,6 +19,7 @@ the outputs are the same whatever the chunk size (one chunk larger than the tabl
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -1003,8 +1004,6 @@ def text_encoder_of(validated_dir: str | Path) -> dict[str, Any] | None:
     report = Path(validated_dir) / "report.json"
     if not report.exists():
         return None
-    import json
-
     return json.loads(report.read_text()).get("text", {}).get("encoder")
 
 

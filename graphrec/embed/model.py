@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from graphrec.embed.config import ModelConfig
+from graphrec.errors import InputError
 from graphrec.graph.sampling import Subgraph
 from graphrec.metrics import expand_rows
 
@@ -231,6 +232,13 @@ class MultiBehaviourGCN(nn.Module):
     ) -> None:
         """Attach the training graph: `edges[b] = (users, items, counts)` per behaviour, and item features
         (categorical codes, and content vectors [num_items, size] with zero rows where an item has none)."""
+        features = features or {}
+        missing = [n for n in (*self.feature_embedding, *self.vector_projection) if n not in features]
+        if missing:
+            raise InputError(
+                f"the model was trained with the item features {missing}, which this graph lacks "
+                f"(it has {sorted(features)}); attach a snapshot with the same catalog columns"
+            )
         self._graph = {}
         for behaviour in self.behaviours:
             users, items, _ = edges[behaviour]
@@ -256,18 +264,18 @@ class MultiBehaviourGCN(nn.Module):
             self._conversion = self._conversion_rate(torch.arange(self.num_items))
             users, items, _ = edges[self.target]
             self._bought = PairLookup(users, items, torch.ones(len(users)), self.num_items)
-        self.features = self._feature_inputs(features or {}, required=True)
+        self.features = self._feature_inputs(features)
 
-    def _feature_inputs(self, features: dict[str, torch.Tensor], required: bool = False) -> dict[str, torch.Tensor]:
-        """Model-ready features: categorical codes with -1 mapped to the padding row, content vectors L2-normalised
-        (zero rows stay zero). Without `required`, features the caller lacks are left out."""
+    def _feature_inputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Model-ready features of those in `features` the model has: categorical codes with -1 mapped to the
+        padding row, content vectors L2-normalised (zero rows stay zero)."""
         inputs = {}
         for name, embedding in self.feature_embedding.items():
-            if name in features or required:
+            if name in features:
                 values = features[name].long()
                 inputs[name] = torch.where(values < 0, embedding.num_embeddings - 1, values)
         for name in self.vector_projection:
-            if name in features or required:
+            if name in features:
                 inputs[name] = nn.functional.normalize(features[name].float(), dim=-1)
         return inputs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphrec.data.config import DEVICES, EVENT_TYPES
+from graphrec.data.config import DEVICES, EVENT_TYPES, VECTOR_SUFFIX
 from graphrec.errors import at_least_zero, check_settings, positive
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -98,7 +98,7 @@ class RankFeatureConfig:
                 "prior_ctr": (lambda v: v is not None and 0 < v < 1, "in (0, 1)"),
                 "feedback_delay_seconds": (at_least_zero, "zero or more"),
                 "content_vectors": (
-                    lambda v: all(isinstance(n, str) and n.endswith("_embedding") for n in v),
+                    lambda v: all(isinstance(n, str) and n.endswith(VECTOR_SUFFIX) for n in v),
                     "names of *_embedding columns",
                 ),
                 "content_dims": (positive, "a positive integer"),

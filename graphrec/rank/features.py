@@ -26,6 +26,7 @@ import zlib
 import numpy as np
 import polars as pl
 
+from graphrec.data.config import VECTOR_SUFFIX
 from graphrec.data.schema import EVENT_TYPES
 from graphrec.errors import SchemaError
 from graphrec.rank.config import DEFAULT_EVENT_WEIGHTS, RankFeatureConfig
@@ -97,7 +98,7 @@ def feature_descriptions(config: RankFeatureConfig | None = None) -> dict[str, s
 
 
 def _vector_kind(name: str) -> str:
-    return name.removesuffix("_embedding")
+    return name.removesuffix(VECTOR_SUFFIX)
 
 
 FEATURES: dict[str, str] = feature_descriptions()
@@ -601,6 +602,15 @@ def _reduced(vectors: np.ndarray, name: str, dims: int) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def reduced_vectors(
+    table: pl.DataFrame, key: str, name: str, size: int, cfg: RankFeatureConfig
+) -> tuple[pl.Series, np.ndarray]:
+    """The `key`s of `table`'s rows with a `name` vector (the first row of a key) and their vectors, reduced and
+    normalised by `_reduced` ([rows, min(size, content_dims)]): what the offline and the online features share."""
+    rows = table.filter(pl.col(name).is_not_null()).unique(key, keep="first", maintain_order=True)
+    return rows[key], _reduced(rows[name].to_numpy().reshape(rows.height, size), name, cfg.content_dims)
+
+
 def shared_vector_columns(
     items: pl.DataFrame | None, content: pl.DataFrame, cfg: RankFeatureConfig
 ) -> list[tuple[int, str, int]]:
@@ -627,18 +637,11 @@ def _content_vectors(
     the items' reduced vectors (`item_id`, `_v0`...) and the modules' (`_m`, `_v0`...)."""
     out: dict[int, tuple[pl.DataFrame, pl.DataFrame]] = {}
     for number, name, size in shared_vector_columns(items, content, cfg):
+        item_table = items.select(pl.col("item_id").cast(catalog.schema["item_id"]), name)
+        module_table = content.select("content_id", name).join(module_map, on="content_id", how="inner")
         tables = []
-        for table, key in ((items.select("item_id", name), "item_id"), (content.select("content_id", name), "_m")):
-            table = table.filter(pl.col(name).is_not_null())
-            if key == "item_id":
-                table = table.with_columns(pl.col("item_id").cast(catalog.schema["item_id"]))
-                table = table.unique("item_id", keep="first", maintain_order=True)
-            else:
-                table = table.join(module_map, on="content_id", how="inner")
-                table = table.unique("_m", keep="first", maintain_order=True)
-            values = table[name].to_numpy().reshape(table.height, size)
-            values = _reduced(values, name, cfg.content_dims)
-            columns = {f"_v{d}": values[:, d] for d in range(values.shape[1])}
-            tables.append(pl.DataFrame({key: table[key], **columns}))
+        for table, key in ((item_table, "item_id"), (module_table, "_m")):
+            keys, values = reduced_vectors(table, key, name, size, cfg)
+            tables.append(pl.DataFrame({key: keys, **{f"_v{d}": values[:, d] for d in range(values.shape[1])}}))
         out[number] = (tables[0], tables[1])
     return out

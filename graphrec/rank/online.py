@@ -32,9 +32,9 @@ from graphrec.rank.features import (
     DAY_US,
     SECOND_US,
     _impressions,
-    _reduced,
     _vector_kind,
     feature_descriptions,
+    reduced_vectors,
     shared_vector_columns,
 )
 
@@ -249,16 +249,14 @@ class FeatureState:
         [modules, d] by index, zero rows where there is none)."""
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for number, name, size in shared_vector_columns(items, content, self.config):
-            rows = items.select(pl.col("item_id").cast(self.item_dtype), name).filter(pl.col(name).is_not_null())
-            rows = rows.unique("item_id", keep="first", maintain_order=True)
-            vectors = _reduced(rows[name].to_numpy().reshape(rows.height, size), name, self.config.content_dims)
+            item_table = items.select(pl.col("item_id").cast(self.item_dtype), name)
+            ids, vectors = reduced_vectors(item_table, "item_id", name, size, self.config)
             item_matrix = np.zeros((len(self.item_index), vectors.shape[1]), np.float32)
-            item_matrix[[self.item_index[i] for i in rows["item_id"].to_list()]] = vectors
-            modules = content.with_row_index("_row").filter(pl.col(name).is_not_null())
-            modules = modules.unique("content_id", keep="first", maintain_order=True)
-            values = modules[name].to_numpy().reshape(modules.height, size)
+            item_matrix[[self.item_index[i] for i in ids.to_list()]] = vectors
+            module_table = content.select("content_id", name).with_row_index("_row")
+            rows, values = reduced_vectors(module_table, "_row", name, size, self.config)
             module_matrix = np.zeros((self.n_modules, vectors.shape[1]), np.float32)
-            module_matrix[modules["_row"].to_numpy()] = _reduced(values, name, self.config.content_dims)
+            module_matrix[rows.to_numpy()] = values  # module m is the content table's row m
             out[number] = (item_matrix, module_matrix)
         return out
 

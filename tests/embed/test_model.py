@@ -8,6 +8,7 @@ import torch
 from graphrec.data.validation import validate_events
 from graphrec.embed.config import ModelConfig
 from graphrec.embed.model import MultiBehaviourGCN, PairLookup, _normalised_adjacency, sparse_matmul
+from graphrec.errors import InputError
 from graphrec.graph.snapshot import build_snapshot
 from graphrec.graph.tasks import task_from_snapshot
 
@@ -85,6 +86,9 @@ def test_content_vectors_place_a_new_item_and_stay_out_when_disabled(task):
         scaled = model.embed_items({}, 4, user_layers, {"image_embedding": 3 * images})
     assert only_content.abs().sum(1).min() > 0 and nothing.abs().sum() == 0
     assert torch.allclose(scaled, only_content, atol=1e-6)
+    without_images = {n: v for n, v in task.item_features.items() if n != "image_embedding"}
+    with pytest.raises(InputError, match=r"item features \['image_embedding'\]"):
+        model.set_graph(task.edges, without_images)
     plain = make_model(task, use_content=False)
     assert len(plain.vector_projection) == 0 and not hasattr(plain, "content_gate")
     assert "content_gate" not in dict(plain.named_parameters())
