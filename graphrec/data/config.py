@@ -127,6 +127,9 @@ class ShopConfig:
         taste_weight: how strongly a user's taste (and a session's intent) steers which items of a category they
             view; 0 leaves only popularity.
         new_user_share: share of users whose first visit falls inside the period rather than before it.
+        new_item_share: share of the catalogue launched during the period (new arrivals, on days spread over it,
+            never a category's most popular item); before its launch an item is neither viewed nor featured.
+        new_item_boost: popularity multiplier of new arrivals (shops promote them; 1: as popular as any item).
         activity_sigma: log-normal spread of user activity (heavy-tailed: many light users, a few heavy ones).
         homepage_share: share of sessions with a homepage request.
         popularity_exponent: Zipf exponent of item popularity within a category.
@@ -161,6 +164,8 @@ class ShopConfig:
     taste_dim: int = 8
     taste_weight: float = 1.5
     new_user_share: float = 0.3
+    new_item_share: float = 0.1
+    new_item_boost: float = 3.0
     activity_sigma: float = 1.2
     homepage_share: float = 0.6
     popularity_exponent: float = 1.05
@@ -183,7 +188,7 @@ class ShopConfig:
             self.homepage = HomepageConfig(**self.homepage)
         sizes = ("target_events", "n_users", "n_items", "n_content", "n_categories", "n_brands", "days", "taste_dim")
         shares = ("homepage_share", "interest_concentration", "revisit_probability", "p_click", "p_cart")
-        shares += ("p_wishlist", "p_purchase", "corrupt_fraction", "new_user_share")
+        shares += ("p_wishlist", "p_purchase", "corrupt_fraction", "new_user_share", "new_item_share")
         rules = {name: (positive, "a positive integer") for name in sizes}
         rules |= {name: (fraction, "between 0 and 1") for name in shares if name != "interest_concentration"}
         rules |= {
@@ -195,6 +200,7 @@ class ShopConfig:
             "taste_weight": (at_least_zero, "0 or more"),
             "image_dim": (at_least_zero, "0 or more"),
             "image_noise": (at_least_zero, "0 or more"),
+            "new_item_boost": (positive, "positive"),
             "activity_sigma": (at_least_zero, "0 or more"),
             "start": (_is_iso_time, "an ISO date such as 2026-01-05"),
         }

@@ -68,57 +68,14 @@ def build_module_pool(
     popularity: np.ndarray,
     category_names: list[str],
     brand_names: list[str],
+    item_launch_day: np.ndarray | None = None,
 ) -> ModulePool:
-    """Draw the module pool: types, featured items, hidden factors, quality and live periods."""
+    """Draw the module pool: types, live periods, featured items, hidden factors and quality. `item_launch_day`
+    ([I], days from the start; None: every item from the start) keeps items out of modules launched before them."""
     n_items, dim = item_factor.shape
     n_cat = len(category_names)
     shares = np.array([config.module_types.get(t, 0.0) for t in MODULE_TYPES])
     module_type = rng.choice(len(MODULE_TYPES), size=n_modules, p=shares / shares.sum())
-    by_category = [np.flatnonzero(item_category == c) for c in range(n_cat)]
-    by_brand_order = np.argsort(item_brand, kind="stable")
-    brand_start = np.searchsorted(item_brand[by_brand_order], np.arange(len(brand_names) + 1))
-    category_mass = np.bincount(item_category, weights=popularity, minlength=n_cat)
-    brand_mass = np.bincount(item_brand, weights=popularity, minlength=len(brand_names))
-    log_pop = np.log(popularity)
-    popular = np.argsort(-popularity, kind="stable")[: max(200, n_items // 10)]
-
-    def styled(pool: np.ndarray, count: int, direction: np.ndarray, strength: float) -> np.ndarray:
-        # Popular items that fit a style direction: the way a merchandiser fills a themed module.
-        score = log_pop[pool] + strength * (item_factor[pool] @ direction) + rng.gumbel(size=len(pool))
-        return np.sort(pool[np.argsort(-score, kind="stable")[: min(count, len(pool))]])
-
-    featured: list[np.ndarray] = []
-    titles: list[str] = []
-    for kind in module_type:  # a couple of thousand modules at most
-        direction = rng.normal(size=dim)
-        direction /= np.linalg.norm(direction)
-        name = MODULE_TYPES[kind]
-        category = rng.choice(n_cat, p=category_mass / category_mass.sum())
-        if name == "carousel":
-            items = styled(by_category[category], int(rng.integers(12, 25)), direction, 1.0)
-        elif name == "banner":
-            second = rng.choice(n_cat, p=category_mass / category_mass.sum())
-            pool = np.union1d(by_category[category], by_category[second])
-            items = styled(pool, int(rng.integers(4, 9)), direction, 2.0)
-        elif name == "teaser":
-            items = styled(by_category[category], int(rng.integers(1, 5)), direction, 2.0)
-        elif name == "editorial":
-            items = styled(popular, int(rng.integers(8, 17)), direction, 4.0)
-        else:  # brand_page
-            brand = rng.choice(len(brand_names), p=brand_mass / brand_mass.sum())
-            pool = by_brand_order[brand_start[brand] : brand_start[brand + 1]]
-            items = styled(pool, 16, direction, 0.5)
-            category = int(np.bincount(item_category[items], minlength=n_cat).argmax())
-        featured.append(items)
-        titles.append(_title(name, items, item_factor, category_names[category], brand_names, item_brand, rng))
-
-    factor = np.stack([item_factor[x].mean(axis=0) for x in featured])
-    factor /= np.maximum(np.linalg.norm(factor, axis=1, keepdims=True), 1e-9)
-    price = np.array([item_price[x].mean() for x in featured])
-    mix = np.zeros((n_modules, n_cat), dtype=np.float32)
-    for m, items in enumerate(featured):
-        np.add.at(mix[m], item_category[items], 1.0 / len(items))
-    quality = rng.normal(0.0, config.quality_std, n_modules)
 
     # Live periods: whole days; evergreen modules span the period, the others launch every day (some before the
     # start, so the first day has a full pool) and live a log-normal number of days.
@@ -134,6 +91,56 @@ def build_module_pool(
             break
         launch_day[m], lifetime[m] = -_TIME_ORIGIN_DAYS // 2, days + _TIME_ORIGIN_DAYS
         live = _live_counts(launch_day, lifetime, days)
+    item_launch_day = np.zeros(n_items, dtype=np.int64) if item_launch_day is None else item_launch_day
+    by_category = [np.flatnonzero(item_category == c) for c in range(n_cat)]
+    by_brand_order = np.argsort(item_brand, kind="stable")
+    brand_start = np.searchsorted(item_brand[by_brand_order], np.arange(len(brand_names) + 1))
+    category_mass = np.bincount(item_category, weights=popularity, minlength=n_cat)
+    brand_mass = np.bincount(item_brand, weights=popularity, minlength=len(brand_names))
+    log_pop = np.log(popularity)
+    popular = np.argsort(-popularity, kind="stable")[: max(200, n_items // 10)]
+
+    def styled(pool: np.ndarray, count: int, direction: np.ndarray, strength: float, day: int) -> np.ndarray:
+        # Popular items that fit a style direction and are on sale by the module's launch day: the way a
+        # merchandiser fills a themed module (the catalogue's popular items where none of the pool is yet).
+        pool = pool[item_launch_day[pool] <= max(day, 0)]  # items launch from day 0, modules before it too
+        if not len(pool):
+            pool = popular[item_launch_day[popular] <= max(day, 0)]
+        score = log_pop[pool] + strength * (item_factor[pool] @ direction) + rng.gumbel(size=len(pool))
+        return np.sort(pool[np.argsort(-score, kind="stable")[: min(count, len(pool))]])
+
+    featured: list[np.ndarray] = []
+    titles: list[str] = []
+    for kind, day in zip(module_type, launch_day, strict=True):  # a couple of thousand modules at most
+        direction = rng.normal(size=dim)
+        direction /= np.linalg.norm(direction)
+        name = MODULE_TYPES[kind]
+        category = rng.choice(n_cat, p=category_mass / category_mass.sum())
+        if name == "carousel":
+            items = styled(by_category[category], int(rng.integers(12, 25)), direction, 1.0, day)
+        elif name == "banner":
+            second = rng.choice(n_cat, p=category_mass / category_mass.sum())
+            pool = np.union1d(by_category[category], by_category[second])
+            items = styled(pool, int(rng.integers(4, 9)), direction, 2.0, day)
+        elif name == "teaser":
+            items = styled(by_category[category], int(rng.integers(1, 5)), direction, 2.0, day)
+        elif name == "editorial":
+            items = styled(popular, int(rng.integers(8, 17)), direction, 4.0, day)
+        else:  # brand_page
+            brand = rng.choice(len(brand_names), p=brand_mass / brand_mass.sum())
+            pool = by_brand_order[brand_start[brand] : brand_start[brand + 1]]
+            items = styled(pool, 16, direction, 0.5, day)
+            category = int(np.bincount(item_category[items], minlength=n_cat).argmax())
+        featured.append(items)
+        titles.append(_title(name, items, item_factor, category_names[category], brand_names, item_brand, rng))
+
+    factor = np.stack([item_factor[x].mean(axis=0) for x in featured])
+    factor /= np.maximum(np.linalg.norm(factor, axis=1, keepdims=True), 1e-9)
+    price = np.array([item_price[x].mean() for x in featured])
+    mix = np.zeros((n_modules, n_cat), dtype=np.float32)
+    for m, items in enumerate(featured):
+        np.add.at(mix[m], item_category[items], 1.0 / len(items))
+    quality = rng.normal(0.0, config.quality_std, n_modules)
     launch = start + launch_day * DAY
     return ModulePool(module_type, featured, factor, price, quality, launch, launch + lifetime * DAY, mix, titles)
 

@@ -7,7 +7,9 @@ within categories; sessions follow a daily rhythm; activity is heavy-tailed and 
 the period (cold users). The homepage (graphrec.data.homepage) has a pool of modules launched and retired every
 day, a partly personalised logging policy with exploration and the propensity of every impression, and a
 position-based click model whose relevance comes mostly from the hidden factors; its truth is written beside the
-logs (`impressions_truth.parquet`, `click_model.npz`).
+logs (`impressions_truth.parquet`, `click_model.npz`). A share of the catalogue arrives during the period (new
+arrivals, promoted), so some items are new when a model is trained; their launch days are written beside the
+catalog (`items_truth.parquet`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Shop:
     config: ShopConfig
     stats: dict[str, Any] = field(default_factory=dict)
     click_model: ClickModel | None = None
+    item_launch: pl.DataFrame | None = None  # item_id, launch: when each item went on sale (the truth of arrivals)
 
 
 def _segment_cumsum(gaps: np.ndarray, group_start: np.ndarray) -> np.ndarray:
@@ -113,6 +116,14 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         lo, hi = category_start[c], category_start[c + 1]
         shuffled_rank[lo:hi] = rng.permutation(hi - lo)
     popularity = 1.0 / (shuffled_rank + 1.0) ** cfg.popularity_exponent
+    # New arrivals: launched on days spread over the period (never a category's most popular item, so every
+    # category has items from the first day), and promoted.
+    item_launch_day = np.zeros(n_items, dtype=np.int64)
+    n_new = round(cfg.new_item_share * n_items) if cfg.days > 1 else 0
+    if n_new:
+        arrivals = rng.choice(np.flatnonzero(shuffled_rank > 0), size=n_new, replace=False)
+        item_launch_day[arrivals] = 1 + rng.permutation(n_new) % (cfg.days - 1)
+        popularity[arrivals] *= cfg.new_item_boost
     category_mass = np.bincount(item_category, weights=popularity, minlength=n_cat)
     within = popularity / np.maximum(category_mass[item_category], 1e-12)
     # Category c occupies [c, c + 1) of this cumulative scale: sampling an item of c is searchsorted(c + u).
@@ -151,9 +162,10 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     user_device = rng.choice(len(DEVICES), size=n_users, p=DEVICE_SHARE)
     arrival = np.where(rng.random(n_users) < cfg.new_user_share, rng.integers(0, cfg.days, n_users), 0)
 
-    def sample_items(users: np.ndarray, taste: np.ndarray) -> np.ndarray:
-        """Items viewed by `users` steered by `taste` ([n, D]): popular items of an interest category, the one
-        that fits the taste and price level best (a softmax over a few candidates) viewed."""
+    def sample_items(users: np.ndarray, taste: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Items viewed by `users` steered by `taste` ([n, D]) on `day` ([n]): popular items of an interest
+        category on sale that day, the one that fits the taste and price level best (a softmax over a few
+        candidates) viewed; where no candidate is on sale yet, the category's most popular item."""
         out = np.empty(len(users), dtype=np.int64)
         for lo in range(0, len(users), 200_000):
             u, t = users[lo : lo + 200_000], taste[lo : lo + 200_000]
@@ -164,11 +176,21 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
             index = np.clip(index, category_start[category][:, None], category_start[category + 1][:, None] - 1)
             score = cfg.taste_weight * np.einsum("nd,nkd->nk", t, item_factor[index])
             score -= 0.5 * (user_level[u][:, None] - item_level[index]) ** 2
-            out[lo : lo + len(u)] = index[np.arange(len(u)), np.argmax(score + rng.gumbel(size=score.shape), axis=1)]
+            score = score + rng.gumbel(size=score.shape)
+            on_sale = item_launch_day[index] <= day[lo : lo + len(u), None]
+            score = np.where(on_sale, score, -np.inf)
+            chosen = index[np.arange(len(u)), np.argmax(score, axis=1)]
+            out[lo : lo + len(u)] = np.where(on_sale.any(axis=1), chosen, top_of_category[category])
         return out
 
+    top_of_category = np.zeros(n_cat, dtype=np.int64)
+    top_of_category[item_category[shuffled_rank == 0]] = np.flatnonzero(shuffled_rank == 0)
+    # The items a user keeps coming back to: on sale from the start, so revisits never reach an item before its
+    # launch.
     consideration = sample_items(
-        np.repeat(np.arange(n_users), cfg.consideration_set), np.repeat(user_taste, cfg.consideration_set, axis=0)
+        np.repeat(np.arange(n_users), cfg.consideration_set),
+        np.repeat(user_taste, cfg.consideration_set, axis=0),
+        np.zeros(n_users * cfg.consideration_set, dtype=np.int64),
     ).reshape(n_users, cfg.consideration_set)
     user_affinity = np.zeros((n_users, n_cat))
     np.add.at(
@@ -192,6 +214,7 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
         popularity=popularity,
         category_names=category_names,
         brand_names=brand_names,
+        item_launch_day=item_launch_day,
     )
 
     # Sessions, sized for the target event count from the expected events per session.
@@ -218,7 +241,7 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     view_session = np.repeat(np.arange(n_sessions), views_per)
     view_user = session_user[view_session]
     revisit = rng.random(len(view_session)) < cfg.revisit_probability
-    view_item = sample_items(view_user, session_intent[view_session])
+    view_item = sample_items(view_user, session_intent[view_session], day[view_session])
     view_item[revisit] = consideration[view_user[revisit], rng.integers(0, cfg.consideration_set, revisit.sum())]
     first = np.r_[True, view_session[1:] != view_session[:-1]]
     position = np.arange(len(view_session)) - np.flatnonzero(first).repeat(views_per)
@@ -471,7 +494,11 @@ def generate_shop(config: ShopConfig | None = None) -> Shop:
     if cfg.corrupt_fraction > 0:
         events = _corrupt(events, cfg.corrupt_fraction, rng)
     stats = _shop_stats(events, impressions, truth, content)
-    return Shop(events, items, content, impressions, truth, cfg, stats, model)
+    stats["new_items"] = n_new
+    item_launch = pl.DataFrame({"item_id": item_ids, "launch": start + item_launch_day * DAY}).with_columns(
+        pl.from_epoch("launch", time_unit="s").dt.replace_time_zone("UTC").cast(TIMESTAMP_DTYPE)
+    )
+    return Shop(events, items, content, impressions, truth, cfg, stats, model, item_launch)
 
 
 # Product nouns per category (cycled past the list's end); titles name the category's noun, two style words and
@@ -610,6 +637,9 @@ def write_shop(shop: Shop, out_dir: str | Path) -> Path:
         shop.truth.write_parquet(staging / "impressions_truth.parquet")
         files = ["events.parquet", "items.parquet", "content.parquet", "impressions.parquet"]
         files.append("impressions_truth.parquet")
+        if shop.item_launch is not None:
+            shop.item_launch.write_parquet(staging / "items_truth.parquet")
+            files.append("items_truth.parquet")
         if shop.click_model is not None:
             shop.click_model.save(staging / "click_model.npz")
             files.append("click_model.npz")

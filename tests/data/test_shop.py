@@ -82,6 +82,31 @@ def test_content_modules_feature_catalog_items(small_shop):
     assert set(small_shop.content["module_type"]) == {"carousel", "banner", "teaser", "editorial", "brand_page"}
 
 
+def test_new_arrivals_go_on_sale_during_the_period_and_never_appear_before(small_shop):
+    launch = small_shop.item_launch
+    start = launch["launch"].min()
+    arrivals = launch.filter(pl.col("launch") > start)
+    assert arrivals.height == small_shop.stats["new_items"] == round(SMALL_SHOP.new_item_share * SMALL_SHOP.n_items)
+    assert arrivals["launch"].dt.date().n_unique() > SMALL_SHOP.days // 2  # spread over the period
+    item_events = small_shop.events.filter(pl.col("item_id").is_not_null()).join(launch, on="item_id")
+    assert item_events.filter(pl.col("timestamp") < pl.col("launch")).height == 0
+    # Promoted arrivals are bought: some purchases go to items that launched after the first week.
+    late = arrivals.filter(pl.col("launch") >= start + pl.duration(days=7))
+    bought = item_events.filter(pl.col("event_type") == "purchase")["item_id"]
+    assert bought.is_in(late["item_id"].implode()).sum() > 0
+    # A module features only items on sale by its launch (or by the start, for modules launched before it).
+    featured = small_shop.content.select("launch", pl.col("item_ids").alias("item_id")).explode("item_id")
+    featured = featured.join(launch.rename({"launch": "item_launch"}), on="item_id")
+    on_sale_by = pl.max_horizontal("launch", pl.lit(start))
+    assert featured.filter(pl.col("item_launch") > on_sale_by).height == 0
+    assert featured.filter(pl.col("item_launch") > start).height > 0  # later modules do feature arrivals
+
+
+def test_a_shop_without_arrivals_has_every_item_from_the_start():
+    shop = generate_shop(replace(SMALL_SHOP, new_item_share=0.0, target_events=3_000))
+    assert shop.item_launch["launch"].n_unique() == 1 and shop.stats["new_items"] == 0
+
+
 def test_corrupt_fraction_injects_each_fault():
     shop = generate_shop(replace(SMALL_SHOP, corrupt_fraction=0.01))
     result = validate_events(shop.events, ValidationConfig(max_bad_fraction=1.0))
