@@ -18,6 +18,10 @@ users, heavy users and modules launched after the embedding cutoff; the oracle's
 value: expected clicks per request of each ranker's top-40 order on a sample of test requests (every live module
 scored), with the first-slot IPS / SNIPS estimates, against the oracle, the logging policy and popularity.
 
+Content ablation (`--dataset content`, its own section): hand_made and gnn+hand_made, each with and without content
+(GNN versions backfilled without the content-vector projection, the ranker without the content-similarity
+features), AUC overall and on new and warm modules.
+
 Run: python benchmarks/ranker.py [--events 500000] [--seeds 5] [--workdir benchmarks/work/ranker]
 Writes benchmarks/results/ranker.{md,json}. The shop, the backfills and the rows are cached in the workdir.
 """
@@ -29,6 +33,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +47,7 @@ SHARED = Path(os.environ.get("GRAPHREC_SHARED_DATA", REPO.parent / "shared" / "d
 GOALS = {"oracle_auc_ratio": 0.97, "ece_below": 0.01, "policy_ratio": 0.9, "lift_sigmas": 3.0}
 ARMS = ("basic", "hand_made", "mf", "gnn", "gnn+hand_made", "lightgbm")
 CONTEXT = ("hour_sin", "hour_cos", "weekday")
-SLICES = ("overall", "cold_users", "heavy_users", "new_modules")
+SLICES = ("overall", "cold_users", "heavy_users", "new_modules", "warm_modules")
 
 
 def log(message: str) -> None:
@@ -78,7 +83,12 @@ def backfill(
     from training.config import BackfillConfig, EmbeddingStageConfig, ExportStageConfig, TrainConfig
 
     store = workdir / f"store_{kind}"
-    model = ModelConfig() if kind == "gnn" else ModelConfig(num_layers=0, use_features=False, history=False)
+    models = {
+        "gnn": ModelConfig(),
+        "gnn_no_content": ModelConfig(use_content=False),
+        "mf": ModelConfig(num_layers=0, use_features=False, history=False),
+    }
+    model = models[kind]
     embeddings = EmbeddingStageConfig(model=model, train=TrainConfig(epochs=epochs), **stage)
     started = time.perf_counter()
     log(f"backfilling {kind} versions into {store}")
@@ -360,6 +370,96 @@ def run_mind(args, workdir: Path) -> dict:
     }
 
 
+def content_feature_names(names: list[str]) -> list[str]:
+    """The ranker features that read content vectors (the similarity of a module's vectors to the user's and the
+    session's profiles)."""
+    from graphrec.data.config import VECTOR_SUFFIX
+    from graphrec.rank.config import RankFeatureConfig
+
+    kinds = [name.removesuffix(VECTOR_SUFFIX) for name in RankFeatureConfig().content_vectors]
+    return [n for n in names if n in {f"{owner}_{kind}_similarity" for owner in ("user", "session") for kind in kinds}]
+
+
+def run_content(args, workdir: Path, validated: Path, store_options: dict, split) -> dict:
+    """The content ablation on one dataset: hand-made features and GNN + hand-made, each with and without content
+    (the GNN backfilled with and without its content-vector projection; the ranker with and without the
+    content-similarity features), AUC overall and on new and warm modules."""
+    from graphrec.rank.rows import EMBEDDING_FLAGS
+    from training.config import RankerStageConfig, RankTrainConfig
+    from training.rank_job import fit_split, slice_masks, split_rows
+    from training.rank_system import predict
+
+    started = time.perf_counter()
+    stores, seconds = {}, {}
+    for kind in ("gnn", "gnn_no_content"):
+        stores[kind], seconds[kind] = backfill(workdir, validated, kind, args.embedding_epochs, **store_options)
+    rows = build_frames(workdir, validated, stores)
+    names = rows["none"].feature_names
+    content = content_feature_names(names)
+    plain = [n for n in names if n not in content]
+    flags = list(EMBEDDING_FLAGS)
+    arms = {
+        "hand_made": ("none", names),
+        "hand_made without content": ("none", plain),
+        "gnn+hand_made": ("gnn", names + flags),
+        "gnn+hand_made without content": ("gnn_no_content", plain + flags),
+    }
+    config = RankerStageConfig(split=split, train=RankTrainConfig(epochs=args.epochs))
+    parts = split_rows(rows["gnn"], config.split)
+    test = parts["test"]
+    masks = slice_masks(rows["gnn"], test, config)
+    results: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for seed in range(args.seeds):
+        for arm, (key, features) in arms.items():
+            t0 = time.perf_counter()
+            r, use = rows[key], key != "none"
+            seeded = replace(config, train=replace(config.train, seed=seed))
+            model, summary = fit_split(r, parts, seeded, workdir / "ckpt" / arm, features=features, embeddings=use)
+            arrays = r.arrays(test, use, features)
+            _, click = predict(model, arrays)
+            metrics = evaluate_scores(click, arrays, masks)
+            training = {k: summary[k] for k in ("epochs_run", "best_epoch") if k in summary}
+            results[arm].append(
+                {"seed": seed, "metrics": metrics, "training": training, "seconds": time.perf_counter() - t0}
+            )
+            log(
+                f"seed {seed} {arm}: AUC {metrics['overall']['auc']:.4f}, new modules "
+                f"{metrics['new_modules']['auc']:.4f}, warm modules {metrics['warm_modules']['auc']:.4f}"
+            )
+    frame = rows["gnn"].frame[test]
+    return {
+        "content_features": content,
+        "vectors": {
+            table: [c for c in cols if c.endswith("_embedding")] for table, cols in _vector_columns(validated).items()
+        },
+        "backfill_seconds": seconds,
+        "arms": results,
+        "summary": summarise_arms(results),
+        "slice_sizes": {name: int(mask.sum()) for name, mask in masks.items()},
+        "test_rows": len(test),
+        "test_rows_with_module_embedding": float(frame["has_module_embedding"].mean()),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _vector_columns(validated: Path) -> dict[str, list[str]]:
+    import polars as pl
+
+    return {
+        table: list(pl.read_parquet_schema(validated / f"{table}.parquet"))
+        for table in ("items", "content")
+        if (validated / f"{table}.parquet").exists()
+    }
+
+
+def run_generated_content(args, workdir: Path) -> dict:
+    """The content ablation on the generated shop (its items and modules carry image vectors and titles)."""
+    from training.config import RankSplitConfig
+
+    validated = prepare_shop(workdir, args.events, args.shop_seed)
+    return run_content(args, workdir, validated, {}, RankSplitConfig())
+
+
 def run_generated(args, workdir: Path) -> dict:
     from graphrec.data.homepage import ClickModel
     from graphrec.rank.policy import policy_setting, policy_table
@@ -437,7 +537,8 @@ def summarise_arms(arms: dict) -> dict:
         row = {}
         for part in SLICES:
             for metric in ("auc", "logloss", "gauc", "ndcg@10", "ece"):
-                row[f"{part}.{metric}"] = _mean_std([r["metrics"][part][metric] for r in runs])
+                if part in runs[0]["metrics"]:  # runs from before a slice existed lack it
+                    row[f"{part}.{metric}"] = _mean_std([r["metrics"][part][metric] for r in runs])
         if "policy" in runs[0]:
             for metric in ("expected_clicks", "ratio_to_oracle", "ips", "snips"):
                 row[f"policy.{metric}"] = _mean_std([r["policy"][metric] for r in runs])
@@ -478,6 +579,54 @@ def markdown(payload: dict) -> list[str]:
         lines += generated_markdown(payload)
     if "mind" in payload:
         lines += mind_markdown(payload)
+    if "content" in payload:
+        lines += content_markdown(payload["content"])
+    return lines
+
+
+CONTENT_TITLES = {
+    "generated": "the generated shop (items and modules carry 32-dimensional image vectors)",
+    "mind": "MIND-small (news titles encoded by the packaged MiniLM)",
+}
+
+
+def content_markdown(content: dict) -> list[str]:
+    """The content ablation: each arm with and without content, AUC overall and on new and warm modules."""
+    lines = [
+        "## Content features: with and without",
+        "",
+        f"Command: `{content['command']}`",
+        "",
+        "Without content: the GNN versions are backfilled with `use_content: false` (no content-vector projection) "
+        "and the ranker drops the content-similarity features; everything else is equal. New modules launched at "
+        "or after the cutoff of the embedding version live at the impression; warm modules are the others. Goal: "
+        "new-module AUC within 0.05 of warm modules'.",
+        "",
+    ]
+    for dataset, section in content.items():
+        if dataset == "command" or not isinstance(section, dict) or "summary" not in section:
+            continue
+        sizes = ", ".join(f"{k} {v:,}" for k, v in section["slice_sizes"].items())
+        lines += [
+            f"### {CONTENT_TITLES.get(dataset, dataset)}",
+            "",
+            f"Content features: {', '.join(section['content_features']) or 'none'}; vector columns "
+            f"{json.dumps(section['vectors'])}. Test rows {section['test_rows']:,} ({sizes}); "
+            f"{section['test_rows_with_module_embedding']:.0%} with a module embedding. Backfills "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in section["backfill_seconds"].items())
+            + f"; {section['seeds']} seeds; {section['seconds'] / 60:.0f} min in all.",
+            "",
+            "| ranker | AUC | new modules | warm modules | new - warm |",
+            "|---|---|---|---|---|",
+        ]
+        for arm, row in section["summary"].items():
+            cell = _cells(row)
+            gap = row["new_modules.auc"][0] - row["warm_modules.auc"][0]
+            lines.append(
+                f"| {arm} | {cell('overall.auc')} | {cell('new_modules.auc')} | {cell('warm_modules.auc')} | "
+                f"{gap:+.4f} |"
+            )
+        lines.append("")
     return lines
 
 
@@ -522,10 +671,10 @@ def generated_markdown(payload: dict) -> list[str]:
     for arm, row in s["arms"].items():
         lines.append(
             f"| {arm} | "
-            + " | ".join(f"{row[f'{p}.auc'][0]:.4f} ± {row[f'{p}.auc'][1]:.4f}" for p in SLICES[1:])
+            + " | ".join(f"{row[f'{p}.auc'][0]:.4f} ± {row[f'{p}.auc'][1]:.4f}" for p in SLICES[1:4])
             + " |"
         )
-    slice_sizes = {p: g["oracle"][p]["impressions"] for p in SLICES}
+    slice_sizes = {p: g["oracle"][p]["impressions"] for p in SLICES[:4]}
     lines += ["", "Slice sizes (test impressions): " + ", ".join(f"{k} {v:,}" for k, v in slice_sizes.items()) + "."]
     lines += [
         "",
@@ -665,7 +814,12 @@ def goal_lines(payload: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=("generated", "mind", "all"), default="all")
+    parser.add_argument(
+        "--dataset",
+        choices=("generated", "mind", "all", "content"),
+        default="all",
+        help="content: the content-vector ablation on the generated shop (and on MIND with --text), its own section",
+    )
     parser.add_argument("--events", type=int, default=500_000, help="target events of the generated shop")
     parser.add_argument("--shop-seed", type=int, default=7)
     parser.add_argument("--seeds", type=int, default=5, help="ranker seeds per arm")
@@ -683,6 +837,11 @@ def main() -> None:
         generated = run_generated(args, workdir)
         sections["generated"] = generated | {"command": command, "seeds": args.seeds}
         sections["summary"] = summarise(generated)
+    if args.dataset == "content":
+        workdir = Path(args.workdir) / f"content-generated-{args.events}-seed{args.shop_seed}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        sections["content"] = {"generated": run_generated_content(args, workdir) | {"seeds": args.seeds}}
+        sections["content"]["command"] = command
     if args.dataset in ("mind", "all"):
         workdir = Path(args.workdir) / "mind"
         workdir.mkdir(parents=True, exist_ok=True)

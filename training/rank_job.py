@@ -138,6 +138,7 @@ def slice_masks(rows: RankRows, test: np.ndarray, config: RankerStageConfig) -> 
         "cold_users": events <= config.slices.cold_user_max_events,
         "heavy_users": events >= max(heavy_from, 1.0),
         "new_modules": new_module,
+        "warm_modules": ~new_module,
     }
 
 

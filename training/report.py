@@ -23,7 +23,7 @@ from typing import Any
 log = logging.getLogger("graphrec.report")
 
 FIGURES = ("embedding_curves.png", "ranker_loss.png", "calibration.png")
-SLICES = ("overall", "cold_users", "heavy_users", "new_modules")
+SLICES = ("overall", "cold_users", "heavy_users", "new_modules", "warm_modules")
 METRIC_ORDER = ("impressions", "ctr", "auc", "logloss", "gauc", "ndcg@10", "ece")
 POLICY_COLUMNS = {
     "expected_clicks": "expected clicks / request",
