@@ -54,7 +54,8 @@ class RankFeatureConfig:
 
     Args:
         windows_days: windows of the user's per-type item event counts, in whole days before the row's time.
-        event_weights: weight of each item event type in the category and brand affinities.
+        event_weights: weight of each event type in the category and brand affinities and in the content profiles
+            (item events of every type, module clicks with the weight of `click`).
         devices: devices encoded one-hot (any other device encodes as all zeros).
         coec_prior_clicks: COEC's prior in expected clicks: a module without impressions scores 1, one with many
             more expected clicks than this its clicks / expected clicks.
@@ -63,9 +64,11 @@ class RankFeatureConfig:
         prior_ctr: the CTR assumed before any impression.
         feedback_delay_seconds: impressions (and their clicks) count only from this long before the row's time,
             as logged clicks arrive after their impression; 0 counts every impression strictly before it.
-        content_vectors: content-vector columns (`*_embedding` of both the items and the content table) whose
-            cosine between the module and the user's (and the session's) items before the row's time are features;
-            a column the tables lack gives 0, so the feature set does not depend on the data.
+        content_vectors: content-vector columns (`*_embedding`) whose cosine between the module's vector and the
+            user's (and the session's) content profile before the row's time are features. The content table must
+            hold the column; a profile sums the vectors of the modules clicked and, where the items hold the column
+            at the same size, of the items of the item events. A column the content table lacks gives 0, so the
+            feature set does not depend on the data.
         content_dims: vectors longer than this are reduced to it by a fixed random projection (seeded by the
             column's name and size, the same for items and modules), so the running profiles stay small.
     """

@@ -9,9 +9,12 @@ strictly before t, never an event of the same instant (the request's own impress
 reach modules through an inverse index (item -> the modules that feature it), so no table is ever the product of
 impressions and featured items.
 
-Content similarity: the user's (and the session's) item events before t, weighted by event type, sum the items'
-content vectors into a running profile; the feature is the cosine between that profile and the module's own
-content vector (image, title), which a module has from its first day on.
+Content similarity: the user's (and the session's) events before t, weighted by event type, sum into a running
+profile the content vectors of the items of their item events and of the modules they clicked (content events of
+type click; content views are not counted, as they record what the homepage showed, not what the user chose).
+The feature is the cosine between that profile and the module's own content vector (image, title), which a module
+has from its first day on. A module's vector alone makes the feature: on a news site without items (MIND) the
+profile is the clicked news; the items' vectors add to it where the items hold the column with the same size.
 
 The module's position-corrected CTR is COEC, clicks over expected clicks (Zhang & Jones 2007, "Comparing click
 logs and editorial labels for training query rewriting"), each impression's expected clicks being the CTR of its
@@ -20,8 +23,11 @@ logs and editorial labels for training query rewriting"), each impression's expe
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import zlib
+from collections.abc import Iterable
 
 import numpy as np
 import polars as pl
@@ -87,12 +93,12 @@ def feature_descriptions(config: RankFeatureConfig | None = None) -> dict[str, s
     for name in cfg.content_vectors:
         kind = _vector_kind(name)
         out[f"user_{kind}_similarity"] = (
-            f"cosine between the module's {name} and the sum of the user's item {name}s before t, weighted by event "
-            "type (0 without either)"
+            f"cosine between the module's {name} and the sum of the {name}s of the items of the user's item events "
+            "and of the modules the user clicked before t, weighted by event type (0 without either)"
         )
         out[f"session_{kind}_similarity"] = (
-            f"cosine between the module's {name} and the sum of the session's item {name}s before t, weighted by "
-            "event type (0 without either)"
+            f"cosine between the module's {name} and the sum of the {name}s of the items of the session's item "
+            "events and of the modules clicked in it before t, weighted by event type (0 without either)"
         )
     return out
 
@@ -124,7 +130,7 @@ def behaviour_features(
             for serving, the user's history with the request's fresh events appended.
         impressions: contract impressions (`user_id`, `content_id`, `slot`, `timestamp`, `clicked`, `device`);
             None makes the impression features 0.
-        content: the content table (`content_id`, `item_ids`, optionally `launch`).
+        content: the content table (`content_id`, `item_ids`, optionally `launch` and content vectors).
         items: the items table (`item_id`, `category`, `brand`); None makes category and brand features 0.
         config: the feature settings; defaults to `RankFeatureConfig()`.
     """
@@ -220,25 +226,33 @@ def _feature_plan(
             values = [c for c in ("_feat", "_cview_um", "_imp_um", "_click_um") if c in stream.collect_schema()]
             features = _as_of(features, _running_totals(stream, "_um", values), "_um", on)
 
-    # Content: the user's and the session's running content profiles against the module's content vectors.
+    # Content: the user's and the session's running content profiles against the module's content vectors. A
+    # profile sums, weighted by event type, the vectors of the items of their item events and of the modules of
+    # their content clicks (content views are examinations, what the homepage showed, not a choice).
+    clicks = ev.filter(pl.col("_content") & (pl.col("_kind") == EVENT_TYPES.index("click")))
+    click_weight = pl.lit(cfg.event_weights["click"], pl.Float32).alias("_w")
     for number, (item_vectors, module_vectors) in _content_vectors(items, content, maps["_m"], catalog, cfg).items():
-        dims = [c for c in item_vectors.columns if c != "item_id"]
-        rated = item_events.join(item_vectors.lazy(), on="item_id", how="inner")
+        dims = [c for c in module_vectors.columns if c != "content_id"]
+        touched = [clicks.join(module_vectors.lazy(), on="content_id").with_columns(click_weight)]
+        if item_vectors is not None:
+            touched.append(item_events.join(item_vectors.lazy(), on="item_id"))
+        rated = pl.concat([frame.select("_u", "_s", "ts", pl.col("_w").cast(pl.Float32), *dims) for frame in touched])
         for owner, key in (("user", "_u"), ("session", "_s")):
             names = [f"_p{owner[0]}{number}_{d}" for d in dims]
             stream = rated.filter(pl.col(key).is_not_null()).select(
                 key, "ts", *[(pl.col("_w") * pl.col(d)).alias(n) for d, n in zip(dims, names, strict=True)]
             )
             features = _as_of(features, _running_totals(stream, key, names), key, pl.col("t"))
-        module = module_vectors.rename({d: f"_m{number}_{d}" for d in dims})
-        features = features.join(module.lazy(), on="_m", how="left", maintain_order="left")
+        module = module_vectors.join(maps["_m"], on="content_id", how="inner").drop("content_id")
+        features = features.join(
+            module.rename({d: f"_m{number}_{d}" for d in dims}).lazy(), on="_m", how="left", maintain_order="left"
+        )
         for owner in ("user", "session"):
-            profile = [pl.col(f"_p{owner[0]}{number}_{d}").fill_null(0.0) for d in dims]
-            vector = [pl.col(f"_m{number}_{d}").fill_null(0.0) for d in dims]
-            dot = pl.sum_horizontal(p * v for p, v in zip(profile, vector, strict=True))
-            norm = pl.sum_horizontal(p * p for p in profile).sqrt() * pl.sum_horizontal(v * v for v in vector).sqrt()
-            similarity = pl.when(norm > 0).then(dot / norm).otherwise(0.0)
-            features = features.with_columns(similarity.alias(f"_similarity_{owner}_{number}"))
+            profile = [pl.col(f"_p{owner[0]}{number}_{d}").fill_null(0.0).cast(pl.Float64) for d in dims]
+            vector = [pl.col(f"_m{number}_{d}").fill_null(0.0).cast(pl.Float64) for d in dims]
+            norm = _fold_sum(p * p for p in profile).sqrt() * _fold_sum(v * v for v in vector).sqrt()
+            similarity = pl.when(norm > 0).then(_fold_sum(p * v for p, v in zip(profile, vector, strict=True)) / norm)
+            features = features.with_columns(similarity.otherwise(0.0).alias(f"_similarity_{owner}_{number}"))
 
     # The session: its item events, and those on the module's featured items.
     sessions = item_events.filter(pl.col("_s").is_not_null()).select("_s", "ts", pl.lit(1).alias("_n_session"))
@@ -300,6 +314,12 @@ def _sum_per_row(frame: pl.LazyFrame, sums: dict[str, pl.Expr]) -> pl.LazyFrame:
         .agg(*[expr.cast(pl.Float64).fill_null(0.0).sum().alias(name) for name, expr in sums.items()])
         .rename({"_pos": "_pos_check"})
     )
+
+
+def _fold_sum(terms: Iterable[pl.Expr]) -> pl.Expr:
+    """The sum of `terms` added left to right: unlike `pl.sum_horizontal`, whose order of additions may vary
+    between runs, the same floats every time."""
+    return functools.reduce(operator.add, terms)
 
 
 def _key(major: str, minor: str, n_minor: int, name: str) -> pl.Expr:
@@ -440,8 +460,8 @@ def _events(
     events: pl.LazyFrame, maps: dict[str, pl.DataFrame], catalog: pl.DataFrame, cfg: RankFeatureConfig
 ) -> pl.LazyFrame:
     """The events of the rows' users: user index `_u`, `_s` and `_m` where the rows have the session or module,
-    `item_id`, `_content` (a content event), the event type's index `_kind` in EVENT_TYPES, epoch-microsecond
-    time `ts`, the item's category and brand indices `_c`, `_b` and the item event's weight `_w`."""
+    `item_id`, `content_id`, `_content` (a content event), the event type's index `_kind` in EVENT_TYPES,
+    epoch-microsecond time `ts`, the item's category and brand indices `_c`, `_b` and the item event's weight `_w`."""
     schema = events.collect_schema()
     column = {
         name: pl.col(name).cast(dtype) if name in schema else pl.lit(None, dtype).alias(name)
@@ -473,6 +493,7 @@ def _events(
             "_s",
             "_m",
             "item_id",
+            "content_id",
             pl.col("content_id").is_not_null().alias("_content"),
             "_kind",
             "ts",
@@ -611,19 +632,22 @@ def reduced_vectors(
     return rows[key], _reduced(rows[name].to_numpy().reshape(rows.height, size), name, cfg.content_dims)
 
 
-def shared_vector_columns(
+def content_vector_columns(
     items: pl.DataFrame | None, content: pl.DataFrame, cfg: RankFeatureConfig
-) -> list[tuple[int, str, int]]:
-    """(number in `cfg.content_vectors`, name, size) of each configured vector column that the items and the content
-    table both hold as arrays of one size; the others give 0 features."""
-    shared = []
+) -> list[tuple[int, str, int, bool]]:
+    """(number in `cfg.content_vectors`, name, size, whether the items' vectors count) of each configured vector
+    column that the content table holds as arrays of one size: the modules' vectors alone make the features (from
+    content clicks, as on a news site without items), the items' join them where the items hold the column as
+    arrays of the same size. The other columns give 0 features."""
+    out = []
     for number, name in enumerate(cfg.content_vectors):
-        if items is None or name not in items.columns or name not in content.columns:
+        module_type = content.schema.get(name)
+        if not isinstance(module_type, pl.Array):
             continue
-        item_type, module_type = items.schema[name], content.schema[name]
-        if isinstance(item_type, pl.Array) and isinstance(module_type, pl.Array) and item_type.size == module_type.size:
-            shared.append((number, name, item_type.size))
-    return shared
+        item_type = items.schema.get(name) if items is not None else None
+        with_items = isinstance(item_type, pl.Array) and item_type.size == module_type.size
+        out.append((number, name, module_type.size, with_items))
+    return out
 
 
 def _content_vectors(
@@ -632,16 +656,17 @@ def _content_vectors(
     module_map: pl.DataFrame,
     catalog: pl.DataFrame,
     cfg: RankFeatureConfig,
-) -> dict[int, tuple[pl.DataFrame, pl.DataFrame]]:
-    """Per configured vector column (by its number) that the items and the content table both hold with one size:
-    the items' reduced vectors (`item_id`, `_v0`...) and the modules' (`_m`, `_v0`...)."""
-    out: dict[int, tuple[pl.DataFrame, pl.DataFrame]] = {}
-    for number, name, size in shared_vector_columns(items, content, cfg):
-        item_table = items.select(pl.col("item_id").cast(catalog.schema["item_id"]), name)
-        module_table = content.select("content_id", name).join(module_map, on="content_id", how="inner")
-        tables = []
-        for table, key in ((item_table, "item_id"), (module_table, "_m")):
+) -> dict[int, tuple[pl.DataFrame | None, pl.DataFrame]]:
+    """Per vector column of `content_vector_columns` (by its number): the items' reduced vectors (`item_id`,
+    `_v0`...; None where they do not count) and every module's of the content table (`content_id`, `_v0`...)."""
+    out: dict[int, tuple[pl.DataFrame | None, pl.DataFrame]] = {}
+    for number, name, size, with_items in content_vector_columns(items, content, cfg):
+        sources = {"content_id": content.select(pl.col("content_id").cast(module_map.schema["content_id"]), name)}
+        if with_items:
+            sources["item_id"] = items.select(pl.col("item_id").cast(catalog.schema["item_id"]), name)
+        tables = {}
+        for key, table in sources.items():
             keys, values = reduced_vectors(table, key, name, size, cfg)
-            tables.append(pl.DataFrame({key: keys, **{f"_v{d}": values[:, d] for d in range(values.shape[1])}}))
-        out[number] = (tables[0], tables[1])
+            tables[key] = pl.DataFrame({key: keys, **{f"_v{d}": values[:, d] for d in range(values.shape[1])}})
+        out[number] = (tables.get("item_id"), tables["content_id"])
     return out

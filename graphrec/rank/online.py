@@ -33,9 +33,9 @@ from graphrec.rank.features import (
     SECOND_US,
     _impressions,
     _vector_kind,
+    content_vector_columns,
     feature_descriptions,
     reduced_vectors,
-    shared_vector_columns,
 )
 
 __all__ = ["FeatureState", "RecentEvents", "RequestFeatures", "coerce_id"]
@@ -244,19 +244,20 @@ class FeatureState:
     def _content_vector_tables(
         self, items: pl.DataFrame | None, content: pl.DataFrame
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Per configured content-vector column (by number) the items and the content table both hold with one
-        size: the items' and the modules' vectors, reduced as the offline features reduce them ([items, d] and
-        [modules, d] by index, zero rows where there is none)."""
+        """Per content-vector column of `content_vector_columns` (by number): the items' and the modules' vectors,
+        reduced as the offline features reduce them ([items, d] and [modules, d] by index, zero rows where there is
+        none, every item's where the items' vectors do not count)."""
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for number, name, size in shared_vector_columns(items, content, self.config):
-            item_table = items.select(pl.col("item_id").cast(self.item_dtype), name)
-            ids, vectors = reduced_vectors(item_table, "item_id", name, size, self.config)
-            item_matrix = np.zeros((len(self.item_index), vectors.shape[1]), np.float32)
-            item_matrix[[self.item_index[i] for i in ids.to_list()]] = vectors
+        for number, name, size, with_items in content_vector_columns(items, content, self.config):
             module_table = content.select("content_id", name).with_row_index("_row")
             rows, values = reduced_vectors(module_table, "_row", name, size, self.config)
-            module_matrix = np.zeros((self.n_modules, vectors.shape[1]), np.float32)
+            module_matrix = np.zeros((self.n_modules, values.shape[1]), np.float32)
             module_matrix[rows.to_numpy()] = values  # module m is the content table's row m
+            item_matrix = np.zeros((max(1, len(self.item_index)), values.shape[1]), np.float32)
+            if with_items:
+                item_table = items.select(pl.col("item_id").cast(self.item_dtype), name)
+                ids, vectors = reduced_vectors(item_table, "item_id", name, size, self.config)
+                item_matrix[[self.item_index[i] for i in ids.to_list()]] = vectors
             out[number] = (item_matrix, module_matrix)
         return out
 
@@ -412,8 +413,8 @@ class FeatureState:
         user_weight = float(w[is_item].sum())
         item = np.where(is_item, ev["item"], -1)
         has_item = item >= 0
-        category = np.where(has_item, self.item_category[np.maximum(item, 0)], -1)
-        brand = np.where(has_item, self.item_brand[np.maximum(item, 0)], -1)
+        category, brand = np.full(len(item), -1, np.int64), np.full(len(item), -1, np.int64)  # -1: no known item
+        category[has_item], brand[has_item] = self.item_category[item[has_item]], self.item_brand[item[has_item]]
         by_category = np.bincount(category[category >= 0], weights=w[category >= 0], minlength=self.n_categories)
         category_events = np.asarray(self.categories[modules] @ by_category).ravel()
         categorised = self.categorised[modules].astype(np.float64)
@@ -441,18 +442,27 @@ class FeatureState:
         out["session_featured_events"] = session_touched
         out["session_featured_share"] = session_touched / session_events if session_events else np.zeros(n)
 
-        # Content: the user's and the session's event-weighted item vectors against each module's vector.
+        # Content: the user's and the session's profiles, the event-weighted vectors of their item events' items and
+        # of their content clicks' modules, against each module's vector.
+        item_rows = np.flatnonzero(has_item)
+        click_rows = np.flatnonzero(is_content & (kind == _CLICK) & (ev["module"] >= 0))
+        same_session = ev["session"] == session if session is not None else np.zeros(len(w), bool)
+        profile_session = np.concatenate([same_session[item_rows], same_session[click_rows]])
         for number, name in enumerate(cfg.content_vectors):
             kind_name = _vector_kind(name)
             out[f"user_{kind_name}_similarity"] = out[f"session_{kind_name}_similarity"] = np.zeros(n)
             if number not in self.content_vectors:
                 continue
             item_matrix, module_matrix = self.content_vectors[number]
-            weighted = w.astype(np.float32)[:, None] * item_matrix[np.maximum(item, 0)]  # [events, d]
-            weighted[~has_item] = 0.0
+            weighted = np.concatenate(
+                [
+                    w[item_rows].astype(np.float32)[:, None] * item_matrix[item[item_rows]],
+                    np.float32(cfg.event_weights["click"]) * module_matrix[ev["module"][click_rows]],
+                ]
+            )  # [item events + content clicks, d]
             vectors = module_matrix[modules]  # [n, d]
             out[f"user_{kind_name}_similarity"] = _cosine(weighted, vectors)
-            out[f"session_{kind_name}_similarity"] = _cosine(weighted[in_session], vectors)
+            out[f"session_{kind_name}_similarity"] = _cosine(weighted[profile_session], vectors)
 
         # The modules' impressions (all users) and the user's own, up to the feedback delay.
         until = t_us - cfg.feedback_delay_seconds * SECOND_US
@@ -584,8 +594,9 @@ def coerce_id(value: Any, dtype: pl.DataType) -> Any:
 
 def _cosine(weighted: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """[n] cosine between the sum of `weighted` ([events, d]) and each row of `vectors` ([n, d]), 0 where either is
-    zero; in float32 from a float64 sum, as the offline features store their running totals."""
-    profile = weighted.astype(np.float64).sum(axis=0).astype(np.float32)
-    norms = np.sqrt((vectors * vectors).sum(axis=1)) * np.sqrt(np.float32(profile @ profile))
-    dots = vectors @ profile
-    return np.divide(dots, norms, out=np.zeros(len(vectors), np.float32), where=norms > 0).astype(np.float64)
+    zero: the profile summed in float64 and stored in float32, as the offline features store their running totals,
+    then the cosine in float64, as they compute it."""
+    profile = weighted.astype(np.float64).sum(axis=0).astype(np.float32).astype(np.float64)
+    vectors = vectors.astype(np.float64)
+    norms = np.sqrt((vectors * vectors).sum(axis=1)) * np.sqrt(profile @ profile)
+    return np.divide(vectors @ profile, norms, out=np.zeros(len(vectors)), where=norms > 0)

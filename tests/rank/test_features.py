@@ -78,12 +78,16 @@ class Reference:
             c: unit(v) for c, v in zip(shop.content["content_id"], shop.content["image_embedding"], strict=True)
         }
 
-    def similarity(self, events: list[dict], module: str) -> float:
-        """Cosine between the module's image and the event-weighted sum of the events' item images."""
-        profile = sum(
-            (self.cfg.event_weights[e["event_type"]] * self.image[e["item_id"]] for e in events),
-            np.zeros(len(self.module_image[module])),
-        )
+    def similarity(self, events: list[dict], module: str, module_clicks: bool = True) -> float:
+        """Cosine between the module's image and the event-weighted sum of the item images of the item events and
+        (unless `module_clicks` is False) of the module images of the content clicks."""
+        profile = np.zeros(len(self.module_image[module]))
+        for e in events:
+            weight = self.cfg.event_weights[e["event_type"]]
+            if e["item_id"] is not None:
+                profile += weight * self.image[e["item_id"]]
+            if module_clicks and e["content_id"] is not None and e["event_type"] == "click":
+                profile += weight * self.module_image[e["content_id"]]
         norm = np.linalg.norm(profile)
         return float(profile @ self.module_image[module] / norm) if norm > 0 else 0.0
 
@@ -132,9 +136,8 @@ class Reference:
         out["user_featured_events"] = sum(e["item_id"] in featured for e in items)
         out["user_featured_any"] = float(out["user_featured_events"] > 0)
 
-        session = [
-            e for e in self.by_session.get(row["session_id"], []) if e["timestamp"] < t and e["item_id"] is not None
-        ]
+        in_session = [e for e in self.by_session.get(row["session_id"], []) if e["timestamp"] < t]
+        session = [e for e in in_session if e["item_id"] is not None]
         n = len(session)
         out["session_item_events"] = n
         out["session_category_share"] = (
@@ -142,8 +145,11 @@ class Reference:
         )
         out["session_featured_events"] = sum(e["item_id"] in featured for e in session)
         out["session_featured_share"] = out["session_featured_events"] / n if n else 0
-        out["user_image_similarity"] = self.similarity(items, module)
-        out["session_image_similarity"] = self.similarity(session, module)
+        out["user_image_similarity"] = self.similarity(mine, module)
+        out["session_image_similarity"] = self.similarity(in_session, module)
+        # Not features: the profiles of the items alone, to show that module clicks move the features.
+        out["items_only_user_image_similarity"] = self.similarity(mine, module, module_clicks=False)
+        out["items_only_session_image_similarity"] = self.similarity(in_session, module, module_clicks=False)
         out["user_title_similarity"] = out["session_title_similarity"] = 0.0
 
         cutoff = t - timedelta(seconds=cfg.feedback_delay_seconds)
@@ -175,6 +181,16 @@ def _sample(shop, n: int, seed: int = 0) -> list[int]:
     return sorted(rng.choice(shop.impressions.height, size=n, replace=False).tolist())
 
 
+def _after_module_clicks(shop, n: int) -> pl.DataFrame:
+    """Rows (user, module, time, session, device) 30 s after each of `n` module clicks, in the clicking session,
+    for 6 modules each: the shop's sessions hold one homepage request, before their clicks."""
+    clicks = shop.events.filter(pl.col("content_id").is_not_null() & (pl.col("event_type") == "click")).head(n)
+    modules = shop.content.select("content_id").head(6)
+    return clicks.select(
+        "user_id", (pl.col("timestamp") + timedelta(seconds=30)).alias("timestamp"), "session_id", "device"
+    ).join(modules, how="cross")
+
+
 @pytest.mark.parametrize("delay", [0, 45])
 def test_every_feature_equals_a_brute_force_recount_of_the_history_before_t(small_shop, delay):
     config = RankFeatureConfig(feedback_delay_seconds=delay)
@@ -184,17 +200,31 @@ def test_every_feature_equals_a_brute_force_recount_of_the_history_before_t(smal
     # Rows with in-session history and with featured-item history are the ones where bugs hide: add some.
     has_session = features.filter(pl.col("session_item_events") > 0)["row_id"].head(5).to_list()
     has_exposure = features.filter(pl.col("user_module_clicks") > 0)["row_id"].head(5).to_list()
-    for position in [*picks, *has_session, *has_exposure]:
-        expected = reference.row(small_shop.impressions.row(position, named=True))
-        got = features.row(position, named=True)
+    # And rows whose user clicked modules before, and rows just after module clicks in the clicking session: those
+    # clicks join the content profiles.
+    has_module_clicks = features.filter(pl.col("user_content_clicks") > 0)["row_id"].head(5).to_list()
+    rows = [*picks, *has_session, *has_exposure, *has_module_clicks]
+    after_clicks = _after_module_clicks(small_shop, 8)
+    after_features = _features(small_shop, rows=after_clicks, config=config)
+    checked = [(small_shop.impressions, features, position) for position in rows]
+    checked += [(after_clicks, after_features, position) for position in range(after_clicks.height)]
+    moved = Counter()
+    for row_table, feature_table, position in checked:
+        expected = reference.row(row_table.row(position, named=True))
+        got = feature_table.row(position, named=True)
         assert got["row_id"] == position
         for name in FEATURES:
             if name in COUNTS:
                 assert got[name] == expected[name], (position, name)
             else:
                 assert np.isclose(got[name], expected[name], rtol=1e-5, atol=1e-6), (position, name)
+        for owner in ("user", "session"):
+            name = f"{owner}_image_similarity"
+            moved[owner] += not np.isclose(expected[name], expected[f"items_only_{name}"], rtol=1e-3, atol=1e-3)
+    # Module clicks move both profiles on the checked rows: features that ignored them would fail the recount.
+    assert moved["user"] >= 10 and moved["session"] >= 10, moved
     # The sample exercises every feature (none is trivially 0 on it) the shop has the data for.
-    sample = features[[*picks, *has_session, *has_exposure]]
+    sample = features[rows]
     assert all(sample[name].abs().max() > 0 for name in FEATURES if name not in ABSENT)
     assert sample.select(ABSENT).sum_horizontal().abs().max() == 0
 
@@ -265,8 +295,11 @@ def test_one_float32_row_per_input_row_in_input_order_without_nulls(small_shop, 
     assert again["row_id"].equals(shuffled["row_id"])
     restored = again.with_columns((pl.col("row_id") - 3) // 7).sort("row_id")
     assert_frame_equal(restored, offline, check_dtypes=False)
-    # Without slot the output has no slot; the first request sees no history at all.
-    no_slot = _features(small_shop, rows=small_shop.impressions.head(3).drop("slot"))
+    # Without slot the output has no slot; rows at the log's first instant see no history at all (the shop's
+    # first request follows its session's first item views).
+    start = min(small_shop.events["timestamp"].min(), small_shop.impressions["timestamp"].min())
+    first = small_shop.impressions.head(3).drop("slot").with_columns(pl.lit(start).alias("timestamp"))
+    no_slot = _features(small_shop, rows=first)
     assert no_slot.columns == ["row_id", *FEATURES]
     history = [n for n in FEATURES if n.startswith(("user_", "session_", "module_")) and n not in ("module_coec",)]
     assert no_slot.select(history).drop("module_age_days").sum_horizontal().sum() == 0
@@ -284,12 +317,12 @@ def test_serving_features_equal_the_offline_features_of_the_same_request(small_s
 
 def test_recent_events_of_the_request_raise_its_session_features(small_shop):
     events, content = small_shop.events, small_shop.content
-    # A landing request (no session events before it) of a user with history.
-    landing = small_shop.impressions.join(
+    # A landing request (no item events of its session before it) of a user with history.
+    earlier = small_shop.impressions.join(
         events.filter(pl.col("item_id").is_not_null()).select("session_id", pl.col("timestamp").alias("event_ts")),
         on="session_id",
-        how="left",
-    ).filter((pl.col("event_ts") < pl.col("timestamp")).fill_null(False).not_())
+    ).filter(pl.col("event_ts") < pl.col("timestamp"))
+    landing = small_shop.impressions.join(earlier.select("request_id").unique(), on="request_id", how="anti")
     request = landing.filter(pl.col("request_id") == landing["request_id"].unique().sort()[200]).head(1)
     user, session, t, device = request.select("user_id", "session_id", "timestamp", "device").row(0)
     live = content.filter((pl.col("launch") <= t) & (t < pl.col("end")))
@@ -343,12 +376,21 @@ def test_missing_impressions_and_items_give_zero_features_not_errors(small_shop)
         n for n in FEATURES if n.startswith(("module_", "user_module_")) and n != "user_module_views"
     ]
     catalog_features = ["user_category_events", "user_category_share", "user_brand_share", "session_category_share"]
-    catalog_features += SIMILARITY
     zero = [n for n in impression_features + catalog_features if n not in ("module_coec", "module_age_days")]
     assert bare.select(zero).sum_horizontal().sum() == 0
     assert bare["module_coec"].unique().to_list() == [1.0]
-    kept = [n for n in FEATURES if n not in impression_features + catalog_features]
+    kept = [n for n in FEATURES if n not in impression_features + catalog_features + SIMILARITY]
     assert_frame_equal(bare.select(kept), full.select(kept))
+    # Without items the content profiles hold the module clicks alone, as with items without vectors or with
+    # vectors of another size; with them, the items' vectors join.
+    assert bare["user_image_similarity"].abs().max() > 0
+    for items in (
+        small_shop.items.drop("image_embedding"),
+        small_shop.items.with_columns(pl.col("image_embedding").arr.slice(0, 16, as_array=True)),
+    ):
+        clicks_only = behaviour_features(rows, small_shop.events.lazy(), None, small_shop.content, items)
+        assert_frame_equal(clicks_only.select(SIMILARITY), bare.select(SIMILARITY))
+    assert not full.select(SIMILARITY).equals(bare.select(SIMILARITY))
 
 
 def test_config_names_the_windows_and_rejects_nonsense(small_shop):

@@ -77,6 +77,7 @@ def test_request_features_equal_the_offline_features(small_shop, state, moment):
         offline = _offline(small_shop, heavy, modules, when, device, None, [], state.config)
         np.testing.assert_allclose(online, offline, rtol=2e-6, atol=2e-6, err_msg=f"device {device}")
     assert online[:, state.names.index("user_module_impressions")].sum() > 0  # the case exercises exposure
+    assert online[:, state.names.index("user_content_clicks")].min() > 0  # and module clicks in the content profile
 
 
 def test_fresh_session_events_count_like_logged_ones(small_shop, state):
@@ -116,6 +117,12 @@ def test_fresh_session_events_count_like_logged_ones(small_shop, state):
         np.testing.assert_allclose(online.dense, offline, rtol=2e-6, atol=2e-6, err_msg=f"user {user}")
         featured = online.dense[modules.index(module_items["content_id"]), state.names.index("session_featured_events")]
         assert featured == 3  # the three fresh views and carts on its items
+        # The fresh module click is in the session's content profile (and the user's), offline as online.
+        without_click = RecentEvents(items, [None] * 3, kinds[:3], stamps[:3])
+        unclicked = state.features(user, index, t, "mobile", "fresh-session", without_click).dense
+        for name in ("session_image_similarity", "user_image_similarity"):
+            column = state.names.index(name)
+            assert np.abs(online.dense[:, column] - unclicked[:, column]).max() > 1e-3, name
     assert not state.features("a-shopper-the-log-never-saw", index, t).known_user
 
 
