@@ -486,9 +486,10 @@ def run_mind_content(args, workdir: Path) -> dict:
     options = {"every_days": 1, "target_event": "click", "target_node": "content"}
     split = RankSplitConfig(test_days=1, validation_days=1, skip_days=1)
     result = run_content(args, workdir, validated, options, split)
-    result["note"] = (
-        f"{titled:,} of {news.height:,} news have a title in this copy's news.tsv, so the others carry no title "
-        "vector: the ablation can only move the rows of titled news."
+    result["note"] = f"{titled:,} of {news.height:,} news have a title in this copy's news.tsv" + (
+        ", so the others carry no title vector: the ablation can only move the rows of titled news."
+        if titled < news.height
+        else "."
     )
     return result
 
@@ -598,14 +599,19 @@ def summarise(section: dict) -> dict:
     return {"arms": table, "lifts": lifts}
 
 
+def _machine_line(m: dict) -> str:
+    return (
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB; torch {m['torch']}, "
+        f"polars {m['polars']}."
+    )
+
+
 def markdown(payload: dict) -> list[str]:
-    m = payload["machine"]
     lines = [
         "# Homepage ranker: uplift harness, policy value and MIND",
         "",
-        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB; torch {m['torch']}, "
-        f"polars {m['polars']}. Embeddings are one backfill per section; the seeds vary the rankers' initialisation "
-        "and batch order.",
+        f"{_machine_line(payload['machine'])} Embeddings are one backfill per section; the seeds vary the rankers' "
+        "initialisation and batch order.",
         "",
     ]
     if "generated" in payload:
@@ -643,6 +649,7 @@ def content_markdown(content: dict) -> list[str]:
             "",
             f"Command: `{section['command']}`",
             "",
+            *([_machine_line(section["machine"]), ""] if section.get("machine") else []),
             *([section["note"], ""] if section.get("note") else []),
             f"Content features: {', '.join(section['content_features']) or 'none'}; vector columns "
             f"{json.dumps(section['vectors'])}. Test rows {section['test_rows']:,} ({sizes}); "
@@ -875,13 +882,17 @@ def main() -> None:
     if args.dataset == "content":
         workdir = Path(args.workdir) / f"content-generated-{args.events}-seed{args.shop_seed}"
         workdir.mkdir(parents=True, exist_ok=True)
-        content["generated"] = run_generated_content(args, workdir) | {"seeds": args.seeds, "command": command}
+        content["generated"] = run_generated_content(args, workdir) | {
+            "seeds": args.seeds,
+            "command": command,
+            "machine": machine(),
+        }
     if args.dataset == "content-mind":
         workdir = Path(args.workdir) / "content-mind"
         workdir.mkdir(parents=True, exist_ok=True)
         result = run_mind_content(args, workdir)
         if "skipped" not in result:
-            content["mind"] = result | {"seeds": args.seeds, "command": command}
+            content["mind"] = result | {"seeds": args.seeds, "command": command, "machine": machine()}
     if args.dataset in ("mind", "all"):
         workdir = Path(args.workdir) / "mind"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -893,7 +904,9 @@ def main() -> None:
     # now rather than at the start, so two runs of different datasets may overlap.
     previous = RESULTS / "ranker.json"
     payload = json.loads(previous.read_text()) if previous.exists() else {}
-    payload |= sections | {"machine": machine(), "goals": GOALS}
+    if sections:  # the machine line of the generated and MIND sections; the content sections carry their own
+        payload |= sections | {"machine": machine()}
+    payload["goals"] = GOALS
     if content:  # the content ablation keeps the other dataset's part
         payload["content"] = {k: v for k, v in payload.get("content", {}).items() if isinstance(v, dict)} | content
     write_results(RESULTS, "ranker", payload, markdown(payload), workdir=args.workdir)
