@@ -7,15 +7,17 @@ Usage:
 The shop is generated, validated with `validation.text.enabled` (item and module titles encoded by
 all-MiniLM-L6-v2 into `title_embedding`, beside the shop's synthetic `image_embedding`) and split by time as the
 main job does (`graphrec generate`, `validate`, `split`). Then graphrec's default model is trained on the same split
-with three sets of item content vectors: image and title, image only, none. Each arm early-stops on the validation
-window, then refits the chosen epoch count on the test snapshot, as `graphrec evaluate` does; the results are the
-test window's NDCG@20 and Recall@20 and the new-item slice (items without training interactions): AUC among them
-and Recall@20. The validation curve of each arm shows how fast it learns.
+with three sets of item content vectors: image and title, image only, none; and the first two again with
+`embeddings.model.content_inputs: all` (content in every item's layer 0, beside its id vector). Each arm
+early-stops on the validation window, then refits the chosen epoch count on the test snapshot, as `graphrec
+evaluate` does; the results are the test window's NDCG@20 and Recall@20 and the new-item slice (items without
+training interactions): AUC among them and Recall@20. The validation curve of each arm shows how fast it learns.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -29,10 +31,12 @@ sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 from common import machine, peak_rss_gib, write_results  # noqa: E402
 
-ARMS = {  # arm -> content-vector columns left out of the items' inputs
-    "image_and_title": [],
-    "image_only": ["title_embedding"],
-    "no_content": ["title_embedding", "image_embedding"],
+ARMS = {  # arm -> (content-vector columns left out of the items' inputs, model settings besides the defaults)
+    "image_and_title": ([], {}),
+    "image_only": (["title_embedding"], {}),
+    "no_content": (["title_embedding", "image_embedding"], {}),
+    "image_and_title, content_inputs all": ([], {"content_inputs": "all"}),
+    "image_only, content_inputs all": (["title_embedding"], {"content_inputs": "all"}),
 }
 
 
@@ -59,7 +63,7 @@ def prepare(workdir: Path, events: int) -> Path:
     return split
 
 
-def run_arm(split: Path, workdir: Path, leave_out: list[str]) -> dict:
+def run_arm(split: Path, workdir: Path, leave_out: list[str], settings: dict) -> dict:
     from graphrec.embed.config import ModelConfig
     from graphrec.embed.scoring import model_scorer
     from graphrec.graph.tasks import window_task
@@ -71,7 +75,7 @@ def run_arm(split: Path, workdir: Path, leave_out: list[str]) -> dict:
     for task in tasks.values():
         for name in leave_out:
             task.item_features.pop(name, None)
-    model_config, train_config = ModelConfig(), TrainConfig()
+    model_config, train_config = ModelConfig(**settings), TrainConfig()
     started = time.perf_counter()
     _, summary = train_embeddings(tasks["val"], tasks["val"], model_config, train_config, workdir / "val", resume=False)
     validated = time.perf_counter()
@@ -104,12 +108,14 @@ def markdown(payload: dict) -> list[str]:
         "",
         f"Command: `{payload['command']}`. Machine: {host['cpus']} CPUs ({host['cpu_model']}), "
         f"{host['memory_gib']} GiB. Date: {payload['date']}. Generated shop of {payload['events']:,} events, peak "
-        f"memory {payload['peak_gib']} GiB.",
+        f"memory {payload['peak_gib']} GiB. Load average at the end {payload['load_average'][:3]} (seconds "
+        "lengthen with other work on the machine).",
         "",
         "graphrec's default model on one split (validation and test weeks as in the main job), trained with three "
-        "sets of item content vectors; each arm early-stops on the validation week and refits the chosen epochs on "
-        "the test snapshot. New items: items without training interactions (AUC among them, Recall@20 over the "
-        "whole catalogue).",
+        "sets of item content vectors, and with `content_inputs: all` (content in every item's layer 0, not only in "
+        "that of items without a trained id vector); each arm early-stops on the validation week and refits the "
+        "chosen epochs on the test snapshot. New items: items without training interactions (AUC among them, "
+        "Recall@20 over the whole catalogue).",
         "",
         "| arm | vectors | NDCG@20 | Recall@20 | new items AUC | new items Recall@20 | best epoch "
         "| s (validation + refit) |",
@@ -137,8 +143,10 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     split = prepare(args.workdir, args.events)
     arms = {}
-    for arm, leave_out in ARMS.items():
-        arms[arm] = run_arm(split, args.workdir / "runs" / arm, leave_out)
+    for arm, (leave_out, settings) in ARMS.items():
+        arms[arm] = run_arm(
+            split, args.workdir / "runs" / arm.replace(", ", "-").replace(" ", "_"), leave_out, settings
+        )
         r = arms[arm]
         print(f"{arm}: NDCG@20 {r['ndcg@20']:.4f}, new-item AUC {r['new_items']['auc']:.4f}", flush=True)
     payload = {
@@ -147,6 +155,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": args.events,
         "peak_gib": round(peak_rss_gib(), 2),
+        "load_average": os.getloadavg(),
         "arms": arms,
     }
     write_results(RESULTS, "text_embeddings", payload, markdown(payload), workdir=args.workdir)

@@ -19,6 +19,11 @@ class ModelConfig:
         use_content: add a learned projection of each content vector (`*_embedding` columns of the catalog: image,
             video, text) to the item inputs, so an item without interactions is placed by its content (needs
             `use_features`).
+        content_inputs: which items' layer 0 takes the content-vector projection: `cold` (default), only items
+            without a trained id vector (new items, items without training interactions, modules), so interactions
+            alone place the warm catalogue and content places what they cannot; `all`, every item, beside its id
+            vector (PinSage's way). On the main job's generated shop `all` with MiniLM titles learned 3x slower and
+            ended at NDCG@20 0.2164 against 0.2367 for `cold` (benchmarks/results/text_embeddings.md).
         history: add the learned history term to ranking scores.
         conversion: the history term includes the item's conversion rate for items the user touched.
         init_std: standard deviation of the initial embeddings.
@@ -34,6 +39,7 @@ class ModelConfig:
     behaviours: list[str] = field(default_factory=list)
     use_features: bool = True
     use_content: bool = True
+    content_inputs: str = "cold"
     history: bool = True
     conversion: bool = True
     init_std: float = 0.1
@@ -50,6 +56,7 @@ class ModelConfig:
                 "num_layers": (at_least_zero, "0 or more"),
                 "init_std": (positive, "positive"),
                 "init": (lambda v: v in ("normal", "spectral"), "normal or spectral"),
+                "content_inputs": (lambda v: v in ("cold", "all"), "cold or all"),
                 "temperature": (positive, "positive"),
             },
         )

@@ -279,26 +279,34 @@ class MultiBehaviourGCN(nn.Module):
                 inputs[name] = nn.functional.normalize(features[name].float(), dim=-1)
         return inputs
 
-    def _feature_vectors(self, features: dict[str, torch.Tensor]) -> torch.Tensor | int:
-        """The feature and content part of layer-0 item vectors (0 where there is none)."""
+    def _feature_vectors(
+        self, features: dict[str, torch.Tensor], warm: torch.Tensor | None = None
+    ) -> torch.Tensor | int:
+        """The feature and content part of layer-0 item vectors (0 where there is none). `warm` (bool, one per row):
+        the rows with a trained id vector, which take no content part with `content_inputs: cold`."""
         total = 0
         for name, embedding in self.feature_embedding.items():
             if name in features:
                 total = total + self.feature_gate * embedding(features[name])
         for name, projection in self.vector_projection.items():
             if name in features:
-                total = total + self.content_gate * projection(features[name])
+                part = self.content_gate * projection(features[name])
+                if warm is not None and self.config.content_inputs == "cold":
+                    part = part * ~warm[:, None]
+                total = total + part
         return total
 
     def item_inputs(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """Layer-0 item vectors: id embedding plus feature embeddings, of `items` or of all. [num_items, dim]"""
         if items is None:
-            vectors = self.item_embedding.weight * self._has_edges[:, None]
+            warm = self._has_edges
+            vectors = self.item_embedding.weight * warm[:, None]
             features = self.features
         else:
-            vectors = self.item_embedding(items) * self._has_edges[items, None]
+            warm = self._has_edges[items]
+            vectors = self.item_embedding(items) * warm[:, None]
             features = {name: values[items] for name, values in self.features.items()}
-        return vectors + self._feature_vectors(features)
+        return vectors + self._feature_vectors(features, warm)
 
     @property
     def has_item_inputs(self) -> bool:
@@ -464,10 +472,12 @@ class MultiBehaviourGCN(nn.Module):
         For a training item with the same edges and features this equals its `propagate()` embedding.
         """
         layer0 = torch.zeros(num_items, self.config.dim)
+        warm = torch.zeros(num_items, dtype=torch.bool)  # items with a trained id vector
         if item_ids is not None:
             known = item_ids >= 0
-            layer0[known] = self.item_embedding.weight[item_ids[known]] * self._has_edges[item_ids[known], None]
-        layer0 = layer0 + self._feature_vectors(self._feature_inputs(features or {}))
+            warm[known] = self._has_edges[item_ids[known]]
+            layer0[warm] = self.item_embedding.weight[item_ids[warm]]
+        layer0 = layer0 + self._feature_vectors(self._feature_inputs(features or {}), warm)
         return self._inductive_mean(layer0, edges, user_layers, degree_slot=2)
 
     def _inductive_mean(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -51,6 +52,17 @@ def test_round_trip_restores_weights_and_metadata(saved, snapshot):
         "input_fingerprint": snapshot.manifest.get("input_fingerprint", {}),
     }
     assert read["metrics"] == {"x": 1} and read["kind"] == "embedding_model" and "code_version" in read
+
+
+def test_an_artifact_from_before_content_inputs_loads_with_content_for_every_item(saved, tmp_path):
+    _, out, _ = saved
+    assert load_model(out)[0].config.content_inputs == "cold"  # as saved
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    metadata = json.loads((old / "model.json").read_text())
+    del metadata["hyperparameters"]["config"]["content_inputs"]
+    (old / "model.json").write_text(json.dumps(metadata))
+    assert load_model(old)[0].config.content_inputs == "all"  # what such a model was trained with
 
 
 def test_ids_name_every_embedding_row(saved, snapshot):

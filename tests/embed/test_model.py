@@ -51,8 +51,9 @@ def test_inductive_embedding_equals_training_embedding(task):
     assert torch.allclose(inductive, user_vectors[users], atol=1e-6)
 
 
-def test_inductive_item_embedding_equals_training_embedding(task):
-    model = make_model(task, num_layers=2)
+@pytest.mark.parametrize("content_inputs", ["cold", "all"])
+def test_inductive_item_embedding_equals_training_embedding(task, content_inputs):
+    model = make_model(task, num_layers=2, content_inputs=content_inputs)
     with torch.no_grad():
         model.feature_gate.fill_(0.7)  # features take part
         model.content_gate.fill_(0.5)  # and so do the items' image vectors
@@ -93,6 +94,25 @@ def test_content_vectors_place_a_new_item_and_stay_out_when_disabled(task):
     assert len(plain.vector_projection) == 0 and not hasattr(plain, "content_gate")
     assert "content_gate" not in dict(plain.named_parameters())
     assert plain.hyperparameters()["vector_sizes"] == {}
+
+
+@pytest.mark.parametrize("content_inputs", ["cold", "all"])
+def test_content_vectors_enter_items_without_a_trained_id_only_when_cold(task, content_inputs):
+    model = make_model(task, num_layers=2, content_inputs=content_inputs)
+    warm = torch.nonzero(model._has_edges).flatten()
+    cold = torch.nonzero(~model._has_edges).flatten()
+    assert len(warm) and len(cold)
+    flipped = task.item_features | {"image_embedding": -task.item_features["image_embedding"]}
+    with torch.no_grad():
+        model.content_gate.fill_(1.0)
+        before = model.item_inputs()
+        model.set_graph(task.edges, flipped)
+        after = model.item_inputs()
+    # An item without a trained id vector is placed by its content in both modes; a warm item by its content too
+    # with `all`, by its id and catalog features alone with `cold`.
+    assert (before[cold] - after[cold]).abs().sum(1).min() > 0
+    unchanged = torch.isclose(before[warm], after[warm]).all(1)
+    assert bool(unchanged.all()) if content_inputs == "cold" else not bool(unchanged.any())
 
 
 def test_new_user_embedding_comes_from_its_items(task):
