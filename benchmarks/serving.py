@@ -1,14 +1,15 @@
 """Benchmark: latency and throughput of the ranking API (POST /v1/rank) served by `graphrec serve`.
 
-A real server process (`graphrec serve`, 1 uvicorn worker on loopback, Redis as the online store read with one
-pipelined call per request) and an open-loop load generator in another process (asyncio + aiohttp, keep-alive
-connections opened before the clock starts, requests sent on a fixed schedule whatever the responses do).
+A real server process (`graphrec serve` on loopback with `--workers` worker processes, 2 by default: one per core
+of the goal's machine; Redis as the online store, read with one pipelined call per request) and an open-loop load
+generator in another process (asyncio + aiohttp, keep-alive connections opened before the clock starts, requests
+sent on a fixed schedule whatever the responses do).
 
 Shapes: 100 candidates and 20 slots per request, then 2,000 candidates and 40 slots; candidates are drawn from the
 content table's module ids, users from the shop's users with 10 % unknown ones (they get the cold-start page).
 `GET /healthz` on the same server, a trivial async endpoint, is the HTTP floor.
 
-For each shape the rate steps up (`--rates`, from 10/s: one worker must hold a rate for its latency to mean
+For each shape the rate steps up (`--rates`, from 10/s: the server must hold a rate for its latency to mean
 something) and stops at the first step not held; p50 / p99 are quoted at `--fixed-rate` (25/s) for every shape.
 A step is held when, over its whole duration (60 s): every response is 2xx and complete (a JSON page with the
 requested number of modules), the generator sent every request on schedule (p99 of its send lag at most 10 ms) and
@@ -54,7 +55,7 @@ RESULTS = HERE / "results"
 GOAL = {"candidates": 100, "slots": 20, "rate": 300, "p99_ms": 15.0, "cores": 2}
 HELD = {"p99_ms_below": 100.0, "completion_rate_share": 0.98, "send_lag_p99_ms": 10.0}
 SHAPES = {"rank_100": (100, 20), "rank_2000": (2000, 40)}
-# Low rates first: one worker must hold a rate for its latency to mean anything. The floor shares the fixed rate.
+# Low rates first: the server must hold a rate for its latency to mean anything. The floor shares the fixed rate.
 RANK_RATES = [10, 25, 50, 75, 100, 150, 200, 300, 400, 600, 800, 1000]
 FLOOR_RATES = [25, 100, 300, 1000, 1500, 2000, 3000, 4500]
 UNKNOWN_USERS = 0.1
@@ -167,12 +168,14 @@ def code_state() -> dict:
 # ------------------------------------------------------------------------------------------------ processes
 
 
-def start_server(root: Path, store: Path, redis_address: str, port: int, logfile: Path) -> subprocess.Popen:
+def start_server(
+    root: Path, store: Path, redis_address: str, port: int, logfile: Path, workers: int
+) -> subprocess.Popen:
     """`graphrec serve` in its own session (a terminal's Ctrl-C reaches us, and we stop it in order)."""
     command = [
         str(Path(sys.executable).parent / "graphrec"),
         "serve",
-        *("--serve.port", str(port), "--serve.workers", "1"),
+        *("--serve.port", str(port), "--serve.workers", str(workers)),
         *("--serve.ranker", str(root / "ranker"), "--serve.validated", str(root / "validated")),
         *("--serve.store", str(store), "--serve.clock", "data_end"),
         *("--serve.impression_log", "null", "--serve.feedback", "null"),
@@ -705,6 +708,9 @@ def main() -> None:
     parser.add_argument("--content", type=int, default=2_500, help="content modules of the generated shop")
     parser.add_argument("--shop-seed", type=int, default=7)
     parser.add_argument("--profile-requests", type=int, default=300)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="uvicorn worker processes of the server (default 2: one per core)"
+    )
     parser.add_argument("--workdir", default=str(HERE / "work" / "serving"))
     parser.add_argument("--child-load", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -755,7 +761,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         logfile = run / "server.log"
         try:
-            server = start_server(root, store, redis_address, port, logfile)
+            server = start_server(root, store, redis_address, port, logfile, args.workers)
             ready = wait_ready(server, base, logfile)
             log(f"graphrec serve ready on {base}: {ready}")
             for name, (candidates, slots) in SHAPES.items():
@@ -811,7 +817,8 @@ def main() -> None:
         "load_average": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "data": drawn["facts"] | {"shop": asdict(shop_config), "unknown_user_share": UNKNOWN_USERS},
         "setup": (
-            f"`graphrec serve` (1 uvicorn worker, loopback, `--serve.clock data_end`, reasons on, no impression log, "
+            f"`graphrec serve` ({args.workers} worker process{'es' if args.workers > 1 else ''}, loopback, "
+            f"`--serve.clock data_end`, reasons on, no impression log, "
             f"no feedback store), Redis online store read directly (`online_read: direct`); an open-loop generator "
             f"in another process (asyncio + aiohttp on uvloop, {CONNECTIONS} keep-alive connections opened before "
             f"each step, {BODIES} distinct bodies per shape cycled, device mobile_web, "

@@ -168,6 +168,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         return JSONResponse(
             {
                 "ready": True,
+                "worker": os.getpid(),  # which worker process answered (several share the port)
                 "arms": {a.name: a.model_version for a in generation.arms.values()},
                 "embedding_version": generation.embedding_version,
                 "loaded_at": generation.loaded_at.isoformat(),

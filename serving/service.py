@@ -85,6 +85,8 @@ class Arm:
     model_version: str
     columns: np.ndarray  # [ranker features] column of each ranker feature in the state's rows (-1, -2: the flags)
     group_columns: dict[str, np.ndarray]  # reason group -> columns of the network's input rows
+    reason_groups: list[str]  # the groups a reason can name (those with columns in this ranker)
+    reason_keep: torch.Tensor  # [reason groups, width] 1, and 0 on the group's columns: the occlusion masks
     module_vectors: np.ndarray | None  # [state modules, dim]
     module_known: np.ndarray  # [state modules] the version holds the module
 
@@ -222,6 +224,10 @@ class Generation:
             width = len(names) + 2 * dim + 1 + (dim if ranker.config.embedding_products else 0)
             taste = list(range(len(names), width)) + [names.index(f) for f in FLAGS if f in names]
             group_columns["taste"] = np.array(taste, np.int64)
+        reason_groups = [group for group, columns in group_columns.items() if len(columns)]
+        reason_keep = torch.ones(len(reason_groups), ranker.input_width)
+        for g, group in enumerate(reason_groups):
+            reason_keep[g, torch.from_numpy(group_columns[group])] = 0.0
         digest = hashlib.sha256(Path(path, "ranker.safetensors").read_bytes()).hexdigest()[:12]
         return Arm(
             name=name,
@@ -231,6 +237,8 @@ class Generation:
             model_version=f"{Path(path).name}-{digest}",
             columns=np.array(columns, np.int64),
             group_columns=group_columns,
+            reason_groups=reason_groups,
+            reason_keep=reason_keep,
             module_vectors=self.module_matrix if dim else None,
             module_known=self.module_known if dim else np.zeros(self.state.n_modules, bool),
         )
@@ -545,37 +553,31 @@ class RankingService:
 
     def reasons(self, arm, state, x0, logits, top, known, features) -> dict[int, list[dict[str, Any]]]:
         """Per returned row, up to two reasons: the feature groups that added most to its score (occlusion: each
-        group set to the training mean, i.e. 0 in the standardised input) put in words. Only (group, row) pairs
-        with something to say are occluded, in one batch."""
+        group set to the training mean, i.e. 0 in the standardised input), put in words. Every (row, group) pair is
+        occluded in one batch; a group's words are composed only when its gain would be named, best gain first."""
         if not len(top):
             return {}
-        groups = [g for g, cols in arm.group_columns.items() if len(cols)]
-        texts: dict[tuple[int, int], str] = {}
-        for j, row in enumerate(top):
+        rows = np.asarray(top, np.int64)
+        keep = arm.reason_keep  # [groups, width] 0 on each group's columns
+        batch = (x0[torch.from_numpy(rows)].unsqueeze(1) * keep.unsqueeze(0)).reshape(-1, x0.shape[1])
+        with torch.no_grad():
+            occluded = arm.ranker.relevance(batch).numpy().reshape(len(rows), len(arm.reason_groups))
+        gains = logits[rows][:, None] - occluded
+        out: dict[int, list[dict[str, Any]]] = {}
+        for j, row in enumerate(rows):
+            said: list[dict[str, Any]] = []
             value = _RowValues(features.dense[row], state.column)
-            for g, group in enumerate(groups):
+            for g in np.argsort(-gains[j], kind="stable"):  # ties: the groups' order
+                gain = float(gains[j, g])
+                if gain < MIN_CONTRIBUTION:
+                    break
+                group = arm.reason_groups[g]
                 text = reason_text(group, value, int(known[row]), state, features)
                 if text:
-                    texts[g, j] = text
-        out: dict[int, list[dict[str, Any]]] = {}
-        if texts:
-            pairs = list(texts)
-            keep = np.ones((len(pairs), x0.shape[1]), np.float32)  # 0 on the occluded group's columns
-            of_group = np.array([g for g, _ in pairs])
-            for g, group in enumerate(groups):
-                keep[np.ix_(np.flatnonzero(of_group == g), arm.group_columns[group])] = 0.0
-            with torch.no_grad():
-                occluded = arm.ranker.relevance(x0[[top[j] for _, j in pairs]] * torch.from_numpy(keep)).numpy()
-            gains = logits[[top[j] for _, j in pairs]] - occluded
-            ranked = sorted(range(len(pairs)), key=lambda p: (pairs[p][1], -gains[p]))
-            for p in ranked:
-                g, j = pairs[p]
-                said = out.setdefault(int(top[j]), [])
-                if gains[p] >= MIN_CONTRIBUTION and len(said) < 2:
-                    said.append({"code": groups[g], "text": texts[g, j], "weight": round(float(gains[p]), 4)})
-        for row in top:
-            if not out.get(int(row)):
-                out[int(row)] = [{"code": "overall", "text": "a good match overall", "weight": 0.0}]
+                    said.append({"code": group, "text": text, "weight": round(gain, 4)})
+                    if len(said) == 2:
+                        break
+            out[int(row)] = said or [{"code": "overall", "text": "a good match overall", "weight": 0.0}]
         return out
 
     def _popularity_page(self, generation, known, unknown, slots, why: str) -> list[dict[str, Any]]:

@@ -53,6 +53,7 @@ class HomepageRanker(nn.Module):
         width = num_dense
         if embedding_dim:
             width += 2 * embedding_dim + 1 + (embedding_dim if self.config.embedding_products else 0)
+        self.input_width = width  # columns of the rows `inputs` builds
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(self.config.cross_layers))
         layers: list[nn.Module] = []
         previous = width

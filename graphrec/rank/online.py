@@ -334,7 +334,8 @@ class FeatureState:
 
     def module_of(self, content_id: Any) -> int | None:
         """The module's index, or None for a module the index does not know."""
-        return self.module_index.get(coerce_id(content_id, self.content_dtype))
+        index = self.module_index.get(content_id)  # most requests name ids in the index's own type
+        return index if index is not None else self.module_index.get(coerce_id(content_id, self.content_dtype))
 
     def active_modules(self, t_us: int) -> np.ndarray:
         """Indices of the content table's modules live at `t_us`: launched at or before it (or without a launch)

@@ -134,6 +134,37 @@ def test_a_reload_under_concurrent_load_drops_no_request(published_pair, tmp_pat
         assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
 
+def _connections_per_worker(url: str, pool: int) -> dict[int, int]:
+    """Open `pool` connections at once (as a client's connection pool does), then ask /readyz twice on each:
+    connections per worker pid (a keep-alive connection stays with the worker that accepted it)."""
+    import json
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    connections = [socket.create_connection((host, int(port)), timeout=30) for _ in range(pool)]
+    request = f"GET /readyz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    counts: dict[int, int] = {}
+    try:
+        for connection in connections:
+            workers = set()
+            for _ in range(2):
+                connection.sendall(request)
+                head, _, body = connection.recv(65536).partition(b"\r\n\r\n")
+                length = next(
+                    int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
+                )
+                while len(body) < length:
+                    body += connection.recv(65536)
+                workers.add(json.loads(body)["worker"])
+            assert len(workers) == 1, workers
+            pid = workers.pop()
+            counts[pid] = counts.get(pid, 0) + 1
+    finally:
+        for connection in connections:
+            connection.close()
+    return counts
+
+
 def test_a_reload_reaches_every_worker(published_pair, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -156,9 +187,16 @@ def test_a_reload_reaches_every_worker(published_pair, tmp_path):
                 answers.append(httpx.get(f"{url}/readyz", timeout=30).json()["arms"]["default"])
             return set(answers)
 
+        def workers() -> set[int]:
+            return {httpx.get(f"{url}/readyz", timeout=30).json()["worker"] for _ in range(40)}
+
         deadline = time.monotonic() + 120
-        while len(versions()) != 1 and time.monotonic() < deadline:  # both workers up and serving
+        while len(workers()) != 2 and time.monotonic() < deadline:  # both workers up and listening
             time.sleep(0.5)
+        # A client's pool opening its keep-alive connections at once is spread over both workers (each worker
+        # accepts on a socket of its own), not taken by whichever worker wakes first.
+        counts = _connections_per_worker(url, 32)
+        assert len(counts) == 2 and min(counts.values()) >= 4, f"connections per worker: {counts}"
         (before,) = versions()
         weights = load_file(ranker / "ranker.safetensors")  # a newly published ranker: other weights
         weights["head.bias"] = weights["head.bias"] + 0.5
