@@ -141,7 +141,7 @@ class _Run:
         self.book = StageBook(workdir)
         self.run_dir = workdir / "runs" / run_date
         self.code = code_version()
-        self.sources = source_digest()
+        self.code_digest = source_digest()
         self.report: dict[str, Any] = {
             "kind": "run_report",
             "run_date": run_date,
@@ -166,7 +166,7 @@ class _Run:
     def _key(self, stage: str, **inputs: Any) -> str:
         raise_if_terminated()  # every stage starts here
         fault_stage(stage)
-        self.keys[stage] = stage_key(code=self.sources, **inputs)
+        self.keys[stage] = stage_key(code=self.code_digest, **inputs)
         return self.keys[stage]
 
     def _reuse(self, stage: str, key: str, *artifacts: Path) -> dict[str, Any] | None:

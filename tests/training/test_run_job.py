@@ -275,3 +275,22 @@ def test_the_next_day_is_gated_on_impressions_neither_ranker_saw(tmp_path, capsy
     assert same == {"ranker AUC", "ranker logloss", "expected clicks per request"}
     assert report["stages"]["backfill"].get("skipped")  # a live version: no backfill, LATEST untouched until publish
     assert (code, report["outcome"]["status"]) in ((0, "published"), (3, "gated"))
+
+
+def test_every_stage_key_holds_the_code_not_only_the_input_stage(tmp_path, monkeypatch):
+    """A change of graphrec's code rebuilds the stages after the input too (their keys hash the code digest,
+    which the input stage's list of input files once replaced)."""
+    import training.pipeline as pipeline
+    from graphrec.data.config import InputConfig
+
+    source = tmp_path / "input"
+    source.mkdir()
+    (source / "events.csv").write_text("user_id,item_id,event_type,timestamp\n1,10,view,2026-01-01T00:00:00Z\n")
+    settings = pipeline.RunSettings(workdir=tmp_path / "work", input=InputConfig(format="contract", path=str(source)))
+    keys = []
+    for digest in ("code-before", "code-after"):
+        monkeypatch.setattr(pipeline, "source_digest", lambda digest=digest: digest)
+        run = pipeline._Run(settings, "2026-01-02", tmp_path / "work", None)
+        run.input()
+        keys.append(run._key("validate", validation={}))
+    assert keys[0] != keys[1]
