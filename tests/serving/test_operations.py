@@ -4,7 +4,9 @@ reload of a real server process under concurrent load drops no request."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -207,6 +209,14 @@ def test_a_reload_reaches_every_worker(published_pair, tmp_path):
         assert after != before
         time.sleep(3.0)  # the other worker's watcher looks every second
         assert versions() == {after}
+
+        # A worker that dies is started again, and the port is served throughout.
+        dead = next(iter(counts))
+        os.kill(dead, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while (len(alive := workers()) != 2 or dead in alive) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(alive) == 2 and dead not in alive, alive
 
 
 def test_a_read_begun_before_an_outage_does_not_clear_it():
