@@ -2,7 +2,8 @@
 
 One SQLite database (WAL, synchronous FULL: a recorded action survives a crash or a power cut) that every worker
 reads per request, so feedback posted to one worker is honoured by all of them. The latest action on a module
-wins. `feedback_events` exports the actions as signed events for the next graph build.
+wins. The scheduled job reads the same database (`graphrec.data.feedback.read_feedback_store`, `input.feedback`)
+into the next graph build as signed events.
 """
 
 from __future__ import annotations
@@ -15,23 +16,21 @@ from typing import Any
 
 import numpy as np
 
-ACTIONS = {"more_like_this": 1, "hide": -1, "hide_similar": -1}  # the sign each action carries into training
+from graphrec.data.config import FEEDBACK_ACTIONS as ACTIONS
+from graphrec.data.feedback import STORE_FILE, STORE_SCHEMA
 
 
 class FeedbackStore:
     """Per-user module feedback in `<directory>/feedback.sqlite`."""
 
     def __init__(self, directory: str | Path) -> None:
-        self.path = Path(directory) / "feedback.sqlite"
+        self.path = Path(directory) / STORE_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, "
-            "content_id TEXT NOT NULL, action TEXT NOT NULL, timestamp TEXT NOT NULL)"
-        )
+        self.db.execute(STORE_SCHEMA)
         self.db.execute("CREATE INDEX IF NOT EXISTS feedback_user ON feedback (user_id, id)")
 
     def record(self, user_id: Any, content_id: Any, action: str, when: datetime | None = None) -> None:
@@ -84,30 +83,3 @@ def adjust_for_feedback(actions: dict[str, str], known, logits, module_vectors, 
                     {"code": "more_like_this", "text": f"you asked for more like {title}", "weight": config.boost}
                 )
     return logits
-
-
-def feedback_events(directory: str | Path):
-    """Every recorded action as a polars frame: user_id, content_id, action, sign (+1 more, -1 hide), timestamp."""
-    import polars as pl
-
-    path = Path(directory) / "feedback.sqlite"
-    if not path.exists():
-        return pl.DataFrame(
-            schema={
-                "user_id": pl.String,
-                "content_id": pl.String,
-                "action": pl.String,
-                "sign": pl.Int8,
-                "timestamp": pl.Datetime("us", "UTC"),
-            }
-        )
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT user_id, content_id, action, timestamp FROM feedback ORDER BY id").fetchall()
-    frame = pl.DataFrame(rows, schema=["user_id", "content_id", "action", "timestamp"], orient="row")
-    return frame.select(
-        "user_id",
-        "content_id",
-        "action",
-        pl.col("action").replace_strict(ACTIONS, return_dtype=pl.Int8).alias("sign"),
-        pl.col("timestamp").str.to_datetime(time_zone="UTC", time_unit="us"),
-    )

@@ -247,6 +247,7 @@ class Generation:
 def _feature_settings(info: dict[str, Any]) -> dict[str, Any]:
     settings = dict(info["features"]["config"])
     settings.setdefault("content_vectors", ())  # rankers trained before the content similarity features had none
+    settings.setdefault("shopper_feedback", False)  # nor had those trained before the feedback features
     for key in ("windows_days", "devices", "content_vectors"):
         settings[key] = tuple(settings[key])
     return settings

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from graphrec.artifacts import write_json_atomic
-from graphrec.data.validation import read_validated, text_encoder_of
+from graphrec.data.validation import read_feedback, read_validated, text_encoder_of
 from graphrec.errors import ConfigError, InputError
 from graphrec.graph.config import GraphConfig
 from graphrec.graph.snapshot import build_snapshot, save_snapshot
@@ -84,6 +84,7 @@ def backfill_job(
     export = export or ExportStageConfig()
     workdir = Path(workdir)
     events, items, content, _ = read_validated(validated)
+    feedback = read_feedback(validated)
     text_encoder = text_encoder_of(validated)
     cutoffs = backfill_cutoffs(events, backfill)
     if not cutoffs:
@@ -98,7 +99,7 @@ def backfill_job(
             summaries.append({"cutoff": cutoff.isoformat(), "skipped": True})
             continue
         started = time.perf_counter()
-        snapshot = build_snapshot(events, cutoff, items, content, graph, text_encoder=text_encoder)
+        snapshot = build_snapshot(events, cutoff, items, content, graph, text_encoder=text_encoder, feedback=feedback)
         snapshot_dir = workdir / "snapshot"
         save_snapshot(snapshot, snapshot_dir)
         previous = warm_start_source(model_dir, embeddings) if embeddings.warm_start else None

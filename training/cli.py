@@ -79,7 +79,7 @@ def validate(
     Args:
         input: the tables to read: `--input.path` (a directory of contract tables, or the file or directory an
             adapter reads) and `--input.format` (contract, or an adapter: taobao-userbehavior, ecomm, taobao-mb,
-            gowalla, mind).
+            gowalla, mind); `--input.feedback`: the ranking API's feedback directory or a feedback table.
         out: output directory for the validated dataset.
         validation: validation settings (event aliases, timestamp handling, bad-row threshold).
     """
@@ -88,6 +88,16 @@ def validate(
     from graphrec.data.validation import validate_dataset
 
     tables, sources, _ = open_dataset(*_input_source(input))
+    if input.feedback:
+        from graphrec.data.feedback import read_feedback_store
+
+        if "feedback" in tables:
+            raise GraphrecError(f"--input.feedback: {sources['feedback']} is already the input's feedback table")
+        path = Path(input.feedback)
+        if not path.exists():
+            raise GraphrecError(f"--input.feedback {path}: no such directory or file")
+        tables["feedback"] = read_feedback_store(path) if path.is_dir() else path
+        sources["feedback"] = path
     report = validate_dataset(tables, out, validation, fingerprint_inputs(dict(sources)))
     for name, table in report["tables"].items():
         log.info(
@@ -115,13 +125,14 @@ def build_graph(
         graph: snapshot settings (decay half-life, catalog nodes, component statistics).
     """
     from graphrec.artifacts import fingerprint_inputs
-    from graphrec.data.validation import read_validated, text_encoder_of
+    from graphrec.data.validation import read_feedback, read_validated, text_encoder_of
     from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
 
     events, items, content, paths = read_validated(validated)
     cutoff = cutoff or default_cutoff(events)
     fingerprint = fingerprint_inputs(paths)
-    snapshot = build_snapshot(events, cutoff, items, content, graph, fingerprint, text_encoder_of(validated))
+    text = text_encoder_of(validated)
+    snapshot = build_snapshot(events, cutoff, items, content, graph, fingerprint, text, read_feedback(validated))
     save_snapshot(snapshot, out)
     log.info(
         "snapshot before %s: %s edges -> %s",

@@ -29,7 +29,7 @@ from graphrec.artifacts import code_version, fingerprint_inputs, utc_now_iso, wr
 from graphrec.data.adapters import open_dataset
 from graphrec.data.config import InputConfig, ShopConfig, ValidationConfig
 from graphrec.data.shop import generate_shop, write_shop
-from graphrec.data.validation import read_validated, text_encoder_of, validate_dataset
+from graphrec.data.validation import read_feedback, read_validated, text_encoder_of, validate_dataset
 from graphrec.errors import ConfigError, InputError
 from graphrec.graph.config import GraphConfig, SplitConfig
 from graphrec.graph.snapshot import build_snapshot, default_cutoff, save_snapshot
@@ -232,6 +232,14 @@ class _Run:
         )
 
     def input(self) -> None:
+        self._source_input()
+        if self.s.input.feedback:  # read on every run: the API records feedback between runs
+            added = self._feedback_input(self.s.input.feedback.replace("{run_date}", self.run_date))
+            self.fingerprint = {**self.fingerprint, **fingerprint_inputs({"feedback": self.tables["feedback"]})}
+            self.report["stages"]["input"] = {**self.report["stages"]["input"], "feedback": added}
+            log.info("input: %s feedback actions from %s", f"{added['rows']:,}", added["source"])
+
+    def _source_input(self) -> None:
         s, stage = self.s, "input"
         self.stages.start()
         raw = self.workdir / "raw"
@@ -261,6 +269,37 @@ class _Run:
             self._key(stage, format=s.input.format, sources=_content_of(self.fingerprint))
         self._complete(stage, {"format": s.input.format, "sources": self.fingerprint, "notes": notes, **stats})
         self.stages.done(stage, "%s", described)
+
+    def _feedback_input(self, source: str) -> dict[str, Any]:
+        """Add `input.feedback` to the tables as the contract's feedback table: a feedback table file as it is, or
+        the ranking API's feedback database read into `<workdir>/feedback/feedback.parquet` (written atomically,
+        so a run reads one consistent copy while the API goes on recording)."""
+        import polars as pl
+
+        from graphrec.data.feedback import read_feedback_store
+
+        if "feedback" in self.tables:
+            raise InputError(
+                f"input.feedback {source}: the input already has a feedback table ({self.sources['feedback']}); "
+                "give the feedback one way"
+            )
+        path = Path(source)
+        if path.is_dir():
+            frame = read_feedback_store(path)
+            copy = self.workdir / "feedback" / "feedback.parquet"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            partial = copy.with_name(f".tmp-{copy.name}")
+            frame.write_parquet(partial)
+            partial.replace(copy)
+            rows, path = frame.height, copy
+        elif path.is_file():
+            reader = pl.scan_parquet if path.suffix == ".parquet" else pl.scan_csv
+            rows = reader(path).select(pl.len()).collect().item()
+        else:
+            raise InputError(f"input.feedback {source}: no such directory or file")
+        self.tables = {**self.tables, "feedback": path}
+        self.sources = {**self.sources, "feedback": path}
+        return {"source": source, "rows": rows}
 
     def validate(self) -> None:
         stage, validated = "validate", self.workdir / "validated"
@@ -301,7 +340,8 @@ class _Run:
         events, items, content, _ = read_validated(validated)
         cutoff = default_cutoff(events)
         text = text_encoder_of(validated)
-        snapshot = build_snapshot(events, cutoff, items, content, self.s.graph, self.fingerprint, text)
+        feedback = read_feedback(validated)
+        snapshot = build_snapshot(events, cutoff, items, content, self.s.graph, self.fingerprint, text, feedback)
         save_snapshot(snapshot, out)
         manifest = snapshot.manifest
         self._complete(

@@ -273,13 +273,13 @@ ADAPTERS = {
 }
 
 
-CONTRACT_TABLES = ("events", "items", "content", "impressions")
+CONTRACT_TABLES = ("events", "items", "content", "impressions", "feedback")
 _CONTRACT_SUFFIXES = (".parquet", ".csv", ".tsv")
 
 
 def read_contract_dir(root: str | Path) -> dict[str, Path]:
-    """Find contract tables in a directory (`events.*` required; `items.*`, `content.*`, `impressions.*`), or
-    take a single file as the events table."""
+    """Find contract tables in a directory (`events.*` required; `items.*`, `content.*`, `impressions.*`,
+    `feedback.*`), or take a single file as the events table."""
     root = Path(root)
     if root.is_file():
         return {"events": root}

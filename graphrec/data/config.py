@@ -15,6 +15,8 @@ from graphrec.errors import ConfigError, at_least_zero, check_settings, fraction
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "add_to_wishlist", "purchase")
 """Canonical behaviours, in funnel order."""
 
+FEEDBACK_ACTIONS: dict[str, int] = {"more_like_this": 1, "hide": -1, "hide_similar": -1}
+"""A shopper's feedback on a module (the ranking API's POST /v1/feedback), with the sign it carries into the graph."""
 DEVICES = ("mobile_web", "desktop", "app")
 VECTOR_SUFFIX = "_embedding"
 """Catalog columns named `<anything>_embedding` are content vectors (image, video, text): one dimension per column."""
@@ -341,10 +343,15 @@ class InputConfig:
         format: `generated` (the built-in shop), `contract` (a directory of contract tables), or an adapter name:
             taobao-userbehavior, ecomm, taobao-mb, gowalla, mind.
         path: the input file or directory (ignored for `generated`, which is configured by the `shop` group).
+        feedback: the ranking API's feedback directory (its `serve.feedback`, holding feedback.sqlite) or a
+            feedback table (.parquet, .csv): shoppers' hide / more-like-this actions join the input as the
+            contract's feedback table, so the next graph holds them as signed edges (null: none, or the input
+            directory's own feedback table).
     """
 
     format: str = "generated"
     path: str | None = None
+    feedback: str | None = None
 
 
 def _is_iso_time(value: Any) -> bool:

@@ -1,4 +1,4 @@
-"""The input contract: columns and types of events, catalog and impressions, and canonical event types."""
+"""The input contract: columns and types of events, catalog, impressions and feedback, and canonical event types."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Literal
 
 import polars as pl
 
-from graphrec.data.config import EVENT_TYPES, VECTOR_SUFFIX  # defined with the settings, which import no polars
+# Defined with the settings, which import no polars.
+from graphrec.data.config import EVENT_TYPES, FEEDBACK_ACTIONS, VECTOR_SUFFIX
 
 DEFAULT_EVENT_ALIASES: dict[str, str] = {
     "pv": "view",
@@ -32,11 +33,12 @@ DEFAULT_EVENT_ALIASES: dict[str, str] = {
 }
 """Raw event names mapped to canonical ones (matched case-insensitively after trimming)."""
 
-ColumnKind = Literal["id", "event_type", "timestamp", "text", "int", "float", "flag", "id_list", "vector"]
+ColumnKind = Literal["id", "event_type", "action", "timestamp", "text", "int", "float", "flag", "id_list", "vector"]
 
 KIND_DESCRIPTION: dict[str, str] = {
     "id": "integer or string ids",
     "event_type": "string event names",
+    "action": f"one of {', '.join(FEEDBACK_ACTIONS)}",
     "timestamp": "datetime, or epoch seconds/milliseconds, or ISO-8601 strings",
     "text": "strings",
     "int": "integers",
@@ -141,9 +143,21 @@ CONTENT = TableSpec(
     vectors=True,
 )
 
-TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (EVENTS, IMPRESSIONS, ITEMS, CONTENT)}
+FEEDBACK = TableSpec(
+    "feedback",
+    (
+        Column("user_id", "id"),
+        Column("content_id", "id"),
+        Column("action", "action"),
+        Column("timestamp", "timestamp"),
+    ),
+)
+"""Shoppers' feedback on modules, as the ranking API records it (`graphrec.data.feedback.read_feedback_store`)."""
+
+TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (EVENTS, IMPRESSIONS, ITEMS, CONTENT, FEEDBACK)}
 
 # The id column of each entity, as the contract's tables name it (and every later artifact keeps it).
 ID_COLUMN = {"user": "user_id", "item": "item_id", "content": "content_id"}
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
 EVENT_TYPE_DTYPE = pl.Enum(list(EVENT_TYPES))
+ACTION_DTYPE = pl.Enum(list(FEEDBACK_ACTIONS))

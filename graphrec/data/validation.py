@@ -37,6 +37,7 @@ from graphrec.artifacts import atomic_directory, code_version, utc_now_iso, writ
 from graphrec.data.config import ValidationConfig
 from graphrec.data.readers import LINE_PROBLEM, SPILL_PARQUET, scan_table
 from graphrec.data.schema import (
+    ACTION_DTYPE,
     CONTENT,
     EVENT_TYPE_DTYPE,
     EVENTS,
@@ -126,6 +127,8 @@ def _accepts(kind: str, dtype: pl.DataType) -> bool:
         return _is_integer(dtype) or _is_stringlike(dtype)
     if kind == "event_type":
         return _is_integer(dtype) or _is_stringlike(dtype)
+    if kind == "action":
+        return _is_stringlike(dtype)
     if kind == "timestamp":
         return isinstance(dtype, pl.Datetime) or dtype == pl.Date or dtype.is_numeric() or _is_stringlike(dtype)
     if kind in ("int", "float"):
@@ -324,6 +327,13 @@ def _normalise_event_type(series: pl.Series, config: ValidationConfig) -> pl.Ser
     return text.replace_strict(config.aliases(), default=None, return_dtype=pl.String).cast(EVENT_TYPE_DTYPE)
 
 
+def _normalise_action(series: pl.Series) -> pl.Series:
+    """Feedback actions, trimmed and lower-cased ('-' and spaces read as '_'); unknown names null."""
+    text = series.cast(pl.String).str.strip_chars().str.to_lowercase().str.replace_all(r"[-\s]+", "_")
+    known = {action: action for action in ACTION_DTYPE.categories}
+    return text.replace_strict(known, default=None, return_dtype=pl.String).cast(ACTION_DTYPE).alias(series.name)
+
+
 def _normalise_flag(series: pl.Series) -> pl.Series:
     if series.dtype == pl.Boolean:
         return series.cast(pl.Int8)
@@ -397,6 +407,8 @@ def _normalise(
             normalised[column.name] = _normalise_id(raw, config.id_type)
         elif column.kind == "event_type":
             normalised[column.name] = _normalise_event_type(raw, config)
+        elif column.kind == "action":
+            normalised[column.name] = _normalise_action(raw)
         elif column.kind == "timestamp":
             unit = whole.epoch_units.get(column.name, "s")
             normalised[column.name] = _normalise_timestamp(raw, config, notes, unit)
@@ -471,7 +483,7 @@ def _reason_expression(
         raw, value = pl.col(f"raw__{column.name}"), pl.col(column.name)
         if column.kind == "id" and column.required:
             checks.append((value.is_null(), f"null_{column.name}"))
-        elif column.kind == "event_type":
+        elif column.kind in ("event_type", "action"):
             checks.append((raw.is_null(), f"null_{column.name}"))
             checks.append((value.is_null(), f"unknown_{column.name}"))
         elif column.kind == "timestamp" and column.required:
@@ -1020,11 +1032,22 @@ def read_validated(path: str | Path) -> tuple[pl.LazyFrame, pl.DataFrame | None,
     return pl.scan_parquet(paths["events"]), items, content, paths
 
 
+def read_feedback(path: str | Path) -> pl.LazyFrame | None:
+    """The validated feedback table of a validated dataset directory (lazy), or None where it has none."""
+    table = Path(path) / "feedback.parquet"
+    return pl.scan_parquet(table) if table.exists() else None
+
+
 # Where each kind of id appears: (table, column); `item_ids` is the content table's list of featured items.
 ID_REFERENCES = {
-    "user_id": (("events", "user_id"), ("impressions", "user_id")),
+    "user_id": (("events", "user_id"), ("impressions", "user_id"), ("feedback", "user_id")),
     "item_id": (("events", "item_id"), ("items", "item_id"), ("content", "item_ids")),
-    "content_id": (("events", "content_id"), ("content", "content_id"), ("impressions", "content_id")),
+    "content_id": (
+        ("events", "content_id"),
+        ("content", "content_id"),
+        ("impressions", "content_id"),
+        ("feedback", "content_id"),
+    ),
 }
 
 
@@ -1074,6 +1097,7 @@ def _cross_checks(tables: dict[str, pl.LazyFrame]) -> dict[str, int]:
         ("events", "item_id", "items", "item_id", "event_items_not_in_catalog"),
         ("events", "content_id", "content", "content_id", "event_content_not_in_catalog"),
         ("impressions", "content_id", "content", "content_id", "impression_content_not_in_catalog"),
+        ("feedback", "content_id", "content", "content_id", "feedback_content_not_in_catalog"),
         ("content", "item_ids", "items", "item_id", "featured_items_not_in_catalog"),
     )
     for table, column, catalog, catalog_column, name in pairs:

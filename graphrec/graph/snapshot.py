@@ -1,7 +1,8 @@
 """Leak-free heterogeneous graph snapshots: events strictly before a cutoff -> PyG `HeteroData` on disk.
 
 Node types: user, item, content, and category / brand where the catalog has them. Edge types: one per behaviour
-and target (`('user', 'view', 'item')`, `('user', 'click', 'content')`, ...), containment edges
+and target (`('user', 'view', 'item')`, `('user', 'click', 'content')`, ...), the shoppers' signed feedback on
+modules (`('user', 'more_like_this', 'content')`, `('user', 'hide', 'content')`), containment edges
 `('content', 'features', 'item')`, `('item', 'in_category', 'category')`, `('item', 'of_brand', 'brand')`, and
 their reverses `rev_<rel>`. Each user edge carries `count`, `last_timestamp` (epoch seconds) and `weight`, the sum
 of exp(-ln 2 * age / half_life) over its events, age measured from the cutoff.
@@ -145,9 +146,11 @@ def build_snapshot(
     config: GraphConfig | None = None,
     fingerprint: dict[str, Any] | None = None,
     text_encoder: dict[str, Any] | None = None,
+    feedback: pl.LazyFrame | pl.DataFrame | None = None,
 ) -> Snapshot:
-    """Build a snapshot from validated events (contract columns) strictly before `cutoff`, plus the catalog.
-    `text_encoder` (name, version, dim) is recorded in the manifest when the catalog's text vectors came from one."""
+    """Build a snapshot from validated events (contract columns) strictly before `cutoff`, plus the catalog and
+    the shoppers' module feedback (`feedback_edges`). `text_encoder` (name, version, dim) is recorded in the
+    manifest when the catalog's text vectors came from one."""
     config = config or GraphConfig()
     cutoff = _to_utc(cutoff)
     cutoff_us = int(cutoff.timestamp() * 1_000_000)
@@ -193,6 +196,11 @@ def build_snapshot(
             }
         del aggregated
 
+    feedback_counts = None
+    if feedback is not None:
+        feedback_edges, feedback_counts = _feedback_edges(feedback, maps["user"], maps["content"], cutoff, decay)
+        edges.update(feedback_edges)
+
     node_features: dict[str, dict[str, torch.Tensor]] = {}
     node_tables: dict[str, pl.DataFrame] = dict(maps)
     if items is not None:
@@ -232,6 +240,7 @@ def build_snapshot(
         },
         "num_nodes": num_nodes,
         "num_edges": {"__".join(k): int(v["edge_index"].shape[1]) for k, v in edges.items()},
+        "feedback": feedback_counts,
         "input_fingerprint": fingerprint or {},
         "content_vectors": {
             node: {name: int(value.shape[1]) for name, value in features.items() if value.dim() == 2}
@@ -243,6 +252,70 @@ def build_snapshot(
         "stats": graph_statistics(data, num_nodes, edges, config.components),
     }
     return Snapshot(data, node_tables, manifest)
+
+
+FEEDBACK_RELATIONS = {1: "more_like_this", -1: "hide"}  # the relation of each sign (hide_similar is a hide)
+
+
+def _feedback_edges(
+    feedback: pl.LazyFrame | pl.DataFrame,
+    user_map: pl.DataFrame,
+    content_map: pl.DataFrame,
+    cutoff: datetime,
+    decay: float,
+) -> tuple[dict[EdgeType, dict[str, torch.Tensor]], dict[str, int]]:
+    """Signed user -> module edges from the feedback table: `('user', 'more_like_this', 'content')` (+1) and
+    `('user', 'hide', 'content')` (-1, hide and hide_similar), one per (user, module) from the user's latest action
+    on it before the cutoff (as the ranking API honours the latest), with `count` (actions on the pair),
+    `last_timestamp` and the decayed `weight` of that action. Actions of users or modules that are not nodes of this
+    graph are counted in the returned accounting, not turned into nodes."""
+    from graphrec.data.config import FEEDBACK_ACTIONS
+
+    cutoff_us = int(cutoff.timestamp() * 1_000_000)
+    frame = feedback.lazy().with_row_index("_order")
+    total = frame.select(pl.len()).collect().item()
+    before = frame.filter(pl.col("timestamp") < cutoff)
+    pairs = (
+        before.sort("timestamp", "_order")
+        .group_by("user_id", "content_id")
+        .agg(
+            pl.len().alias("count"),
+            pl.col("action").last().cast(pl.String).alias("action"),
+            pl.col("timestamp").last().dt.epoch("us").alias("ts"),
+        )
+        .with_columns(pl.col("action").replace_strict(FEEDBACK_ACTIONS, return_dtype=pl.Int8).alias("sign"))
+        .collect()
+    )
+    users = user_map.rename({"index": "user_index"})
+    modules = content_map.rename({"index": "target_index"})
+    pairs = pairs.with_columns(
+        pl.col("user_id").cast(users["user_id"].dtype, strict=False),
+        pl.col("content_id").cast(modules["content_id"].dtype, strict=False),
+    )
+    joined = pairs.join(users, on="user_id", how="left").join(modules, on="content_id", how="left")
+    known = joined.filter(pl.col("user_index").is_not_null() & pl.col("target_index").is_not_null())
+    users_known = joined.filter(pl.col("user_index").is_not_null())
+    counts = {
+        "input_rows": int(total),
+        "used_before_cutoff": int(before.select(pl.len()).collect().item()),
+        "pairs": pairs.height,
+        "pairs_user_not_in_graph": int(joined["user_index"].null_count()),
+        "pairs_content_not_in_graph": int(users_known["target_index"].null_count()),
+    }
+    counts["excluded_at_or_after_cutoff"] = counts["input_rows"] - counts["used_before_cutoff"]
+    edges: dict[EdgeType, dict[str, torch.Tensor]] = {}
+    for sign, relation in FEEDBACK_RELATIONS.items():
+        group = known.filter(pl.col("sign") == sign).sort("user_index", "target_index")
+        counts[relation] = group.height
+        if group.is_empty():
+            continue
+        edges[("user", relation, "content")] = {
+            "edge_index": _edge_index(group["user_index"].to_numpy(), group["target_index"].to_numpy()),
+            "count": _tensor(group["count"].cast(pl.Int64)),
+            "last_timestamp": _tensor(group["ts"] // 1_000_000),
+            "weight": _tensor(((group["ts"] - cutoff_us).cast(pl.Float64) * decay).exp().cast(pl.Float32)),
+        }
+    return edges, counts
 
 
 def _item_catalog(item_map: pl.DataFrame, items: pl.DataFrame):

@@ -144,6 +144,7 @@ def write_split(
     targets: tuple[tuple[str, str], ...] = (("purchase", "item"), ("click", "content")),
     fingerprint: dict[str, Any] | None = None,
     text_encoder: dict[str, Any] | None = None,
+    feedback: pl.LazyFrame | None = None,
 ) -> dict[str, Any]:
     """Write `val/` and `test/` snapshots and their targets (`<event>_<node>_targets.parquet`) atomically.
 
@@ -156,7 +157,7 @@ def write_split(
             ("val", split.train_end, split.val_end),
             ("test", split.val_end, split.test_end),
         ):
-            snapshot = build_snapshot(events, cutoff, items, content, config, fingerprint, text_encoder)
+            snapshot = build_snapshot(events, cutoff, items, content, config, fingerprint, text_encoder, feedback)
             save_snapshot(snapshot, staging / name / "snapshot")
             for target_event, target_node in targets:
                 table = evaluation_targets(events, snapshot, cutoff, end, target_event, target_node)
@@ -182,7 +183,7 @@ def split_validated(
     fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Split a validated dataset (from `validate_dataset`) by days and write it with `write_split`."""
-    from graphrec.data.validation import read_validated, text_encoder_of
+    from graphrec.data.validation import read_feedback, read_validated, text_encoder_of
 
     split = split or SplitConfig()
     events, items, content, paths = read_validated(validated_dir)
@@ -190,4 +191,5 @@ def split_validated(
         fingerprint = fingerprint_inputs(paths)
     windows = split_by_days(events, split.val_days, split.test_days)
     text_encoder = text_encoder_of(validated_dir)
-    return write_split(events, windows, out_dir, items, content, graph, targets, fingerprint, text_encoder)
+    feedback = read_feedback(validated_dir)
+    return write_split(events, windows, out_dir, items, content, graph, targets, fingerprint, text_encoder, feedback)

@@ -71,6 +71,9 @@ class RankFeatureConfig:
             feature set does not depend on the data.
         content_dims: vectors longer than this are reduced to it by a fixed random projection (seeded by the
             column's name and size, the same for items and modules), so the running profiles stay small.
+        shopper_feedback: the user's more-like-this and hide actions on the module before the row's time (the
+            validated feedback table, which `graphrec run --input.feedback` fills from the ranking API) are
+            features, so the ranker learns what feedback says of later clicks; 0 where there is no feedback.
     """
 
     windows_days: tuple[int, ...] = (1, 7, 28)
@@ -82,6 +85,7 @@ class RankFeatureConfig:
     feedback_delay_seconds: int = 0
     content_vectors: tuple[str, ...] = ("image_embedding", "title_embedding")
     content_dims: int = 32
+    shopper_feedback: bool = True
 
     def __post_init__(self) -> None:
         self.windows_days = tuple(self.windows_days)

@@ -100,6 +100,9 @@ def feature_descriptions(config: RankFeatureConfig | None = None) -> dict[str, s
             f"cosine between the module's {name} and the sum of the {name}s of the items of the session's item "
             "events and of the modules clicked in it before t, weighted by event type (0 without either)"
         )
+    if cfg.shopper_feedback:
+        out["user_module_more_like_this"] = "the user's more-like-this actions on the module before t"
+        out["user_module_hidden"] = "the user's hide and hide-similar actions on the module before t"
     return out
 
 
@@ -118,6 +121,7 @@ def behaviour_features(
     content: pl.DataFrame,
     items: pl.DataFrame | None,
     config: RankFeatureConfig | None = None,
+    feedback: pl.LazyFrame | pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per input row, in input order: `row_id`, `slot` where the rows have it, then the Float32 columns of
     `feature_descriptions(config)` without nulls, each computed only from events and impressions strictly before
@@ -133,8 +137,11 @@ def behaviour_features(
         content: the content table (`content_id`, `item_ids`, optionally `launch` and content vectors).
         items: the items table (`item_id`, `category`, `brand`); None makes category and brand features 0.
         config: the feature settings; defaults to `RankFeatureConfig()`.
+        feedback: the validated feedback table (`user_id`, `content_id`, `action`, `timestamp`); None makes the
+            feedback features 0.
     """
-    out = _feature_plan(rows, events, impressions, content, items, config or RankFeatureConfig()).collect(
+    plan = _feature_plan(rows, events, impressions, content, items, config or RankFeatureConfig(), feedback)
+    out = plan.collect(
         engine="in-memory"  # about twice as fast as the streaming engine on these sorts and joins
     )
     if not (out["_pos"] == out["_pos_check"]).all():  # the per-category sums are aligned by order, not by a join
@@ -149,6 +156,7 @@ def _feature_plan(
     content: pl.DataFrame,
     items: pl.DataFrame | None,
     cfg: RankFeatureConfig,
+    shopper_feedback: pl.LazyFrame | pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
     """The lazy query behind `behaviour_features` (the rows and the small catalog tables are read eagerly)."""
     events = events.lazy()
@@ -205,6 +213,8 @@ def _feature_plan(
             _key("_u", "_m", n_modules, "_um"), "ts", pl.lit(1).alias("_cview_um")
         ),
     ]
+    if cfg.shopper_feedback and shopper_feedback is not None:
+        user_module.append(_feedback(shopper_feedback.lazy(), maps, n_modules))
     exposure = []
     if impressions is not None:
         imps = _impressions(impressions.lazy(), maps, cfg).cache()
@@ -223,7 +233,8 @@ def _feature_plan(
     for streams, on in ((user_module, pl.col("t")), (exposure, feedback)):
         if streams:
             stream = pl.concat(streams, how="diagonal").join(looked_up["_um"], on="_um", how="semi")
-            values = [c for c in ("_feat", "_cview_um", "_imp_um", "_click_um") if c in stream.collect_schema()]
+            names = ("_feat", "_cview_um", "_imp_um", "_click_um", "_more_um", "_hide_um")
+            values = [c for c in names if c in stream.collect_schema()]
             features = _as_of(features, _running_totals(stream, "_um", values), "_um", on)
 
     # Content: the user's and the session's running content profiles against the module's content vectors. A
@@ -504,6 +515,24 @@ def _events(
     )
 
 
+def _feedback(feedback: pl.LazyFrame, maps: dict[str, pl.DataFrame], n_modules: int) -> pl.LazyFrame:
+    """The rows' users' feedback on the rows' modules: (user, module) key `_um`, time `ts`, and 1 in `_more_um`
+    (more like this) or `_hide_um` (hide, hide similar)."""
+    action = pl.col("action").cast(pl.String)
+    return (
+        feedback.select(
+            pl.col("user_id").cast(maps["_u"].schema["user_id"]),
+            pl.col("content_id").cast(maps["_m"].schema["content_id"]),
+            (action == "more_like_this").cast(pl.Int32).alias("_more_um"),
+            action.is_in(["hide", "hide_similar"]).cast(pl.Int32).alias("_hide_um"),
+            pl.col("timestamp").dt.epoch("us").alias("ts"),
+        )
+        .join(maps["_u"].lazy(), on="user_id", how="inner")
+        .join(maps["_m"].lazy(), on="content_id", how="inner")
+        .select(_key("_u", "_m", n_modules, "_um"), "ts", "_more_um", "_hide_um")
+    )
+
+
 def _impressions(impressions: pl.LazyFrame, maps: dict[str, pl.DataFrame], cfg: RankFeatureConfig) -> pl.LazyFrame:
     """Impressions of the rows' modules with their expected clicks `_expected`: the CTR of their (device, slot) on
     the days before theirs (all impressions), shrunk to the overall CTR of those days and that to the prior."""
@@ -608,6 +637,9 @@ def _feature_expressions(cfg: RankFeatureConfig, available: set[str]) -> list[pl
     for number, name in enumerate(cfg.content_vectors):
         for owner in ("user", "session"):
             out[f"{owner}_{_vector_kind(name)}_similarity"] = total(f"_similarity_{owner}_{number}")
+    if cfg.shopper_feedback:
+        out["user_module_more_like_this"] = total("_more_um")
+        out["user_module_hidden"] = total("_hide_um")
     return [expr.cast(pl.Float32).alias(name) for name, expr in out.items()]
 
 

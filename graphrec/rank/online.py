@@ -101,6 +101,7 @@ class FeatureState:
         content: pl.DataFrame,
         items: pl.DataFrame | None,
         config: RankFeatureConfig | None = None,
+        feedback: pl.DataFrame | None = None,
     ) -> None:
         self.config = cfg = config or RankFeatureConfig()
         self.names = list(feature_descriptions(cfg))
@@ -164,12 +165,15 @@ class FeatureState:
         user_ids = [events.select("user_id")]
         if impressions is not None:
             user_ids.append(impressions.select(pl.col("user_id").cast(self.user_dtype)))
+        if feedback is not None and cfg.shopper_feedback:
+            user_ids.append(feedback.select(pl.col("user_id").cast(self.user_dtype)))
         users = pl.concat(user_ids).drop_nulls().unique().sort("user_id")
         self.user_index = {v: i for i, v in enumerate(users["user_id"].to_list())}
         sessions = events.select(pl.col("session_id").cast(pl.String)).drop_nulls().unique().sort("session_id")
         self.session_index = {v: i for i, v in enumerate(sessions["session_id"].to_list())}
         self._user_events(events)
         self._impression_tables(impressions)
+        self._feedback_tables(feedback if cfg.shopper_feedback else None)
         self.data_end_us = int(
             max(self.module_imps["ts"].max(initial=_NO_TIME), self.events["ts"].max(initial=_NO_TIME))
         )  # the newest indexed event or impression
@@ -179,14 +183,16 @@ class FeatureState:
     @classmethod
     def from_validated(cls, validated: str | Path, config: RankFeatureConfig | None = None) -> FeatureState:
         """The index of a validated dataset directory (events, impressions, content and items)."""
-        from graphrec.data.validation import read_validated
+        from graphrec.data.validation import read_feedback, read_validated
         from graphrec.rank.rows import read_impressions
 
         events, items, content, _ = read_validated(validated)
         if content is None:
             raise InputError(f"{validated}: no content.parquet; the ranking API ranks the content table's modules")
         impressions = read_impressions(validated) if (Path(validated) / "impressions.parquet").exists() else None
-        return cls(events.collect(), impressions, content, items, config)
+        feedback = read_feedback(validated)
+        feedback = feedback.collect() if feedback is not None else None
+        return cls(events.collect(), impressions, content, items, config, feedback)
 
     def _module_tables(self, content: pl.DataFrame, n_modules: int) -> None:
         self.module_type = content["module_type"].to_list() + [None] * (n_modules - content.height)
@@ -329,6 +335,42 @@ class FeatureState:
             "click": by_user["_click"].to_numpy(),
         }
         self.user_imp_segments = _Segments(by_user["_u"].to_numpy().astype(np.int64), n_users)
+
+    def _feedback_tables(self, feedback: pl.DataFrame | None) -> None:
+        """Per user, in time order: the modules of their feedback actions and whether each was more-like-this or a
+        hide (modules the index does not know are left out: they are never candidates)."""
+        frame = pl.DataFrame(schema={"u": pl.Int64, "ts": pl.Int64, "module": pl.Int64, "more": pl.Boolean})
+        if feedback is not None and not feedback.is_empty():
+            frame = (
+                feedback.select(
+                    pl.col("user_id")
+                    .cast(self.user_dtype)
+                    .replace_strict(self.user_index, default=None, return_dtype=pl.Int64)
+                    .alias("u"),
+                    pl.col("timestamp").dt.epoch("us").alias("ts"),
+                    pl.col("content_id")
+                    .cast(self.content_dtype)
+                    .replace_strict(self.module_index, default=None, return_dtype=pl.Int64)
+                    .alias("module"),
+                    (pl.col("action").cast(pl.String) == "more_like_this").alias("more"),
+                )
+                .drop_nulls()
+                .sort("u", "ts", maintain_order=True)
+            )
+        self.user_feedback = {c: frame[c].to_numpy() for c in ("ts", "module", "more")}
+        self.feedback_segments = _Segments(frame["u"].to_numpy(), len(self.user_index))
+
+    def _user_feedback(self, u: int | None, t_us: int) -> tuple[np.ndarray, np.ndarray]:
+        """[modules] the user's more-like-this actions and hides on each module before `t_us`."""
+        if u is None:
+            return np.zeros(self.n_modules), np.zeros(self.n_modules)
+        part = self.feedback_segments.of(u)
+        ts, module, more = (self.user_feedback[k][part] for k in ("ts", "module", "more"))
+        keep = ts < t_us
+        return (
+            np.bincount(module[keep & more], minlength=self.n_modules).astype(np.float64),
+            np.bincount(module[keep & ~more], minlength=self.n_modules).astype(np.float64),
+        )
 
     # ----------------------------------------------------------------------------------------------- lookups
 
@@ -481,6 +523,9 @@ class FeatureState:
         out["user_module_clicks"] = clicked[modules]
         views = ev["module"][is_content & (kind == _VIEW) & (ev["module"] >= 0)]
         out["user_module_views"] = np.bincount(views, minlength=self.n_modules)[modules].astype(np.float64)
+        if cfg.shopper_feedback:
+            more, hidden = self._user_feedback(u, t_us)
+            out["user_module_more_like_this"], out["user_module_hidden"] = more[modules], hidden[modules]
 
         when = _EPOCH + timedelta(microseconds=t_us)
         hour = when.hour + when.minute / 60 + when.second / 3_600

@@ -182,7 +182,7 @@ def policy_setting(
     seed: int = 0,
 ) -> PolicySetting:
     """A `PolicySetting` for a seeded sample of `sample` of the logged `request_ids` (the test requests)."""
-    from graphrec.data.validation import read_validated
+    from graphrec.data.validation import read_feedback, read_validated
     from graphrec.rank.features import behaviour_features, feature_descriptions
     from graphrec.rank.rows import read_impressions
 
@@ -193,7 +193,8 @@ def policy_setting(
     impressions = read_impressions(validated)
     candidates = candidate_rows(click_model, impressions, requests)
     events, items, content, _ = read_validated(validated)
-    computed = behaviour_features(candidates, events, impressions.lazy(), content, items, features)
+    feedback = read_feedback(validated)
+    computed = behaviour_features(candidates, events, impressions.lazy(), content, items, features, feedback)
     names = list(feature_descriptions(features))
     frame = candidates.join(computed.select("row_id", *names), on="row_id", how="left", maintain_order="left")
     logged = impressions.filter(pl.col("request_id").is_in(chosen.tolist()))

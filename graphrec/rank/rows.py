@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from graphrec.data.config import DEVICES
-from graphrec.data.validation import read_validated
+from graphrec.data.validation import read_feedback, read_validated
 from graphrec.errors import InputError
 from graphrec.rank.features import RankFeatureConfig, behaviour_features, feature_descriptions
 
@@ -78,7 +78,8 @@ def impression_rows(
         raise InputError(f"{validated}: no content.parquet; the ranker needs the content modules' catalog")
     impressions = read_impressions(validated)
     rows = impressions.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
-    computed = behaviour_features(rows, events, impressions.lazy(), content, items, features)
+    feedback = read_feedback(validated)
+    computed = behaviour_features(rows, events, impressions.lazy(), content, items, features, feedback)
     names = list(feature_descriptions(features))
     frame = rows.select(*KEYS).join(computed.select("row_id", *names), on="row_id", how="left", maintain_order="left")
     if "launch" in content.columns:

@@ -36,7 +36,7 @@ ABSENT = ["user_title_similarity", "session_title_similarity"]
 COUNTS = [name for name in FEATURES if not any(part in name for part in RATIOS)]
 
 
-def _features(shop, rows=None, events=None, impressions=None, config=None) -> pl.DataFrame:
+def _features(shop, rows=None, events=None, impressions=None, config=None, feedback=None) -> pl.DataFrame:
     return behaviour_features(
         shop.impressions if rows is None else rows,
         (shop.events if events is None else events).lazy(),
@@ -44,7 +44,17 @@ def _features(shop, rows=None, events=None, impressions=None, config=None) -> pl
         shop.content,
         shop.items,
         config,
+        feedback,
     )
+
+
+def _shopper_feedback(shop) -> pl.DataFrame:
+    """Feedback on modules shoppers were shown, 10 s after the impression (the generated shop records none)."""
+    shown = shop.impressions.sample(600, seed=11).sort("timestamp")
+    actions = np.random.default_rng(11).choice(["more_like_this", "hide", "hide_similar"], shown.height)
+    return shown.select(
+        "user_id", "content_id", (pl.col("timestamp") + timedelta(seconds=10)).alias("timestamp")
+    ).with_columns(action=pl.Series(actions))
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +66,9 @@ def offline(small_shop) -> pl.DataFrame:
 class Reference:
     """The features recounted row by row in plain Python from the raw tables, keeping only timestamps < t."""
 
-    def __init__(self, shop, config: RankFeatureConfig) -> None:
+    def __init__(self, shop, config: RankFeatureConfig, feedback: pl.DataFrame | None = None) -> None:
         self.cfg = config
+        self.feedback = feedback.to_dicts() if feedback is not None else []
         self.events = shop.events.with_columns(pl.col("event_type").cast(pl.String)).to_dicts()
         self.impressions = shop.impressions.to_dicts()
         self.by_user, self.by_session = defaultdict(list), defaultdict(list)
@@ -166,6 +177,13 @@ class Reference:
         out["user_module_impressions"] = len(to_user)
         out["user_module_clicks"] = sum(i["clicked"] for i in to_user)
         out["user_module_views"] = sum(e["content_id"] == module and e["event_type"] == "view" for e in contents)
+        said = [
+            f["action"]
+            for f in self.feedback
+            if (f["user_id"], f["content_id"]) == (user, module) and f["timestamp"] < t
+        ]
+        out["user_module_more_like_this"] = said.count("more_like_this")
+        out["user_module_hidden"] = said.count("hide") + said.count("hide_similar")
 
         hour = t.hour + t.minute / 60 + t.second / 3_600
         out["hour_sin"], out["hour_cos"] = math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24)
@@ -194,8 +212,9 @@ def _after_module_clicks(shop, n: int) -> pl.DataFrame:
 @pytest.mark.parametrize("delay", [0, 45])
 def test_every_feature_equals_a_brute_force_recount_of_the_history_before_t(small_shop, delay):
     config = RankFeatureConfig(feedback_delay_seconds=delay)
-    features = _features(small_shop, config=config)
-    reference = Reference(small_shop, config)
+    feedback = _shopper_feedback(small_shop)
+    features = _features(small_shop, config=config, feedback=feedback)
+    reference = Reference(small_shop, config, feedback)
     picks = _sample(small_shop, 40, seed=delay)
     # Rows with in-session history and with featured-item history are the ones where bugs hide: add some.
     has_session = features.filter(pl.col("session_item_events") > 0)["row_id"].head(5).to_list()
@@ -203,9 +222,13 @@ def test_every_feature_equals_a_brute_force_recount_of_the_history_before_t(smal
     # And rows whose user clicked modules before, and rows just after module clicks in the clicking session: those
     # clicks join the content profiles.
     has_module_clicks = features.filter(pl.col("user_content_clicks") > 0)["row_id"].head(5).to_list()
-    rows = [*picks, *has_session, *has_exposure, *has_module_clicks]
+    # And rows after the user's feedback on the module.
+    said = (pl.col("user_module_more_like_this") > 0) | (pl.col("user_module_hidden") > 0)
+    has_feedback = features.filter(said)["row_id"].head(5).to_list()
+    assert len(has_feedback) == 5
+    rows = [*picks, *has_session, *has_exposure, *has_module_clicks, *has_feedback]
     after_clicks = _after_module_clicks(small_shop, 8)
-    after_features = _features(small_shop, rows=after_clicks, config=config)
+    after_features = _features(small_shop, rows=after_clicks, config=config, feedback=feedback)
     checked = [(small_shop.impressions, features, position) for position in rows]
     checked += [(after_clicks, after_features, position) for position in range(after_clicks.height)]
     moved = Counter()

@@ -168,11 +168,11 @@ def test_feedback_is_honoured_on_the_next_call_and_survives_a_restart(published_
         client.post("/v1/feedback", json={"user_id": user, "content_id": again[0], "action": "hide_similar"})
         after = [m["content_id"] for m in client.post("/v1/rank", json=body | {"slots": 200}).json()["modules"]]
         assert again[0] not in after
-    from serving.feedback import feedback_events
+    from graphrec.data.feedback import read_feedback_store
 
-    events = feedback_events(tmp_path / "feedback")
+    events = read_feedback_store(tmp_path / "feedback")
     assert events["action"].to_list() == ["hide", "more_like_this", "hide_similar"]
-    assert events["sign"].to_list() == [-1, 1, -1]
+    assert events["content_id"].to_list() == [str(first[0]), str(liked), str(again[0])]
 
 
 def test_served_pages_are_logged_in_the_impressions_contract(published_pair, small_shop, tmp_path):
