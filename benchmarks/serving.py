@@ -185,17 +185,21 @@ def start_server(
     return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_ready(server: subprocess.Popen, base: str, logfile: Path, timeout_s: float = 300.0) -> dict:
+def wait_ready(server: subprocess.Popen, base: str, logfile: Path, workers: int = 1, timeout_s: float = 300.0) -> dict:
+    """/readyz's answer once every worker answers it (each new connection lands on one of them)."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
+    seen: set = set()
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"graphrec serve exited with {server.returncode}:\n{logfile.read_text()[-3000:]}")
         try:
             response = httpx.get(f"{base}/readyz", timeout=2.0)
             if response.status_code == 200:
-                return response.json()
+                seen.add(response.json().get("worker"))
+                if len(seen) >= workers:
+                    return response.json() | {"workers": sorted(seen)}
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -762,7 +766,7 @@ def main() -> None:
         logfile = run / "server.log"
         try:
             server = start_server(root, store, redis_address, port, logfile, args.workers)
-            ready = wait_ready(server, base, logfile)
+            ready = wait_ready(server, base, logfile, args.workers)
             log(f"graphrec serve ready on {base}: {ready}")
             for name, (candidates, slots) in SHAPES.items():
                 steps, best = ladder(run, base, name, bodies[name], slots, rates, duration)
