@@ -90,7 +90,8 @@ def run_server(config: ServeConfig, log_format: str = "text", verbose: bool = Fa
 
 
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker whose app failed to start
-RESTART_PAUSE_S = 1.0  # least time between two starts of the same worker, so a crashing worker cannot spin
+RESTART_PAUSE_S = 1.0  # least time between two starts of the same worker, doubled with each restart of it
+MAX_RESTART_PAUSE_S = 60.0
 STOP_TIMEOUT_S = 30.0  # a worker still running this long after SIGTERM is killed
 
 
@@ -103,21 +104,24 @@ class Workers:
     small supervisor.
 
     A worker binds before loading the models but listens only once they are loaded (uvicorn listens after the
-    lifespan startup), so it receives no connection before it can answer. A worker that dies is started again;
-    one that fails to start (its app's startup failed) stops the server with that exit code. SIGINT or SIGTERM
-    stops every worker gracefully (requests in flight finish, the impression log is flushed)."""
+    lifespan startup), so it receives no connection before it can answer. A worker that dies is started again,
+    after a pause that doubles with each restart of that worker (at most a minute); a worker whose first start fails
+    (its app's startup failed: exit 3) stops the server with that exit code, since every start would fail alike.
+    SIGINT or SIGTERM stops every worker gracefully (requests in flight finish, the impression log is flushed). A
+    worker whose supervisor is gone (killed) stops by itself, so no orphan keeps serving the port."""
 
     def __init__(self, host: str, port: int, count: int, logging_config: dict[str, Any]) -> None:
         self.host, self.port, self.count, self.logging_config = host, port, count, logging_config
         self.context = multiprocessing.get_context("spawn")
-        self.stopping = threading.Event()
+        self.stopping = False  # set by the signal handlers: a plain flag, which a handler can set at any moment
         self.processes: list[Any] = []
         self.started_at: list[float] = []
+        self.restarts: list[int] = []
 
     def _start(self, slot: int) -> Any:
         process = self.context.Process(
             target=_serve_worker,
-            args=(self.host, self.port, self.logging_config),
+            args=(self.host, self.port, self.logging_config, os.getpid()),
             name=f"graphrec-serve-{slot}",
         )
         process.start()
@@ -125,14 +129,16 @@ class Workers:
 
     def run(self) -> None:
         _check_port(self.host, self.port)
-        previous = {sig: signal.signal(sig, lambda *_: self.stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        failure = None
         try:
             for slot in range(self.count):
                 self.processes.append(self._start(slot))
                 self.started_at.append(time.monotonic())
+                self.restarts.append(0)
             log.info("started %d workers: %s", self.count, ", ".join(str(p.pid) for p in self.processes))
-            failure = None
-            while failure is None and not self.stopping.wait(0.5):
+            while failure is None and not self.stopping:
+                time.sleep(0.5)
                 failure = self._keep_alive()
         finally:
             self._stop_all()
@@ -141,20 +147,25 @@ class Workers:
         if failure is not None:
             sys.exit(failure)
 
+    def _stop(self, *_: Any) -> None:
+        self.stopping = True
+
     def _keep_alive(self) -> int | None:
-        """Start dead workers again; the exit code to stop with where one failed to start."""
+        """Start dead workers again; the exit code to stop with where a worker's first start failed."""
         for slot, process in enumerate(self.processes):
-            if process.is_alive() or self.stopping.is_set():
+            if process.is_alive() or self.stopping:
                 continue
             process.join()
-            if process.exitcode == STARTUP_FAILURE:
+            if process.exitcode == STARTUP_FAILURE and self.restarts[slot] == 0:
                 log.error("worker %d (pid %s) failed to start: stopping the server", slot, process.pid)
                 return STARTUP_FAILURE
-            if time.monotonic() - self.started_at[slot] < RESTART_PAUSE_S:
+            pause = min(RESTART_PAUSE_S * 2 ** self.restarts[slot], MAX_RESTART_PAUSE_S)
+            if time.monotonic() - self.started_at[slot] < pause:
                 continue  # joined; started again on a later pass
             log.warning("worker %d (pid %s) exited with %s: starting it again", slot, process.pid, process.exitcode)
             self.processes[slot] = self._start(slot)
             self.started_at[slot] = time.monotonic()
+            self.restarts[slot] += 1
         return None
 
     def _stop_all(self) -> None:
@@ -181,20 +192,33 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _check_port(host: str, port: int) -> None:
-    """Fail in the parent, with the address, where the port is taken (by another program or another server)."""
+    """Fail in the parent, with the address, where the port is taken (by another program or another graphrec
+    server: the probe does not set SO_REUSEPORT, so the workers of a running server make it fail too)."""
     from graphrec.errors import GraphrecError
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
     try:
-        probe = _listening_socket(host, port)
-        probe.listen(1)  # a non-reuseport listener on the port makes this fail too
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        probe.listen(1)
     except OSError as exc:
+        probe.close()
         raise GraphrecError(f"serve.host/serve.port {host}:{port}: cannot listen there ({exc.strerror})") from None
     probe.close()
 
 
-def _serve_worker(host: str, port: int, logging_config: dict[str, Any]) -> None:
-    """One worker process: its own SO_REUSEPORT socket, the app from the environment, uvicorn until SIGTERM."""
+def _serve_worker(host: str, port: int, logging_config: dict[str, Any], supervisor: int) -> None:
+    """One worker process: its own SO_REUSEPORT socket, the app from the environment, uvicorn until SIGTERM (or
+    until its supervisor is gone)."""
     import uvicorn
+
+    def watch_supervisor() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful stop
+
+    threading.Thread(target=watch_supervisor, name="supervisor-watch", daemon=True).start()
 
     try:
         sock = _listening_socket(host, port)

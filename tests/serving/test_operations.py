@@ -245,3 +245,20 @@ def test_a_read_begun_before_an_outage_does_not_clear_it():
     reader.down_until = 0.0  # the retry interval is over: the next read that succeeds clears it
     healthy.online.get = lambda *_: ([np.ones(4, dtype=np.float32)], None)
     assert reader.user_vector(healthy, "u")[1] is False and not reader.down
+
+
+def test_the_port_check_sees_a_running_server_s_workers():
+    """The workers bind with SO_REUSEPORT; a second server must not join them on the same port."""
+
+    from graphrec.errors import GraphrecError
+    from serving.server import _check_port, _listening_socket
+
+    port = free_loopback_port()
+    worker = _listening_socket("127.0.0.1", port)
+    worker.listen(8)
+    try:
+        with pytest.raises(GraphrecError, match=f"127.0.0.1:{port}"):
+            _check_port("127.0.0.1", port)
+    finally:
+        worker.close()
+    _check_port("127.0.0.1", port)  # free again
