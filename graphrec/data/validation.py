@@ -1039,15 +1039,12 @@ def read_feedback(path: str | Path) -> pl.LazyFrame | None:
 
 
 # Where each kind of id appears: (table, column); `item_ids` is the content table's list of featured items.
+# The feedback table is not among them: the ranking API records whatever ids its callers send, as text, so its
+# ids are matched to the others' by value where they are used, and an id that matches none is counted there.
 ID_REFERENCES = {
-    "user_id": (("events", "user_id"), ("impressions", "user_id"), ("feedback", "user_id")),
+    "user_id": (("events", "user_id"), ("impressions", "user_id")),
     "item_id": (("events", "item_id"), ("items", "item_id"), ("content", "item_ids")),
-    "content_id": (
-        ("events", "content_id"),
-        ("content", "content_id"),
-        ("impressions", "content_id"),
-        ("feedback", "content_id"),
-    ),
+    "content_id": (("events", "content_id"), ("content", "content_id"), ("impressions", "content_id")),
 }
 
 

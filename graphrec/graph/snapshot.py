@@ -288,9 +288,9 @@ def _feedback_edges(
     )
     users = user_map.rename({"index": "user_index"})
     modules = content_map.rename({"index": "target_index"})
-    pairs = pairs.with_columns(
-        pl.col("user_id").cast(users["user_id"].dtype, strict=False),
-        pl.col("content_id").cast(modules["content_id"].dtype, strict=False),
+    pairs = pairs.with_columns(  # matched by value: an id of another type that matches no node is counted below
+        pl.col("user_id").cast(pl.String).cast(users["user_id"].dtype, strict=False),
+        pl.col("content_id").cast(pl.String).cast(modules["content_id"].dtype, strict=False),
     )
     joined = pairs.join(users, on="user_id", how="left").join(modules, on="content_id", how="left")
     known = joined.filter(pl.col("user_index").is_not_null() & pl.col("target_index").is_not_null())

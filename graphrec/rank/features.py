@@ -521,8 +521,8 @@ def _feedback(feedback: pl.LazyFrame, maps: dict[str, pl.DataFrame], n_modules: 
     action = pl.col("action").cast(pl.String)
     return (
         feedback.select(
-            pl.col("user_id").cast(maps["_u"].schema["user_id"]),
-            pl.col("content_id").cast(maps["_m"].schema["content_id"]),
+            pl.col("user_id").cast(pl.String).cast(maps["_u"].schema["user_id"], strict=False),  # by value
+            pl.col("content_id").cast(pl.String).cast(maps["_m"].schema["content_id"], strict=False),
             (action == "more_like_this").cast(pl.Int32).alias("_more_um"),
             action.is_in(["hide", "hide_similar"]).cast(pl.Int32).alias("_hide_um"),
             pl.col("timestamp").dt.epoch("us").alias("ts"),

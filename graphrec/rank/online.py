@@ -166,7 +166,8 @@ class FeatureState:
         if impressions is not None:
             user_ids.append(impressions.select(pl.col("user_id").cast(self.user_dtype)))
         if feedback is not None and cfg.shopper_feedback:
-            user_ids.append(feedback.select(pl.col("user_id").cast(self.user_dtype)))
+            ids = pl.col("user_id").cast(pl.String).cast(self.user_dtype, strict=False)
+            user_ids.append(feedback.select(ids).drop_nulls())
         users = pl.concat(user_ids).drop_nulls().unique().sort("user_id")
         self.user_index = {v: i for i, v in enumerate(users["user_id"].to_list())}
         sessions = events.select(pl.col("session_id").cast(pl.String)).drop_nulls().unique().sort("session_id")
@@ -344,12 +345,14 @@ class FeatureState:
             frame = (
                 feedback.select(
                     pl.col("user_id")
-                    .cast(self.user_dtype)
+                    .cast(pl.String)
+                    .cast(self.user_dtype, strict=False)  # matched by value, as the offline features match them
                     .replace_strict(self.user_index, default=None, return_dtype=pl.Int64)
                     .alias("u"),
                     pl.col("timestamp").dt.epoch("us").alias("ts"),
                     pl.col("content_id")
-                    .cast(self.content_dtype)
+                    .cast(pl.String)
+                    .cast(self.content_dtype, strict=False)
                     .replace_strict(self.module_index, default=None, return_dtype=pl.Int64)
                     .alias("module"),
                     (pl.col("action").cast(pl.String) == "more_like_this").alias("more"),

@@ -173,3 +173,33 @@ def test_validate_and_build_graph_commands_take_the_api_feedback(api_feedback, t
         main(["validate", "--input.path", str(source), "--input.feedback", str(tmp_path / "no"), "--out", validated])
         == 2
     )
+
+
+def test_an_id_of_another_type_from_the_api_is_counted_not_fatal(tmp_path):
+    """The API records whatever ids its callers send: a guest's text id beside a shop of integer ids matches no
+    user and is counted, and the run goes on (it must not stop every nightly run)."""
+    store = FeedbackStore(tmp_path / "feedback")
+    _record(store, "guest-7f3", 502, "hide", 1)
+    _record(store, 2, "not-a-module", "hide", 2)
+    _record(store, 3, 504, "more_like_this", 3)
+    store.close()
+    report = validate_dataset(
+        {"events": _events(), "content": _content(), "feedback": read_feedback_store(tmp_path / "feedback")},
+        tmp_path / "validated",
+    )
+    assert report["tables"]["feedback"]["used"] == 3
+    assert report["cross_checks"]["feedback_content_not_in_catalog"] == 1
+    events, _, content, _ = read_validated(tmp_path / "validated")
+    feedback = read_feedback(tmp_path / "validated")
+    counts = build_snapshot(events, CUTOFF, content=content, feedback=feedback).manifest["feedback"]
+    assert counts["pairs_user_not_in_graph"] == 1 and counts["pairs_content_not_in_graph"] == 1
+    assert counts["more_like_this"] == 1
+    from graphrec.rank.features import behaviour_features
+    from graphrec.rank.online import FeatureState
+
+    rows = pl.DataFrame({"user_id": [3, 3], "content_id": [504, 502], "timestamp": [CUTOFF, CUTOFF]})
+    offline = behaviour_features(rows, events, None, content, None, feedback=feedback)
+    assert offline["user_module_more_like_this"].to_list() == [1, 0]
+    state = FeatureState(events.collect(), None, content, None, feedback=feedback.collect())
+    online = state.features(3, [state.module_of(504), state.module_of(502)], int(CUTOFF.timestamp() * 1e6))
+    assert online.dense[:, online.names.index("user_module_more_like_this")].tolist() == [1, 0]
