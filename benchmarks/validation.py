@@ -209,7 +209,12 @@ def main() -> None:
     parser.add_argument(
         "--baseline-checkout",
         type=Path,
-        help="a checkout of the code before chunking (e.g. `git worktree add /tmp/before 49366ef`), timed too",
+        help="another checkout to time beside this one (e.g. `git worktree add /tmp/before 49366ef`)",
+    )
+    parser.add_argument(
+        "--baseline-label",
+        default="the implementation before chunking (the whole table in memory)",
+        help="what the baseline checkout is, for the results",
     )
     parser.add_argument("--baseline-max", type=int, default=10_000_000, help="largest size run with the baseline")
     parser.add_argument("--note", default="", help="a line for the results (how the data was made, the machine)")
@@ -289,7 +294,7 @@ def report(rows: list[dict], sweep: list[dict], args) -> None:
     if baselines:
         lines += [
             "",
-            "The implementation before chunking (`--baseline-checkout`: the whole table in memory), timed in the same "
+            f"{args.baseline_label[0].upper()}{args.baseline_label[1:]} (`--baseline-checkout`), timed in the same "
             "session, so that the machine's load weighs on both alike:",
             "",
             "| events | source | seconds | CPU s | rows/s | peak GiB | same outputs | its time / chunked time "

@@ -19,12 +19,14 @@ the outputs are the same whatever the chunk size (one chunk larger than the tabl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,6 +73,7 @@ _NUMERIC_TEXT = r"^-?\d+(\.\d+)?$"
 _NOTE_ORDER = ("naive_timestamps", "naive_timezone", "ambiguous_local_times", "timestamp_unit", "timestamp_parsing")
 _INDEX_DTYPE = np.dtype([("row_number", np.uint64), ("hash", np.uint64)])
 _MAX_PARTITIONS = 1024  # files of the hash index, at most
+_CHUNK_THREADS = 2  # chunks checked at once (this many chunks in memory)
 
 
 @dataclass
@@ -635,17 +638,23 @@ def _row_hash(frame: pl.DataFrame) -> pl.Series:
     return frame.hash_rows()
 
 
-def _add_to_index(directory: Path, row_numbers: pl.Series, hashes: pl.Series, partitions: int) -> None:
-    """Append (row_number, hash) pairs to the files of their hash partitions (`hash % partitions`)."""
+def _index_parts(row_numbers: pl.Series, hashes: pl.Series, partitions: int) -> dict[int, np.ndarray]:
+    """(row_number, hash) pairs grouped by their hash partition (`hash % partitions`), in row order in each."""
     index = np.empty(len(hashes), dtype=_INDEX_DTYPE)
     index["row_number"] = row_numbers.to_numpy()
     index["hash"] = hashes.to_numpy()
     partition = (index["hash"] % partitions).astype(np.uint16)  # small integers: a radix sort
     order = np.argsort(partition, kind="stable")
     present, starts = np.unique(partition[order], return_index=True)
-    for part, start, end in zip(present, starts, [*starts[1:], len(order)], strict=True):
+    ends = [*starts[1:], len(order)]
+    return {int(p): index[order[a:b]] for p, a, b in zip(present, starts, ends, strict=True)}
+
+
+def _add_to_index(directory: Path, parts: dict[int, np.ndarray]) -> None:
+    """Append `_index_parts` to the files of their hash partitions."""
+    for part, pairs in parts.items():
         with open(directory / f"{part}.bin", "ab") as handle:
-            index[order[start:end]].tofile(handle)
+            pairs.tofile(handle)
 
 
 def _rows_sharing_a_hash(directory: Path, partitions: int, batch_rows: int) -> Iterator[pl.Series]:
@@ -658,12 +667,15 @@ def _rows_sharing_a_hash(directory: Path, partitions: int, batch_rows: int) -> I
         if not path.exists():
             continue
         index = np.fromfile(path, dtype=_INDEX_DTYPE)
-        hashes = np.sort(index["hash"])
-        repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])  # sorted
-        if not len(repeated):
+        order = np.argsort(index["hash"])
+        hashes = index["hash"][order]
+        same_as_next = hashes[1:] == hashes[:-1]
+        if not same_as_next.any():
             continue
-        found = np.minimum(np.searchsorted(repeated, index["hash"]), len(repeated) - 1)
-        shared = index["row_number"][repeated[found] == index["hash"]]
+        shared_sorted = np.zeros(len(hashes), dtype=bool)  # both rows of every equal neighbour pair
+        shared_sorted[1:] |= same_as_next
+        shared_sorted[:-1] |= same_as_next
+        shared = index["row_number"][order[shared_sorted]]
         batch.append(pl.Series("row_number", shared))
         size += len(shared)
         if size >= batch_rows:
@@ -712,6 +724,40 @@ class _Tally:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _CheckedChunk:
+    """What checking one chunk adds to the tally and the hash index."""
+
+    start: int  # 0-based index of its first row
+    rows: int
+    used: int
+    reasons: Counter[str]
+    notes: dict[str, Any]
+    not_integer: set[str]  # `auto` text id columns holding a value that is not a plain integer
+    index: dict[int, np.ndarray]  # its rows' (row_number, hash) pairs by hash partition
+
+
+def _merge_notes(into: dict[str, Any], notes: dict[str, Any]) -> None:
+    """Fold one chunk's notes into the table's: counts add up, settings (the same in every chunk) are kept."""
+    for key, value in notes.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            into[key] = into.get(key, 0) + value
+        else:
+            into[key] = value
+
+
+def _in_order_with_lookahead(pool: ThreadPoolExecutor, work, count: int, ahead: int) -> Iterator[Any]:
+    """`work(i)` for i in range(count), run on `pool` with at most `ahead` in flight, results in order; the first
+    failure is raised (the ones in flight finish first)."""
+    pending: deque[Future] = deque()
+    for i in range(count):
+        pending.append(pool.submit(work, i))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _validate_in_chunks(
     source: str | Path | pl.LazyFrame | pl.DataFrame,
     spec: TableSpec,
@@ -737,10 +783,22 @@ def _validate_in_chunks(
         tally.notes["vector_dims"] = dict(whole.vector_dims)
     (work / "index").mkdir()
     steps = _ChunkedValidation(
-        source, spec, config, whole, _reference_time(config), work, logging.INFO if chunks > 1 else logging.DEBUG
+        source,
+        spec,
+        config,
+        whole,
+        _reference_time(config),
+        work,
+        logging.INFO if chunks > 1 else logging.DEBUG,
+        list(tally.not_all_integer),
     )
-    for chunk in range(chunks):
-        steps.check_chunk(chunk, partitions, tally)
+    # Chunks are checked two at a time: polars releases the GIL in its kernels, and one chunk's reads, typing and
+    # writes use little more than one core. Each chunk's result is merged in file order, so the index files, the
+    # tally and the notes are the same as one chunk at a time would write them; memory holds two chunks.
+    with ThreadPoolExecutor(max_workers=min(_CHUNK_THREADS, chunks)) as pool:
+        check = functools.partial(steps.check_chunk, partitions=partitions)
+        for checked in _in_order_with_lookahead(pool, check, chunks, _CHUNK_THREADS):
+            steps.merge(checked, tally)
     if tally.input_rows != source.rows:
         raise AssertionError(f"{name}: read {tally.input_rows:,} rows of {source.rows:,}")
     for batch, row_numbers in enumerate(_rows_sharing_a_hash(work / "index", partitions, config.chunk_rows)):
@@ -776,6 +834,8 @@ class _ChunkedValidation:
     work: Path
     level: int  # of the progress log lines
 
+    text_id_columns: list[str]  # the `auto` text id columns, which become Int64 when their values allow
+
     @property
     def value_columns(self) -> list[str]:
         return [c.name for c in self.source.columns]
@@ -785,32 +845,45 @@ class _ChunkedValidation:
             _as_text(pl.col(f"raw__{c.name}"), self.source.dtypes[c.name]).alias(c.name) for c in self.source.columns
         ]
 
-    def check_chunk(self, chunk: int, partitions: int, tally: _Tally) -> None:
-        """Type and check one chunk: its quarantined and valid rows to files, each row's hash to the index."""
-        start, rows = chunk * self.config.chunk_rows, self.source.rows
+    def check_chunk(self, chunk: int, partitions: int) -> _CheckedChunk:
+        """Type and check one chunk: its quarantined and valid rows to its own files; what the tally needs back."""
+        start = chunk * self.config.chunk_rows
         raw = self.source.read(start, self.config.chunk_rows)
         row_numbers = pl.int_range(start + 1, start + 1 + raw.height, dtype=pl.get_index_type(), eager=True)
-        checked = _check_rows(
-            raw, row_numbers, self.source, self.spec, self.config, tally.notes, self.whole, self.reference
-        )
+        notes: dict[str, Any] = {}
+        checked = _check_rows(raw, row_numbers, self.source, self.spec, self.config, notes, self.whole, self.reference)
         valid = checked.filter(pl.col("reason").is_null())
         bad = checked.filter(pl.col("reason").is_not_null()).select("row_number", "reason", *self.raw_as_text())
         valid.select("row_number", *self.value_columns).write_ipc(self.work / f"valid-{chunk}.arrow")
         bad.write_ipc(self.work / f"quarantine-{chunk}.arrow")
-        hashes = _row_hash(checked.select(list(self.spec.key) or self.value_columns))
-        _add_to_index(self.work / "index", checked["row_number"], hashes, partitions)
-        tally.reasons.update(dict(bad["reason"].value_counts().iter_rows()))
-        for column, seen in tally.not_all_integer.items():
-            tally.not_all_integer[column] = seen or not bool(_is_integer_text(checked[column]).all())
-        tally.input_rows += raw.height
-        tally.used += valid.height
+        return _CheckedChunk(
+            start=start,
+            rows=raw.height,
+            used=valid.height,
+            reasons=Counter(dict(bad["reason"].value_counts().iter_rows())),
+            notes=notes,
+            not_integer={c for c in self.text_id_columns if not bool(_is_integer_text(checked[c]).all())},
+            index=_index_parts(
+                checked["row_number"], _row_hash(checked.select(list(self.spec.key) or self.value_columns)), partitions
+            ),
+        )
+
+    def merge(self, checked: _CheckedChunk, tally: _Tally) -> None:
+        """Add one checked chunk (in file order) to the hash index and the tally."""
+        _add_to_index(self.work / "index", checked.index)
+        tally.reasons.update(checked.reasons)
+        _merge_notes(tally.notes, checked.notes)
+        for column in checked.not_integer:
+            tally.not_all_integer[column] = True
+        tally.input_rows += checked.rows
+        tally.used += checked.used
         log.log(
             self.level,
             "%s: checked rows %s-%s of %s",
             self.source.name,
-            f"{start + 1:,}",
-            f"{start + raw.height:,}",
-            f"{rows:,}",
+            f"{checked.start + 1:,}",
+            f"{checked.start + checked.rows:,}",
+            f"{self.source.rows:,}",
         )
 
     def judge_duplicates(self, batch: int, row_numbers: pl.Series, tally: _Tally) -> None:

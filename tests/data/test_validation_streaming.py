@@ -410,4 +410,33 @@ def test_rows_are_read_a_chunk_at_a_time(monkeypatch):
 
     monkeypatch.setattr(validation._Source, "read", spy)
     validate_table(event_frame(), EVENTS, replace(LENIENT, chunk_rows=3))
-    assert sizes == [3] * 6 + [2] and sum(sizes) == len(EVENT_ROWS)
+    # Two chunks are read at once, so the reads may finish in either order.
+    assert sorted(sizes, reverse=True) == [3] * 6 + [2] and sum(sizes) == len(EVENT_ROWS)
+
+
+def test_chunks_checked_at_once_are_merged_in_file_order(monkeypatch):
+    # Chunks are checked two at a time; the first chunk finishing last must change nothing in the outputs.
+    import threading
+    import time
+
+    check = validation._ChunkedValidation.check_chunk
+    at_least_one_later_chunk_done = threading.Event()
+    finished = []
+
+    def slow_first(self, chunk, partitions):
+        if chunk == 0:
+            at_least_one_later_chunk_done.wait(timeout=10)
+            time.sleep(0.05)
+        result = check(self, chunk, partitions)
+        finished.append(chunk)
+        if chunk > 0:
+            at_least_one_later_chunk_done.set()
+        return result
+
+    whole = validate_table(event_frame(), EVENTS, replace(LENIENT, chunk_rows=WHOLE))
+    monkeypatch.setattr(validation._ChunkedValidation, "check_chunk", slow_first)
+    chunked = validate_table(event_frame(), EVENTS, replace(LENIENT, chunk_rows=3))
+    assert finished[0] == 1  # the second chunk was checked before the first
+    assert_frame_equal(chunked.frame, whole.frame)
+    assert_frame_equal(chunked.quarantine, whole.quarantine)
+    assert json.dumps(chunked.report.as_dict()) == json.dumps(whole.report.as_dict())
