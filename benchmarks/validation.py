@@ -3,11 +3,12 @@
 Usage: python benchmarks/validation.py [--sizes 1000000 10000000 30000000] [--workdir benchmarks/work/validation]
        [--data-dir DIR] [--compare-max 10000000] [--csv-sizes 1000000] [--chunk-sweep 500000 1000000 ...]
 
-For each size the raw events of a generated shop (`ShopConfig.scaled_to(size)`, seed 7) are written to
-`<data-dir>/<size>/events.parquet` in a child process (skipped when the file exists, so `--data-dir` reuses
-pre-generated data). Each measurement then runs `validate_dataset` in a fresh process, timed from the call to the
-validated dataset on disk (interpreter start and imports excluded), and reports the process's peak resident memory
-(VmHWM, read before the checksums are computed). The chunked run uses the default `validation.chunk_rows`; up to
+For each size the raw events of a generated shop (`ShopConfig.scaled_to(size)`, seed 7; above 10M events, several
+shops one after the other, see `child_generate`) are written to `<data-dir>/<size>/events.parquet` in a child
+process (skipped when the file exists, so `--data-dir` reuses pre-generated data). Each measurement then runs
+`validate_dataset` in a fresh process, timed from the call to the validated dataset on disk (interpreter start
+and imports excluded), and reports the process's peak resident memory (VmHWM, read before the checksums are
+computed). The chunked run uses the default `validation.chunk_rows`; up to
 `--compare-max` events the whole-table pass (one chunk larger than the table) runs too, and above it a run with
 another chunk size; both must write the same tables: same row counts and the same order-sensitive checksum (the
 sum of 64-bit hashes of each row with its position) of `events.parquet` and `quarantine/events.parquet`. The same
@@ -35,6 +36,7 @@ from common import machine, peak_rss_gib, write_results  # noqa: E402
 
 GOAL_PEAK_GIB = 3.0
 GOAL_ROWS_PER_S = 1_500_000
+GENERATE_MAX = 10_000_000  # events of one generated shop, at most (larger logs are several shops)
 WHOLE_TABLE = 10**12  # a chunk larger than any table: the whole-table pass
 
 
@@ -53,17 +55,36 @@ def checksum(path: Path) -> dict:
 
 
 def child_generate(size: str, out: str) -> dict:
+    """The raw events of `size` generated events; above GENERATE_MAX, of several shops (seeds 7, 8, ...) of equal
+    size, their user and session ids prefixed with the shop's index (`s1-`), one after the other (the generator
+    holds a whole shop in memory: one of 30M events needs more than 24 GiB)."""
+    import math
+
+    import polars as pl
+
     from graphrec.data.config import ShopConfig
     from graphrec.data.shop import generate_shop
 
     start = time.perf_counter()
-    events = generate_shop(ShopConfig.scaled_to(int(size), seed=7)).events
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
+    shops = math.ceil(int(size) / GENERATE_MAX)
+    parts = []
+    for shop in range(shops):
+        events = generate_shop(ShopConfig.scaled_to(int(size) // shops, seed=7 + shop)).events
+        if shops > 1:
+            events = events.with_columns(
+                pl.format("s{}-{}", pl.lit(shop), pl.col(c)).alias(c) for c in ("user_id", "session_id")
+            )
+        parts.append(target.with_suffix(f".part{shop}.partial"))
+        events.write_parquet(parts[-1])
+        del events
     partial = target.with_suffix(".parquet.partial")
-    events.write_parquet(partial)
+    pl.concat([pl.scan_parquet(p) for p in parts]).sink_parquet(partial)
     partial.rename(target)  # a killed run leaves no events file that looks complete
-    return {"seconds": time.perf_counter() - start, "rows": events.height}
+    for part in parts:
+        part.unlink()
+    return {"seconds": time.perf_counter() - start, "rows": pl.scan_parquet(target).select(pl.len()).collect().item()}
 
 
 def child_csv(parquet: str, csv: str) -> dict:
@@ -255,7 +276,9 @@ def report(rows: list[dict], sweep: list[dict], args) -> None:
         "command": command,
         "machine": info,
         "data": "raw events of the generated shop (graphrec.data.config.ShopConfig.scaled_to(size), seed 7), Parquet"
-        " as generated; CSV rows are the same events written by polars",
+        f" as generated; above {GENERATE_MAX:,} events, ceil(size / {GENERATE_MAX:,}) shops of equal size (seeds 7, 8,"
+        " ...) one after the other, user and session ids prefixed with the shop's index; CSV rows are the same events"
+        " written by polars",
         "goal": {"peak_rss_gib_at_30M": GOAL_PEAK_GIB, "rows_per_s": GOAL_ROWS_PER_S, "same_outputs": True},
         "results": rows,
         "chunk_sweep": {"events": args.sweep_size, "runs": sweep},
