@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--no-history", action="store_true", help="no learned history term: pure dot-product model")
     parser.add_argument("--init", choices=["normal", "spectral"], default="normal", help="see ModelConfig.init")
+    parser.add_argument(
+        "--cooccurrence", action="store_true", help="the history term's item-item co-occurrence (ModelConfig)"
+    )
     parser.add_argument("--history-negatives", type=float, default=0.5, help="see TrainConfig.history_negatives")
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument(
@@ -217,6 +220,7 @@ def main() -> None:
         temperature=args.temperature,
         history=not args.no_history,
         init=args.init,
+        cooccurrence=args.cooccurrence,
     )
     eval_config = EvalConfig(ablations=not args.no_ablations, methods=list(METHODS))
     if args.methods:
@@ -383,6 +387,11 @@ def markdown_lines(payload: dict, markdown_table) -> list[str]:
             f"batch {section['train']['batch_size']}, "
             f"lr {section['train']['lr']}, loss {section['train'].get('loss', 'bpr')}"
             + (", normalised embeddings" if section["model"].get("normalize") else "")
+            + (
+                f", co-occurrence term ({section['model']['cooccurrence_neighbours']} neighbours)"
+                if section["model"].get("cooccurrence")
+                else ""
+            )
             + (f", L2 {section['train']['l2']}" if section["train"].get("l2", 1e-4) != 1e-4 else "")
             + (", bfloat16 logits" if section["train"].get("logits_dtype") == "bfloat16" else "")
             + (

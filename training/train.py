@@ -114,6 +114,8 @@ def warm_start_parameters(
             init["history_weight"] = (None, old.history_weight.detach())
         if old.use_conversion and config.conversion:
             init["conversion_weight"] = (None, old.conversion_weight.detach())
+        if old.use_cooccurrence and config.cooccurrence:
+            init["cooccurrence_weight"] = (None, old.cooccurrence_weight.detach())
     log.debug(
         "warm start from %s: %s users and %s items carried over",
         previous,

@@ -161,9 +161,10 @@ def load_model(path: str | Path) -> tuple[MultiBehaviourGCN, dict[str, Any]]:
     if not weights.is_file():
         raise ModelArtifactError(f"{weights}: missing; the model artifact is incomplete")
     hp = dict(info.metadata["hyperparameters"])
-    # Artifacts written before the conversion term existed have none; those written before `content_inputs`
-    # existed gave every item its content part.
-    hp["config"] = ModelConfig(**{"conversion": False, "content_inputs": "all", **hp["config"]})
+    # Artifacts written before the conversion or co-occurrence terms existed have none; those written before
+    # `content_inputs` existed gave every item its content part.
+    old = {"conversion": False, "cooccurrence": False, "content_inputs": "all"}
+    hp["config"] = ModelConfig(**{**old, **hp["config"]})
     model = MultiBehaviourGCN(**hp)
     model.load_state_dict(load_file(weights))
     return model, info.metadata

@@ -26,6 +26,9 @@ class ModelConfig:
             ended at NDCG@20 0.2164 against 0.2367 for `cold` (benchmarks/results/text_embeddings.md).
         history: add the learned history term to ranking scores.
         conversion: the history term includes the item's conversion rate for items the user touched.
+        cooccurrence: the history term includes the item's co-occurrence with the items the user touched (GF-CF's
+            normalised item-item filter over every behaviour, with a learned weight; see graphrec.embed.cooccurrence).
+        cooccurrence_neighbours: the co-occurrence entries kept per item (the largest).
         init_std: standard deviation of the initial embeddings.
         init: `normal` (N(0, init_std)) or `spectral`: the id embeddings start from the top singular vectors of
             the normalised user-item adjacency (see `spectral_init`), scaled to the normal start's mean norm.
@@ -42,6 +45,8 @@ class ModelConfig:
     content_inputs: str = "cold"
     history: bool = True
     conversion: bool = True
+    cooccurrence: bool = False
+    cooccurrence_neighbours: int = 1000
     init_std: float = 0.1
     init: str = "normal"
     normalize: bool = False
@@ -54,6 +59,7 @@ class ModelConfig:
             {
                 "dim": (positive, "a positive integer"),
                 "num_layers": (at_least_zero, "0 or more"),
+                "cooccurrence_neighbours": (positive, "a positive integer"),
                 "init_std": (positive, "positive"),
                 "init": (lambda v: v in ("normal", "spectral"), "normal or spectral"),
                 "content_inputs": (lambda v: v in ("cold", "all"), "cold or all"),

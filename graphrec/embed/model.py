@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from graphrec.embed.config import ModelConfig
+from graphrec.embed.cooccurrence import Cooccurrence
 from graphrec.errors import InputError
 from graphrec.graph.sampling import Subgraph
 from graphrec.metrics import expand_rows
@@ -174,6 +175,10 @@ class MultiBehaviourGCN(nn.Module):
         self.use_conversion = bool(self.history_behaviours) and self.config.conversion
         if self.use_conversion:
             self.conversion_weight = nn.Parameter(torch.zeros(()))
+        self.use_cooccurrence = bool(self.history_behaviours) and self.config.cooccurrence
+        if self.use_cooccurrence:
+            self.cooccurrence_weight = nn.Parameter(torch.zeros(()))
+        self._cooccurrence: Cooccurrence | None = None
         self._touched: PairLookup | None = None
         self._conversion = torch.zeros(num_items)
         self._graph: dict[str, tuple] = {}
@@ -184,7 +189,7 @@ class MultiBehaviourGCN(nn.Module):
     def __deepcopy__(self, memo: dict) -> MultiBehaviourGCN:
         # A copy shares the graph that set_graph() attached: nothing modifies it in place.
         graph = ("_graph", "_history", "_touched", "_conversion_counts", "_conversion", "_bought", "features")
-        graph += ("_has_edges",)
+        graph += ("_has_edges", "_cooccurrence")
         return deepcopy_sharing(self, memo, graph)
 
     def _pair_keys(self, edges: dict[str, tuple[torch.Tensor, ...]], behaviours: list[str]) -> torch.Tensor:
@@ -264,6 +269,18 @@ class MultiBehaviourGCN(nn.Module):
             self._conversion = self._conversion_rate(torch.arange(self.num_items))
             users, items, _ = edges[self.target]
             self._bought = PairLookup(users, items, torch.ones(len(users)), self.num_items)
+        if self.use_cooccurrence:
+            keys = self._pair_keys(edges, self.behaviours)
+            aux = self._pair_keys(edges, self.history_behaviours)
+            bought = self._pair_keys(edges, [self.target])
+            alone = bought[~torch.isin(bought, aux)]
+            self._cooccurrence = Cooccurrence(
+                (keys // self.num_items, keys % self.num_items),
+                (alone // self.num_items, alone % self.num_items),
+                self.num_users,
+                self.num_items,
+                self.config.cooccurrence_neighbours,
+            )
         self.features = self._feature_inputs(features)
 
     def _feature_inputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -393,7 +410,7 @@ class MultiBehaviourGCN(nn.Module):
             return vectors
         return nn.functional.normalize(vectors, dim=-1) / self.config.temperature**0.5
 
-    HISTORY_PARAMETERS = ("history_weight", "conversion_weight")
+    HISTORY_PARAMETERS = ("history_weight", "conversion_weight", "cooccurrence_weight")
 
     def _conversion_rate(self, items: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         """log10(c_i / r) for `items`, leaving out `own` target interactions (1 where the scored user's own
@@ -425,6 +442,12 @@ class MultiBehaviourGCN(nn.Module):
             else:
                 touched, rate = self._touched.rows(users), self._conversion[None, :]
             total = total + self.conversion_weight * touched * rate
+        if self.use_cooccurrence and self._cooccurrence is not None:
+            if items is not None:
+                scores = self._cooccurrence.pairs(users, items, leave_own_out=leave_own_out)
+            else:
+                scores = self._cooccurrence.rows(users)
+            total = total + self.cooccurrence_weight * scores
         return total
 
     def embed_users(

@@ -65,6 +65,31 @@ def test_an_artifact_from_before_content_inputs_loads_with_content_for_every_ite
     assert load_model(old)[0].config.content_inputs == "all"  # what such a model was trained with
 
 
+def test_an_artifact_from_before_the_cooccurrence_term_loads_without_it(snapshot, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from graphrec.embed.artifact import WEIGHTS_FILE
+
+    task = task_from_snapshot(snapshot)
+    model = MultiBehaviourGCN(
+        task.num_users, task.num_items, task.behaviours, task.target, ModelConfig(dim=8, cooccurrence=True)
+    )
+    out = tmp_path / "model"
+    save_model(model, out, snapshot, "snap/dir", "purchase", "item", {"epochs": 1}, {"epochs_run": 1})
+    assert load_model(out)[0].use_cooccurrence  # as saved
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    metadata = json.loads((old / "model.json").read_text())
+    for key in ("cooccurrence", "cooccurrence_neighbours"):
+        del metadata["hyperparameters"]["config"][key]
+    (old / "model.json").write_text(json.dumps(metadata))
+    weights = load_file(old / WEIGHTS_FILE)
+    del weights["cooccurrence_weight"]
+    save_file(weights, old / WEIGHTS_FILE)
+    loaded, _ = load_model(old)
+    assert not loaded.use_cooccurrence and not hasattr(loaded, "cooccurrence_weight")
+
+
 def test_ids_name_every_embedding_row(saved, snapshot):
     model, out, _ = saved
     info = read_model_info(out)

@@ -314,7 +314,8 @@ def test_warm_start_carries_known_ids_over(tmp_path, split_dir):
 
 def test_history_term_trains_on_top_of_the_embeddings(tasks):
     task = tasks["val"]
-    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL)
+    config = replace(SMALL, cooccurrence=True)
+    model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, config)
     system = EmbeddingSystem(model, replace(FAST, l2=0.0))
     system.attach(task, None)
     system.log = lambda *args, **kwargs: None
@@ -326,6 +327,10 @@ def test_history_term_trains_on_top_of_the_embeddings(tasks):
     assert system.model.user_embedding.weight.grad.abs().sum() == 0
     assert system.model.item_embedding.weight.grad.abs().sum() == 0
     assert system.model.history_weight.grad.abs().sum() > 0 and system.model.conversion_weight.grad != 0
+    assert system.model.cooccurrence_weight.grad != 0
+    # The history weights, co-occurrence's included, take the larger learning rate.
+    fast = system.configure_optimizers().param_groups[1]["params"]
+    assert any(p is system.model.cooccurrence_weight for p in fast)
     system.zero_grad()
     system.training_step(tuple(t[~from_history] for t in batch), 0).backward()
     assert system.model.user_embedding.weight.grad.abs().sum() > 0
