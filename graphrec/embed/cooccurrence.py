@@ -2,10 +2,12 @@
 
 On shops where most purchases follow other items the user touched (taobao-mb without views), the embeddings' dot
 product carries little, and a linear item-item filter beats a graph model's learned vectors (GF-CF, Shen et al.,
-CIKM 2021). The model therefore adds `w * sum_{j in touched(u)} S[j, i]` to its history term, with S the
+CIKM 2021). The model therefore adds `w * log(1 + c * sum_{j in touched(u)} S[j, i])` to its history term, with S the
 normalised co-occurrence of GF-CF's linear filter, `S = R~^T R~` with `R~ = D_u^-1/2 R D_i^-1/2` over every
 behaviour, its diagonal zeroed and kept to the `neighbours` largest entries per item; `w` is learned with the
-other history weights, so a shop where co-occurrence does not help keeps it near 0.
+other history weights, so a shop where co-occurrence does not help keeps it near 0, and c scales the sums to a mean
+of 1 over the training pairs. The logarithm, like the history counts', keeps a few strongly co-occurring items from
+swamping the rest: on taobao-mb the plain sum cost 0.018 HR@10, the logarithm 0.003.
 
 Built with scipy's sparse products in item blocks (the item-item matrix is never dense); a user's row of scores is
 one sparse product with the user's touched items. Written here rather than taken from a library because the model
@@ -53,8 +55,9 @@ def normalised_neighbours(matrix: sp.csr_matrix, neighbours: int, block: int = 1
 
 
 class Cooccurrence:
-    """Co-occurrence scores of (user, item) pairs and of users' full rows, scaled so that the distinct training pairs
-    score 1 on average (a fixed sample of 100,000; the learned weight then starts on the same footing on every shop).
+    """Co-occurrence scores `log(1 + c * sum)` of (user, item) pairs and of users' full rows, with c such that the
+    distinct training pairs' sums average 1 (a fixed sample of 100,000; the learned weight then starts on the same
+    footing on every shop).
 
     Args:
         touched: (users, items) of every training pair through any behaviour (repeats allowed).
@@ -93,7 +96,8 @@ class Cooccurrence:
             pair_users = torch.repeat_interleave(torch.arange(num_users), torch.diff(self.indptr))
             generator = torch.Generator().manual_seed(0)
             sample = torch.randperm(len(self.indices), generator=generator)[:100_000]
-            typical = float(self.pairs(pair_users[sample], self.indices[sample], leave_own_out=True).mean())
+            scaled = self.pairs(pair_users[sample], self.indices[sample], leave_own_out=True)  # log1p(sum), scale 1
+            typical = float(torch.expm1(scaled).mean())
             self.scale = 1.0 / typical if typical > 0 else 1.0
 
     def _lookup(self, sources: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -119,9 +123,9 @@ class Cooccurrence:
             own = own * self.inverse_item_root[targets]
             values = values - torch.where(alone[rows] & (values > 0), own, torch.zeros(()))
         total = torch.zeros(len(users)).index_add_(0, rows, values.clamp(min=0))
-        return total * self.scale
+        return torch.log1p(total * self.scale)
 
     def rows(self, users: torch.Tensor) -> torch.Tensor:
         """Dense [len(users), num_items] scores of every item for `users`."""
         product = self.matrix[users.numpy()] @ self.similarity
-        return torch.from_numpy(product.toarray()) * self.scale
+        return torch.log1p(torch.from_numpy(product.toarray()) * self.scale)

@@ -66,7 +66,7 @@ def test_rows_and_pairs_sum_the_similarity_to_the_users_items():
     matrix, co = dense_matrix(), cooccurrence()
     raw = matrix @ brute_similarity(matrix)
     rows = co.rows(torch.arange(NUM_USERS))
-    np.testing.assert_allclose(rows.numpy(), raw * co.scale, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows.numpy(), np.log1p(raw * co.scale), rtol=1e-5, atol=1e-6)
     users = torch.tensor([0, 0, 2, 4, 3])
     items = torch.tensor([3, 5, 1, 0, 0])
     np.testing.assert_allclose(co.pairs(users, items).numpy(), rows[users, items].numpy(), rtol=1e-5, atol=1e-6)
@@ -88,16 +88,16 @@ def test_a_purchase_alone_is_scored_without_its_buyer():
     # (1, 2) and (3, 4) were bought without a view: left out. (0, 0) was viewed too, so the view keeps the buyer in
     # the graph, as it would for a held-out purchase the user had viewed; (2, 1) is not a training pair at all.
     users, items = torch.tensor([1, 3, 0, 2]), torch.tensor([2, 4, 0, 1])
-    scores = co.pairs(users, items, leave_own_out=True) / co.scale
+    scores = torch.expm1(co.pairs(users, items, leave_own_out=True)) / co.scale
     expected = [left_out(1, 2), left_out(3, 4), (matrix[0] @ similarity)[0], (matrix[2] @ similarity)[1]]
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5, atol=1e-6)
     assert scores[0] < (matrix[1] @ similarity)[2]
 
 
-def test_scaled_to_one_on_average_over_the_training_pairs():
+def test_sums_scaled_to_one_on_average_over_the_training_pairs():
     co = cooccurrence()
     users, items = np.nonzero(dense_matrix())
-    mean = co.pairs(torch.from_numpy(users), torch.from_numpy(items), leave_own_out=True).mean()
+    mean = torch.expm1(co.pairs(torch.from_numpy(users), torch.from_numpy(items), leave_own_out=True)).mean()
     assert float(mean) == pytest.approx(1.0, rel=1e-5)
 
 
