@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from graphrec.embed.lookup import PairLookup
 from graphrec.metrics import expand_rows
 
 
@@ -83,14 +84,17 @@ class Cooccurrence:
         self.indptr = torch.from_numpy(matrix.indptr.astype(np.int64))
         self.indices = torch.from_numpy(matrix.indices.astype(np.int64))
         coo = self.similarity.tocoo()
-        keys = torch.from_numpy(coo.row.astype(np.int64) * num_items + coo.col.astype(np.int64))
-        order = torch.argsort(keys)
-        self.keys, self.values = keys[order], torch.from_numpy(coo.data.astype(np.float32))[order]
+        self._similar = PairLookup(
+            torch.from_numpy(coo.row.astype(np.int64)),
+            torch.from_numpy(coo.col.astype(np.int64)),
+            torch.from_numpy(coo.data.astype(np.float32)),
+            num_items,
+        )
         user_degree = torch.from_numpy(np.diff(matrix.indptr).astype(np.float32)).clamp(min=1)
         item_degree = torch.bincount(self.indices, minlength=num_items).float().clamp(min=1)
         self.inverse_user_degree, self.inverse_item_root = 1.0 / user_degree, item_degree.rsqrt()
         only_users, only_items = target_only
-        self.target_only = torch.sort(only_users.long() * num_items + only_items.long()).values
+        self.target_only = PairLookup(only_users, only_items, torch.ones(len(only_users)), num_items)
         self.scale = 1.0
         if len(self.indices):
             pair_users = torch.repeat_interleave(torch.arange(num_users), torch.diff(self.indptr))
@@ -100,13 +104,6 @@ class Cooccurrence:
             typical = float(torch.expm1(scaled).mean())
             self.scale = 1.0 / typical if typical > 0 else 1.0
 
-    def _lookup(self, sources: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        if len(self.keys) == 0:
-            return torch.zeros(len(sources))
-        query = sources * self.num_items + items
-        position = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
-        return torch.where(self.keys[position] == query, self.values[position], torch.zeros(()))
-
     def pairs(self, users: torch.Tensor, items: torch.Tensor, leave_own_out: bool = False) -> torch.Tensor:
         """Scores of (user, item) pairs. `leave_own_out`: where the pair is touched through the target behaviour
         alone, the user's own contribution to each `S[j, item]` is taken out (a training positive would otherwise
@@ -114,11 +111,9 @@ class Cooccurrence:
         users, items = users.long(), items.long()
         rows, index = expand_rows(self.indptr[users], self.indptr[users + 1])
         sources, targets = self.indices[index], items[rows]
-        values = self._lookup(sources, targets)
-        if leave_own_out and len(self.target_only):
-            query = users * self.num_items + items
-            position = torch.searchsorted(self.target_only, query).clamp(max=len(self.target_only) - 1)
-            alone = self.target_only[position] == query
+        values = self._similar(sources, targets)
+        if leave_own_out:
+            alone = self.target_only(users, items) > 0
             own = self.inverse_user_degree[users[rows]] * self.inverse_item_root[sources]
             own = own * self.inverse_item_root[targets]
             values = values - torch.where(alone[rows] & (values > 0), own, torch.zeros(()))

@@ -32,9 +32,9 @@ from torch import nn
 
 from graphrec.embed.config import ModelConfig
 from graphrec.embed.cooccurrence import Cooccurrence
+from graphrec.embed.lookup import PairLookup
 from graphrec.errors import InputError
 from graphrec.graph.sampling import Subgraph
-from graphrec.metrics import expand_rows
 
 
 def _normalised_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int):
@@ -79,34 +79,6 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tu
     with warnings.catch_warnings():  # CSR is "beta" in torch; see _normalised_adjacency
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(indptr, cols[order], values[order], shape, check_invariants=False)
-
-
-class PairLookup:
-    """Values of (user, item) pairs in a sorted key array: gathers sparse matrix entries without densifying."""
-
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, values: torch.Tensor, num_items: int) -> None:
-        keys = users.long() * num_items + items.long()
-        order = torch.argsort(keys)
-        self.keys, self.values, self.num_items = keys[order], values[order], num_items
-
-    def __call__(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        if len(self.keys) == 0:
-            return torch.zeros(len(users))
-        query = users.long() * self.num_items + items.long()
-        position = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
-        found = self.keys[position] == query
-        return torch.where(found, self.values[position], torch.zeros(()))
-
-    def rows(self, users: torch.Tensor) -> torch.Tensor:
-        """Dense [len(users), num_items] rows."""
-        out = torch.zeros(len(users), self.num_items)
-        if len(self.keys) == 0:
-            return out
-        starts = torch.searchsorted(self.keys, users.long() * self.num_items)
-        ends = torch.searchsorted(self.keys, (users.long() + 1) * self.num_items)
-        rows, index = expand_rows(starts, ends)
-        out[rows, self.keys[index] % self.num_items] = self.values[index]
-        return out
 
 
 def deepcopy_sharing(module: nn.Module, memo: dict, shared: tuple[str, ...]) -> nn.Module:

@@ -1,0 +1,35 @@
+"""Sparse (row, column) -> value lookups over a sorted key array, shared by the model and its history terms."""
+
+from __future__ import annotations
+
+import torch
+
+from graphrec.metrics import expand_rows
+
+
+class PairLookup:
+    """Values of (user, item) pairs in a sorted key array: gathers sparse matrix entries without densifying."""
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, values: torch.Tensor, num_items: int) -> None:
+        keys = users.long() * num_items + items.long()
+        order = torch.argsort(keys)
+        self.keys, self.values, self.num_items = keys[order], values[order], num_items
+
+    def __call__(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if len(self.keys) == 0:
+            return torch.zeros(len(users))
+        query = users.long() * self.num_items + items.long()
+        position = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
+        found = self.keys[position] == query
+        return torch.where(found, self.values[position], torch.zeros(()))
+
+    def rows(self, users: torch.Tensor) -> torch.Tensor:
+        """Dense [len(users), num_items] rows."""
+        out = torch.zeros(len(users), self.num_items)
+        if len(self.keys) == 0:
+            return out
+        starts = torch.searchsorted(self.keys, users.long() * self.num_items)
+        ends = torch.searchsorted(self.keys, (users.long() + 1) * self.num_items)
+        rows, index = expand_rows(starts, ends)
+        out[rows, self.keys[index] % self.num_items] = self.values[index]
+        return out
