@@ -167,6 +167,20 @@ def _connections_per_worker(url: str, pool: int) -> dict[int, int]:
     return counts
 
 
+def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until process `pid` has exited (gone, or a zombie: its sockets are closed either way)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still running {timeout_s:.0f} s after SIGKILL")
+
+
 def test_a_reload_reaches_every_worker(published_pair, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -213,6 +227,9 @@ def test_a_reload_reaches_every_worker(published_pair, tmp_path):
         # A worker that dies is started again, and the port is served throughout.
         dead = next(iter(counts))
         os.kill(dead, signal.SIGKILL)
+        # Connections the kernel had queued on the killed worker's own socket are reset as it dies (SO_REUSEPORT
+        # does not move them to another socket; see the README): the checks start once its sockets are closed.
+        _wait_gone(dead)
         deadline = time.monotonic() + 120
         while (len(alive := workers()) != 2 or dead in alive) and time.monotonic() < deadline:
             time.sleep(0.5)
