@@ -33,21 +33,16 @@ from torch import nn
 from graphrec.embed.config import ModelConfig
 from graphrec.embed.cooccurrence import Cooccurrence
 from graphrec.embed.lookup import PairLookup
+from graphrec.embed.propagation import MixedAdjacency, layer_mean
 from graphrec.errors import InputError
 from graphrec.graph.sampling import Subgraph
 
 
-def _normalised_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int):
-    """(A, A^T) as sparse CSR with entries 1 / sqrt(deg_u deg_i), plus both degree vectors."""
+def _normalised_edges(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int):
+    """LightGCN's edge weights 1 / sqrt(deg_u deg_i) of distinct (user, item) pairs, and both degree vectors."""
     deg_u = torch.bincount(users, minlength=num_users).float()
     deg_i = torch.bincount(items, minlength=num_items).float()
-    values = (deg_u[users].clamp(min=1) * deg_i[items].clamp(min=1)).rsqrt()
-    shape = (num_users, num_items)
-    forward = torch.sparse_coo_tensor(torch.stack([users, items]), values, shape, check_invariants=False).coalesce()
-    backward = torch.sparse_coo_tensor(torch.stack([items, users]), values, shape[::-1], check_invariants=False)
-    with warnings.catch_warnings():  # CSR is "beta" in torch but is the fastest CPU spmm with autograd here
-        warnings.simplefilter("ignore", UserWarning)
-        return forward.to_sparse_csr(), backward.coalesce().to_sparse_csr(), deg_u, deg_i
+    return (deg_u[users].clamp(min=1) * deg_i[items].clamp(min=1)).rsqrt(), deg_u, deg_i
 
 
 class _SparseMatmul(torch.autograd.Function):
@@ -76,7 +71,7 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tu
     order = torch.argsort(rows * shape[1] + cols)
     indptr = torch.zeros(shape[0] + 1, dtype=torch.long)
     indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
-    with warnings.catch_warnings():  # CSR is "beta" in torch; see _normalised_adjacency
+    with warnings.catch_warnings():  # CSR is "beta" in torch but is the fastest CPU spmm here
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(indptr, cols[order], values[order], shape, check_invariants=False)
 
@@ -154,13 +149,23 @@ class MultiBehaviourGCN(nn.Module):
         self._touched: PairLookup | None = None
         self._conversion = torch.zeros(num_items)
         self._graph: dict[str, tuple] = {}
+        self._adjacency: MixedAdjacency | None = None
         self._history: dict[str, PairLookup] = {}
         self.features: dict[str, torch.Tensor] = {}
         self._has_edges = torch.ones(num_items, dtype=torch.bool)
 
     def __deepcopy__(self, memo: dict) -> MultiBehaviourGCN:
         # A copy shares the graph that set_graph() attached: nothing modifies it in place.
-        graph = ("_graph", "_history", "_touched", "_conversion_counts", "_conversion", "_bought", "features")
+        graph = (
+            "_graph",
+            "_adjacency",
+            "_history",
+            "_touched",
+            "_conversion_counts",
+            "_conversion",
+            "_bought",
+            "features",
+        )
         graph += ("_has_edges", "_cooccurrence")
         return deepcopy_sharing(self, memo, graph)
 
@@ -216,13 +221,17 @@ class MultiBehaviourGCN(nn.Module):
                 f"the model was trained with the item features {missing}, which this graph lacks "
                 f"(it has {sorted(features)}); attach a snapshot with the same catalog columns"
             )
-        self._graph = {}
+        self._graph = {}  # per behaviour: (user degrees, item degrees)
+        adjacencies = []
         for behaviour in self.behaviours:
             users, items, _ = edges[behaviour]
-            self._graph[behaviour] = _normalised_adjacency(users, items, self.num_users, self.num_items)
+            values, deg_u, deg_i = _normalised_edges(users, items, self.num_users, self.num_items)
+            self._graph[behaviour] = (deg_u, deg_i)
+            adjacencies.append((users, items, values))
+        self._adjacency = MixedAdjacency(adjacencies, self.num_users, self.num_items)
         # An item without interactions has an id vector trained only as a negative: it carries no information,
         # so such an item is its features and content alone, at training and inference alike.
-        self._has_edges = sum(graph[3] for graph in self._graph.values()) > 0
+        self._has_edges = sum(graph[1] for graph in self._graph.values()) > 0
         self._history = {
             b: PairLookup(edges[b][0], edges[b][1], torch.log1p(edges[b][2].float()), self.num_items)
             for b in self.history_behaviours
@@ -321,13 +330,12 @@ class MultiBehaviourGCN(nn.Module):
         alpha = self.behaviour_weights()
         user, item = self.user_embedding.weight, self.item_inputs()
         user_layers, item_layers = [user], [item]
+        values = self._adjacency.values(alpha)
         for _ in range(self.config.num_layers):
-            next_user, next_item = 0, 0
-            for b, name in enumerate(self.behaviours):
-                forward, backward = self._graph[name][:2]
-                next_user = next_user + alpha[b] * sparse_matmul(forward, backward, item)
-                next_item = next_item + alpha[b] * sparse_matmul(backward, forward, user)
-            user, item = next_user, next_item
+            user, item = (
+                self._adjacency.propagate(values, item, to_items=False),
+                self._adjacency.propagate(values, user, to_items=True),
+            )
             user_layers.append(user)
             item_layers.append(item)
         return user_layers, item_layers
@@ -335,7 +343,7 @@ class MultiBehaviourGCN(nn.Module):
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Final user and item embeddings ([U, dim], [I, dim]) and the item vectors of every layer."""
         user_layers, item_layers = self.propagate_layers()
-        return self.output(torch.stack(user_layers).mean(0)), self.output(torch.stack(item_layers).mean(0)), item_layers
+        return self.output(layer_mean(user_layers)), self.output(layer_mean(item_layers)), item_layers
 
     def propagate_subgraph(self, subgraph: Subgraph) -> tuple[torch.Tensor, torch.Tensor]:
         """User and item embeddings of a sampled neighbourhood ([len(users), dim], [len(items), dim]): the same
@@ -351,7 +359,7 @@ class MultiBehaviourGCN(nn.Module):
         matrices = []  # per behaviour: items -> users and users -> items, each with its transpose
         for name in self.behaviours:
             users, items = subgraph.edges[name]
-            deg_u, deg_i = self._graph[name][2], self._graph[name][3]
+            deg_u, deg_i = self._graph[name]
             full_u, full_i = deg_u[subgraph.users[users]], deg_i[subgraph.items[items]]
             sampled_u = torch.bincount(users, minlength=num_users).float()[users]
             sampled_i = torch.bincount(items, minlength=num_items).float()[items]
@@ -374,7 +382,7 @@ class MultiBehaviourGCN(nn.Module):
             user, item = next_user, next_item
             user_layers.append(user)
             item_layers.append(item)
-        return self.output(torch.stack(user_layers).mean(0)), self.output(torch.stack(item_layers).mean(0))
+        return self.output(layer_mean(user_layers)), self.output(layer_mean(item_layers))
 
     def output(self, vectors: torch.Tensor) -> torch.Tensor:
         """Final embeddings from the layer mean: as is, or normalised and scaled (`config.normalize`)."""
@@ -444,7 +452,7 @@ class MultiBehaviourGCN(nn.Module):
         if user_ids is not None:
             known = user_ids >= 0
             layer0[known] = self.user_embedding.weight[user_ids[known]]
-        return self._inductive_mean(layer0, edges, item_layers, degree_slot=3)
+        return self._inductive_mean(layer0, edges, item_layers, degree_slot=1)
 
     def embed_items(
         self,
@@ -473,7 +481,7 @@ class MultiBehaviourGCN(nn.Module):
             warm[known] = self._has_edges[item_ids[known]]
             layer0[warm] = self.item_embedding.weight[item_ids[warm]]
         layer0 = layer0 + self._feature_vectors(self._feature_inputs(features or {}), warm)
-        return self._inductive_mean(layer0, edges, user_layers, degree_slot=2)
+        return self._inductive_mean(layer0, edges, user_layers, degree_slot=0)
 
     def _inductive_mean(
         self,
@@ -499,4 +507,4 @@ class MultiBehaviourGCN(nn.Module):
                 norm = (deg_new[nodes].clamp(min=1) * deg_neighbour[neighbours].clamp(min=1)).rsqrt()
                 total = total.index_add(0, nodes, alpha[b] * norm[:, None] * neighbour_layers[k][neighbours])
             layers.append(total)
-        return self.output(torch.stack(layers).mean(0))
+        return self.output(layer_mean(layers))

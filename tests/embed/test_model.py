@@ -7,7 +7,8 @@ import torch
 
 from graphrec.data.validation import validate_events
 from graphrec.embed.config import ModelConfig
-from graphrec.embed.model import MultiBehaviourGCN, PairLookup, _normalised_adjacency, sparse_matmul
+from graphrec.embed.model import MultiBehaviourGCN, PairLookup, _csr, _normalised_edges, sparse_matmul
+from graphrec.embed.propagation import MixedAdjacency
 from graphrec.errors import InputError
 from graphrec.graph.snapshot import build_snapshot
 from graphrec.graph.tasks import task_from_snapshot
@@ -199,7 +200,8 @@ def test_normalized_embeddings_are_cosine_over_temperature(task):
 
 def test_sparse_matmul_matches_dense_forward_and_gradient():
     users, items = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([1, 3, 0, 0, 2, 3])
-    forward, backward, _, _ = _normalised_adjacency(users, items, 3, 4)
+    values, _, _ = _normalised_edges(users, items, 3, 4)
+    forward, backward = _csr(users, items, values, (3, 4)), _csr(items, users, values, (4, 3))
     x = torch.randn(4, 5, dtype=torch.float32, requires_grad=True)
     y = torch.randn(3, 5)
     (sparse_matmul(forward, backward, x) * y).sum().backward()
@@ -208,6 +210,35 @@ def test_sparse_matmul_matches_dense_forward_and_gradient():
     (dense @ x_dense * y).sum().backward()
     torch.testing.assert_close(sparse_matmul(forward, backward, x), dense @ x)
     torch.testing.assert_close(x.grad, x_dense.grad)
+
+
+def test_mixed_propagation_matches_dense_forward_and_gradients():
+    # Three behaviours on 3 users x 4 items; the pair (0, 1) is in all three, (2, 3) in two.
+    edges = [
+        (torch.tensor([0, 0, 1, 2, 2]), torch.tensor([1, 3, 0, 0, 3])),
+        (torch.tensor([0, 2]), torch.tensor([1, 3])),
+        (torch.tensor([0, 1, 2]), torch.tensor([1, 2, 2])),
+    ]
+    adjacencies = [(users, items, _normalised_edges(users, items, 3, 4)[0]) for users, items in edges]
+    mixed = MixedAdjacency(adjacencies, 3, 4)
+    assert len(mixed) == 7  # distinct pairs
+    dense = torch.stack(
+        [torch.sparse_coo_tensor(torch.stack([u, i]), v, (3, 4)).to_dense() for u, i, v in adjacencies]
+    ).double()
+    for to_items, rows, columns in ((False, 3, 4), (True, 4, 3)):
+        matrices = dense.transpose(1, 2) if to_items else dense
+        alpha = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64, requires_grad=True)
+        x = torch.randn(columns, 5, dtype=torch.float64, requires_grad=True)
+        y = torch.randn(rows, 5, dtype=torch.float64)
+        out = mixed.propagate(mixed.values(alpha), x, to_items)
+        expected = torch.einsum("b,brc,cd->rd", alpha, matrices, x)
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+        (out * y).sum().backward()
+        alpha_dense = alpha.detach().clone().requires_grad_(True)
+        x_dense = x.detach().clone().requires_grad_(True)
+        (torch.einsum("b,brc,cd->rd", alpha_dense, matrices, x_dense) * y).sum().backward()
+        torch.testing.assert_close(alpha.grad, alpha_dense.grad, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(x.grad, x_dense.grad, rtol=1e-6, atol=1e-6)
 
 
 def test_conversion_term_hand_computed():
