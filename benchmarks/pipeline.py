@@ -146,6 +146,33 @@ def markdown_lines(payload: dict) -> list[str]:
         lines += ["", f"## {r['events']:,} events: seconds per stage", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds} |" for name, seconds in r["stages"].items()]
         lines += ["", f"Ranker test AUC {r['ranker_test_auc']:.4f}; embeddings test NDCG@20 {r['embeddings_ndcg@20']}."]
+    before = payload.get("before")
+    if before:
+        lines += [
+            "",
+            f"## Against commit {before['commit']}",
+            "",
+            f"The same benchmark run on that commit's code (`{before['command']}`, {before['date']}, "
+            f"{before['machine']['cpu_model']}): the same shops, so the ratios compare like with like.",
+        ]
+        earlier = {r["events"]: r for r in before["sizes"]}
+        for r in payload["sizes"]:
+            old = earlier.get(r["events"])
+            if not old or "stages" not in r or "stages" not in old:
+                continue
+            lines += ["", f"### {r['events']:,} events", "", "| stage | before (s) | now (s) | before / now |"]
+            lines.append("|---|---|---|---|")
+            rows = [(name, old["stages"].get(name), seconds) for name, seconds in r["stages"].items()]
+            rows.append(("run (whole job)", old["run"]["seconds"], r["run"]["seconds"]))
+            for name, then, now in rows:
+                ratio = f"{then / now:.2f}" if then and now else "-"
+                lines.append(f"| {name} | {then} | {now} | {ratio} |")
+            lines += [
+                "",
+                f"Peak memory {old['run']['peak_gib']} GiB before, {r['run']['peak_gib']} GiB now; ranker test AUC "
+                f"{old['ranker_test_auc']:.4f} before, {r['ranker_test_auc']:.4f} now; graphrec test NDCG@20 "
+                f"{old['embeddings_ndcg@20'].get('graphrec')} before, {r['embeddings_ndcg@20'].get('graphrec')} now.",
+            ]
     return lines
 
 
@@ -154,6 +181,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--workdir", type=Path, default=HERE / "work" / "pipeline")
     parser.add_argument("--timeout-s", type=float, default=4 * 3600, help="per command")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        help="a pipeline.json written by this benchmark on earlier code, on the same machine: kept in the results "
+        "as `before`, with a table of each stage's time before and now",
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     from graphrec.artifacts import code_version
@@ -172,6 +205,8 @@ def main() -> None:
         "sizes": sizes,
         "load_average": os.getloadavg(),
     }
+    if args.compare_with:
+        payload["before"] = json.loads(args.compare_with.read_text())
     write_results(RESULTS, "pipeline", payload, markdown_lines(payload), workdir=args.workdir)
     print(f"wrote {RESULTS / 'pipeline.md'}")
 

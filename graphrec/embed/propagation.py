@@ -1,8 +1,8 @@
 """One propagation step over every behaviour at once: `sum_b alpha_b A_b @ x` as a single sparse product.
 
 The behaviours' normalised adjacencies A_b are merged into one matrix over the distinct (user, item) pairs, whose
-values `sum_b alpha_b A_b[u, i]` are rebuilt from the learned behaviour weights alpha on every call, at the cost of
-the pairs. Summing one product per behaviour instead cost `behaviours x (users + items) x dim` in dense scaling and
+values `sum_b alpha_b A_b[u, i]` are rebuilt from the learned behaviour weights alpha once per propagation, at the
+cost of the pairs. Summing one product per behaviour instead cost `behaviours x (users + items) x dim` in dense scaling and
 adding per layer, forward and backward: on a shop with 36k items and 54k interactions that was 85 % of a training
 step, so a step's cost followed the catalogue, not the interactions. torch has no sparse product with a gradient
 for the values of a CSR matrix, hence the autograd function below: the gradient of alpha is computed pair by pair
