@@ -2,11 +2,11 @@
 
 The behaviours' normalised adjacencies A_b are merged into one matrix over the distinct (user, item) pairs, whose
 values `sum_b alpha_b A_b[u, i]` are rebuilt from the learned behaviour weights alpha once per propagation, at the
-cost of the pairs. Summing one product per behaviour instead cost `behaviours x (users + items) x dim` in dense scaling and
-adding per layer, forward and backward: on a shop with 36k items and 54k interactions that was 85 % of a training
-step, so a step's cost followed the catalogue, not the interactions. torch has no sparse product with a gradient
-for the values of a CSR matrix, hence the autograd function below: the gradient of alpha is computed pair by pair
-(`<grad[row], x[col]>` on the pairs, summed per behaviour), which also costs the pairs.
+cost of the pairs. Summing one product per behaviour instead cost `behaviours x (users + items) x dim` in dense
+scaling and adding per layer, forward and backward: on a shop with 36k items and 54k interactions that was 85 % of a
+training step, so a step's cost followed the catalogue, not the interactions. torch has no sparse product with a
+gradient for the values of a CSR matrix, hence the autograd function below: the gradient of alpha is computed pair
+by pair (`<grad[row], x[col]>` on the pairs, summed per behaviour), which also costs the pairs.
 """
 
 from __future__ import annotations
