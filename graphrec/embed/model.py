@@ -285,13 +285,21 @@ class MultiBehaviourGCN(nn.Module):
         total = 0
         for name, embedding in self.feature_embedding.items():
             if name in features:
-                total = total + self.feature_gate * embedding(features[name])
+                # The gate scales the small table before the gather: the same values as scaling every row after.
+                scaled = self.feature_gate * embedding.weight
+                total = total + nn.functional.embedding(features[name], scaled, padding_idx=embedding.padding_idx)
         for name, projection in self.vector_projection.items():
-            if name in features:
-                part = self.content_gate * projection(features[name])
-                if warm is not None and self.config.content_inputs == "cold":
-                    part = part * ~warm[:, None]
-                total = total + part
+            if name not in features:
+                continue
+            if warm is not None and self.config.content_inputs == "cold":
+                # Only rows without a trained id vector take the part: projected alone, not masked after.
+                rows = torch.nonzero(~warm).flatten()
+                part = self.content_gate * projection(features[name][rows])
+                if isinstance(total, int):
+                    total = torch.zeros(len(warm), part.shape[1], dtype=part.dtype)
+                total = total.index_add(0, rows, part)
+            else:
+                total = total + self.content_gate * projection(features[name])
         return total
 
     def item_inputs(self, items: torch.Tensor | None = None) -> torch.Tensor:

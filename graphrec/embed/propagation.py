@@ -71,14 +71,19 @@ class MixedAdjacency:
         """The merged matrix's values `sum_b alpha_b A_b` per pair, in user order and in item order: computed once
         per propagation and shared by its layers, so the gradient of alpha sums over them in two products."""
         alpha = alpha.to(self.weights.dtype)
-        if len(self.weights) == 1:  # one behaviour: alpha is the constant 1 and needs no gradient
-            alpha = alpha.detach()
         return alpha @ self.weights, alpha @ self.weights_t
 
     def propagate(self, values: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, to_items: bool) -> torch.Tensor:
         """`sum_b alpha_b A_b @ x` (users <- items), or `sum_b alpha_b A_b^T @ x` with `to_items`, for
         `values = self.values(alpha)`; differentiable in the values (so in alpha) and in x."""
         return _PairMatmul.apply(*values, x, self, to_items)
+
+
+def _pair_gradient(matrix: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, needed: bool) -> torch.Tensor:
+    """`<grad[r], x[c]>` for every stored pair (r, c) of `matrix`, in its order (zeros where not `needed`)."""
+    if not needed:
+        return torch.zeros(matrix.values().shape, dtype=grad.dtype)
+    return torch.sparse.sampled_addmm(matrix, grad, x.T, beta=0.0).values()
 
 
 class _PairMatmul(torch.autograd.Function):
@@ -105,9 +110,11 @@ class _PairMatmul(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_x = (forward if to_items else transpose) @ grad
         # d out[r] / d value(r, c) = x[c]: per pair, <grad[r], x[c]>, which the sampled product computes on the
-        # pairs alone (10x faster than gathering both rows).
+        # pairs alone (10x faster than gathering both rows). With one behaviour alpha is the softmax of one logit,
+        # whose gradient is 0 whatever the values' is: zeros, so the logit still gets its (zero) gradient, as DDP
+        # expects of every parameter.
         if to_items and ctx.needs_input_grad[1]:
-            grad_values_t = torch.sparse.sampled_addmm(transpose, grad, x.T, beta=0.0).values()
+            grad_values_t = _pair_gradient(transpose, grad, x, len(a.weights) > 1)
         if not to_items and ctx.needs_input_grad[0]:
-            grad_values = torch.sparse.sampled_addmm(forward, grad, x.T, beta=0.0).values()
+            grad_values = _pair_gradient(forward, grad, x, len(a.weights) > 1)
         return grad_values, grad_values_t, grad_x, None, None
