@@ -27,7 +27,7 @@ import tempfile
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,9 @@ _NOTE_ORDER = ("naive_timestamps", "naive_timezone", "ambiguous_local_times", "t
 _INDEX_DTYPE = np.dtype([("row_number", np.uint64), ("hash", np.uint64)])
 _MAX_PARTITIONS = 1024  # files of the hash index, at most
 _CHUNK_THREADS = 2  # chunks checked at once (this many chunks in memory)
+# A table of one chunk that fills at least half of it (and has at least this many rows) is checked as two halves,
+# so both threads work on it; a chunk chosen far larger than the table (the whole-table pass) stays one chunk.
+_SPLIT_ONE_CHUNK_ROWS = 200_000
 
 
 @dataclass
@@ -768,6 +771,8 @@ def _validate_in_chunks(
     """Validate one table a chunk of `config.chunk_rows` rows at a time, with the outputs of one pass over the
     whole table (see the module docstring), using `work` (an empty directory) for the intermediate files."""
     source = _open_source(source, spec, config, name, work)
+    if max(_SPLIT_ONE_CHUNK_ROWS, config.chunk_rows // 2) <= source.rows <= config.chunk_rows:
+        config = replace(config, chunk_rows=-(-source.rows // _CHUNK_THREADS))
     spec = spec.with_vectors([c.name for c in source.columns if c.kind == "vector"])
     whole = _WholeTable(_epoch_units(source, config), _integer_id_lists(source, config), _vector_dims(source))
     chunks = len(range(0, source.rows, config.chunk_rows))

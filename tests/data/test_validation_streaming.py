@@ -440,3 +440,24 @@ def test_chunks_checked_at_once_are_merged_in_file_order(monkeypatch):
     assert_frame_equal(chunked.frame, whole.frame)
     assert_frame_equal(chunked.quarantine, whole.quarantine)
     assert json.dumps(chunked.report.as_dict()) == json.dumps(whole.report.as_dict())
+
+
+def test_a_table_of_one_full_chunk_is_checked_as_two_halves_with_the_same_outputs(monkeypatch):
+    # A table that fills a chunk is split in two, so both threads work on it; the outputs are those of one chunk.
+    checked = []
+    check = validation._ChunkedValidation.check_chunk
+
+    def record(self, chunk, partitions):
+        checked.append((chunk, self.config.chunk_rows))
+        return check(self, chunk, partitions)
+
+    frame = event_frame()
+    whole = validate_table(frame, EVENTS, replace(LENIENT, chunk_rows=WHOLE))
+    monkeypatch.setattr(validation, "_SPLIT_ONE_CHUNK_ROWS", 2)
+    monkeypatch.setattr(validation._ChunkedValidation, "check_chunk", record)
+    split = validate_table(frame, EVENTS, replace(LENIENT, chunk_rows=len(frame)))
+    assert sorted(chunk for chunk, _ in checked) == [0, 1]
+    assert {rows for _, rows in checked} == {-(-len(frame) // 2)}
+    assert_frame_equal(split.frame, whole.frame)
+    assert_frame_equal(split.quarantine, whole.quarantine)
+    assert json.dumps(split.report.as_dict()) == json.dumps(whole.report.as_dict())
