@@ -11,6 +11,7 @@ by pair (`<grad[row], x[col]>` on the pairs, summed per behaviour), which also c
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -49,12 +50,8 @@ class MixedAdjacency:
             [torch.full((len(users),), b, dtype=torch.long) for b, (users, _, _) in enumerate(adjacencies)]
         )
         unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-        # [behaviours, pairs]: dense, since a shop has a handful of behaviours; behaviour-major, as `alpha @ weights`
-        # is 3x faster than `weights @ alpha` with pairs first.
-        self.weights = torch.zeros(len(adjacencies), len(unique))
-        self.weights.index_put_(
-            (behaviour, inverse), torch.cat([values.float() for _, _, values in adjacencies]), accumulate=True
-        )
+        self._slots = (behaviour, inverse, len(unique))
+        self.weights = self._weights([values for _, _, values in adjacencies])
         self.rows, self.cols = unique // num_items, unique % num_items  # users, items; sorted by user then item
         self.crow = torch.zeros(num_users + 1, dtype=torch.long)
         self.crow[1:] = torch.cumsum(torch.bincount(self.rows, minlength=num_users), 0)
@@ -63,6 +60,21 @@ class MixedAdjacency:
         self.crow_t[1:] = torch.cumsum(torch.bincount(self.cols, minlength=num_items), 0)
         self.rows_t = self.rows[self.order_t]
         self.weights_t = self.weights[:, self.order_t].contiguous()
+
+    def _weights(self, values: list[torch.Tensor]) -> torch.Tensor:
+        # [behaviours, pairs]: dense, since a shop has a handful of behaviours; behaviour-major, as `alpha @ weights`
+        # is 3x faster than `weights @ alpha` with pairs first.
+        behaviour, inverse, pairs = self._slots
+        weights = torch.zeros(len(values), pairs)
+        weights.index_put_((behaviour, inverse), torch.cat([v.float() for v in values]), accumulate=True)
+        return weights
+
+    def reweighted(self, values: list[torch.Tensor]) -> MixedAdjacency:
+        """The same pairs with other per-behaviour values (in the order of the edges given at construction)."""
+        other = copy.copy(self)
+        other.weights = self._weights(values)
+        other.weights_t = other.weights[:, self.order_t].contiguous()
+        return other
 
     def __len__(self) -> int:
         return self.weights.shape[1]

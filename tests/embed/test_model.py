@@ -7,7 +7,7 @@ import torch
 
 from graphrec.data.validation import validate_events
 from graphrec.embed.config import ModelConfig
-from graphrec.embed.model import MultiBehaviourGCN, PairLookup, _csr, _normalised_edges, sparse_matmul
+from graphrec.embed.model import MultiBehaviourGCN, PairLookup, _normalised_edges
 from graphrec.embed.propagation import MixedAdjacency
 from graphrec.errors import InputError
 from graphrec.graph.snapshot import build_snapshot
@@ -196,20 +196,6 @@ def test_normalized_embeddings_are_cosine_over_temperature(task):
         picked = torch.arange(0, task.num_users, 11)
         inductive = model.embed_users(user_edges(task, picked), len(picked), item_layers, user_ids=picked)
     assert torch.allclose(inductive, users[picked], atol=1e-5)
-
-
-def test_sparse_matmul_matches_dense_forward_and_gradient():
-    users, items = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([1, 3, 0, 0, 2, 3])
-    values, _, _ = _normalised_edges(users, items, 3, 4)
-    forward, backward = _csr(users, items, values, (3, 4)), _csr(items, users, values, (4, 3))
-    x = torch.randn(4, 5, dtype=torch.float32, requires_grad=True)
-    y = torch.randn(3, 5)
-    (sparse_matmul(forward, backward, x) * y).sum().backward()
-    dense = forward.to_dense()
-    x_dense = x.detach().clone().requires_grad_(True)
-    (dense @ x_dense * y).sum().backward()
-    torch.testing.assert_close(sparse_matmul(forward, backward, x), dense @ x)
-    torch.testing.assert_close(x.grad, x_dense.grad)
 
 
 def test_mixed_propagation_matches_dense_forward_and_gradients():
