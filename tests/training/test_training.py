@@ -19,7 +19,7 @@ from training.config import EvalConfig, TrainConfig
 from training.data import BPRTriples
 from training.evaluate import learned_variants, run_evaluation
 from training.system import EmbeddingSystem
-from training.trainer import train_embeddings
+from training.trainer import build_model, train_embeddings
 
 FAST = TrainConfig(epochs=4, batch_size=1024, eval_every=2, patience=2)
 SMALL = ModelConfig(dim=16, num_layers=2)
@@ -114,6 +114,21 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, monkeypatch, 
     assert sorted(p.name for p in (tmp_path / "resumed" / "logs").iterdir()) == ["version_0", "version_1"]
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_a_run_resumed_from_an_unfused_optimiser_steps_fused(tmp_path, tasks):
+    # A checkpoint written before the optimiser step was fused: resuming it restores `fused: False` unless the
+    # system sets it back.
+    task = tasks["val"]
+    train_embeddings(task, None, SMALL, replace(FAST, epochs=1), tmp_path, progress=False)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    for group in checkpoint["optimizer_states"][0]["param_groups"]:
+        group["fused"] = False
+    system = EmbeddingSystem(build_model(task, SMALL), FAST)
+    system.on_load_checkpoint(checkpoint)
+    optimizer = system.configure_optimizers()
+    optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    assert [group["fused"] for group in optimizer.param_groups] == [True, True]
 
 
 def test_checkpoint_of_a_different_run_is_not_resumed(tmp_path, tasks):
