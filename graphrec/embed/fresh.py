@@ -116,7 +116,7 @@ def inductive_users(model, task) -> InductiveUsers:
         item_layers=torch.stack(item_layers[: model.config.num_layers]).numpy().astype(np.float32)
         if model.config.num_layers
         else np.zeros((0, task.num_items, model.config.dim), np.float32),
-        item_degree=torch.stack([model._graph[name][1] for name in behaviours]).numpy().astype(np.float32),
+        item_degree=torch.stack([model._degrees[name][1] for name in behaviours]).numpy().astype(np.float32),
         alpha=model.behaviour_weights().numpy().astype(np.float64),
         user_layer0=user_layers[0].numpy().astype(np.float32),
         edge_ptr=ptr,

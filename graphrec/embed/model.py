@@ -116,7 +116,7 @@ class MultiBehaviourGCN(nn.Module):
         self._cooccurrence: Cooccurrence | None = None
         self._touched: PairLookup | None = None
         self._conversion = torch.zeros(num_items)
-        self._graph: dict[str, tuple] = {}
+        self._degrees: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per behaviour: user and item degrees
         self._adjacency: MixedAdjacency | None = None
         self._history: dict[str, PairLookup] = {}
         self.features: dict[str, torch.Tensor] = {}
@@ -124,17 +124,8 @@ class MultiBehaviourGCN(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> MultiBehaviourGCN:
         # A copy shares the graph that set_graph() attached: nothing modifies it in place.
-        graph = (
-            "_graph",
-            "_adjacency",
-            "_history",
-            "_touched",
-            "_conversion_counts",
-            "_conversion",
-            "_bought",
-            "features",
-        )
-        graph += ("_has_edges", "_cooccurrence")
+        graph = ("_degrees", "_adjacency", "_history", "_touched", "_conversion_counts", "_conversion", "_bought")
+        graph += ("features", "_has_edges", "_cooccurrence")
         return deepcopy_sharing(self, memo, graph)
 
     def _pair_keys(self, edges: dict[str, tuple[torch.Tensor, ...]], behaviours: list[str]) -> torch.Tensor:
@@ -189,17 +180,17 @@ class MultiBehaviourGCN(nn.Module):
                 f"the model was trained with the item features {missing}, which this graph lacks "
                 f"(it has {sorted(features)}); attach a snapshot with the same catalog columns"
             )
-        self._graph = {}  # per behaviour: (user degrees, item degrees)
+        self._degrees = {}
         adjacencies = []
         for behaviour in self.behaviours:
             users, items, _ = edges[behaviour]
             values, deg_u, deg_i = _normalised_edges(users, items, self.num_users, self.num_items)
-            self._graph[behaviour] = (deg_u, deg_i)
+            self._degrees[behaviour] = (deg_u, deg_i)
             adjacencies.append((users, items, values))
         self._adjacency = MixedAdjacency(adjacencies, self.num_users, self.num_items)
         # An item without interactions has an id vector trained only as a negative: it carries no information,
         # so such an item is its features and content alone, at training and inference alike.
-        self._has_edges = sum(graph[1] for graph in self._graph.values()) > 0
+        self._has_edges = sum(deg_i for _, deg_i in self._degrees.values()) > 0
         self._history = {
             b: PairLookup(edges[b][0], edges[b][1], torch.log1p(edges[b][2].float()), self.num_items)
             for b in self.history_behaviours
@@ -301,7 +292,7 @@ class MultiBehaviourGCN(nn.Module):
 
     def propagate_layers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """User and item vectors of every layer 0..K."""
-        if not self._graph:
+        if not self._degrees:
             raise RuntimeError("call set_graph() before propagate()")
         alpha = self.behaviour_weights()
         user, item = self.user_embedding.weight, self.item_inputs()
@@ -327,7 +318,7 @@ class MultiBehaviourGCN(nn.Module):
         1 / sqrt(deg_u deg_i), scaled by deg / sampled deg of the receiving node, so a node that kept f of its
         d neighbours sums them as if it had all d (GraphSAGE-style estimate). Nodes whose neighbours were all
         kept, the seeds of a sampler with fanouts -1, get their `propagate()` embeddings exactly."""
-        if not self._graph:
+        if not self._degrees:
             raise RuntimeError("call set_graph() before propagate_subgraph()")
         alpha = self.behaviour_weights()
         user, item = self.user_embedding(subgraph.users), self.item_inputs(subgraph.items)
@@ -335,7 +326,7 @@ class MultiBehaviourGCN(nn.Module):
         edges, to_item = [], []  # per behaviour: (users, items, weights towards users); weights towards items
         for name in self.behaviours:
             users, items = subgraph.edges[name]
-            deg_u, deg_i = self._graph[name]
+            deg_u, deg_i = self._degrees[name]
             full_u, full_i = deg_u[subgraph.users[users]], deg_i[subgraph.items[items]]
             sampled_u = torch.bincount(users, minlength=num_users).float()[users]
             sampled_i = torch.bincount(items, minlength=num_items).float()[items]
@@ -464,8 +455,8 @@ class MultiBehaviourGCN(nn.Module):
         degree_slot: int,
     ) -> torch.Tensor:
         """LightGCN layers for new nodes: layer k+1 sums the neighbours' layer-k vectors, normalised by
-        1 / sqrt(deg_new * deg_neighbour) with the neighbours' training degrees (`_graph[b][degree_slot]`);
-        returns the mean over layers 0..K. `edges[b]` = (new node index, neighbour index)."""
+        1 / sqrt(deg_new * deg_neighbour) with the neighbours' training degrees (`_degrees[b][degree_slot]`: 0 the
+        users', 1 the items'); returns the mean over layers 0..K. `edges[b]` = (new node index, neighbour index)."""
         alpha = self.behaviour_weights()
         count = len(layer0)
         layers = [layer0]
@@ -476,7 +467,7 @@ class MultiBehaviourGCN(nn.Module):
                     continue
                 nodes, neighbours = edges[name]
                 deg_new = torch.bincount(nodes, minlength=count).float()
-                deg_neighbour = self._graph[name][degree_slot]
+                deg_neighbour = self._degrees[name][degree_slot]
                 norm = (deg_new[nodes].clamp(min=1) * deg_neighbour[neighbours].clamp(min=1)).rsqrt()
                 total = total.index_add(0, nodes, alpha[b] * norm[:, None] * neighbour_layers[k][neighbours])
             layers.append(total)

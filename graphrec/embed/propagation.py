@@ -46,13 +46,9 @@ class MixedAdjacency:
     ) -> None:
         self.num_users, self.num_items = num_users, num_items
         keys = torch.cat([users.long() * num_items + items.long() for users, items, _ in adjacencies])
-        behaviour = torch.cat(
-            [torch.full((len(users),), b, dtype=torch.long) for b, (users, _, _) in enumerate(adjacencies)]
-        )
-        unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-        self._slots = (behaviour, inverse, len(unique))
-        self.weights = self._weights([values for _, _, values in adjacencies])
+        unique, self._inverse = torch.unique(keys, sorted=True, return_inverse=True)  # each edge's pair
         self.rows, self.cols = unique // num_items, unique % num_items  # users, items; sorted by user then item
+        self.weights = self._weights([values for _, _, values in adjacencies])
         self.crow = torch.zeros(num_users + 1, dtype=torch.long)
         self.crow[1:] = torch.cumsum(torch.bincount(self.rows, minlength=num_users), 0)
         self.order_t = torch.argsort(self.cols * num_users + self.rows)  # the same pairs sorted by item then user
@@ -64,9 +60,9 @@ class MixedAdjacency:
     def _weights(self, values: list[torch.Tensor]) -> torch.Tensor:
         # [behaviours, pairs]: dense, since a shop has a handful of behaviours; behaviour-major, as `alpha @ weights`
         # is 3x faster than `weights @ alpha` with pairs first.
-        behaviour, inverse, pairs = self._slots
-        weights = torch.zeros(len(values), pairs)
-        weights.index_put_((behaviour, inverse), torch.cat([v.float() for v in values]), accumulate=True)
+        behaviour = torch.repeat_interleave(torch.arange(len(values)), torch.tensor([len(v) for v in values]))
+        weights = torch.zeros(len(values), len(self.cols))
+        weights.index_put_((behaviour, self._inverse), torch.cat([v.float() for v in values]), accumulate=True)
         return weights
 
     def reweighted(self, values: list[torch.Tensor]) -> MixedAdjacency:
