@@ -227,6 +227,17 @@ def test_mixed_propagation_matches_dense_forward_and_gradients():
         torch.testing.assert_close(x.grad, x_dense.grad, rtol=1e-6, atol=1e-6)
 
 
+def test_one_behaviour_logit_gets_a_zero_gradient():
+    # DDP expects a gradient for every parameter: the single behaviour's logit gets zeros, not None.
+    users, items = torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 3])
+    model = MultiBehaviourGCN(3, 4, ["purchase"], "purchase", ModelConfig(dim=8, num_layers=2, history=False))
+    model.set_graph({"purchase": (users, items, torch.ones(4))})
+    user_vectors, item_vectors, _ = model.propagate()
+    (user_vectors.sum() + item_vectors.sum()).backward()
+    assert model.behaviour_logits.grad is not None
+    assert torch.equal(model.behaviour_logits.grad, torch.zeros(1))
+
+
 def test_conversion_term_hand_computed():
     # Items 0..2. Views: users 0, 1, 2 on item 0; user 0 on item 1. Purchases: user 3 bought item 0, user 1 item 2.
     views = (torch.tensor([0, 1, 2, 0]), torch.tensor([0, 0, 0, 1]), torch.ones(4))
