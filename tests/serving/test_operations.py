@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -168,14 +169,18 @@ def _connections_per_worker(url: str, pool: int) -> dict[int, int]:
 
 
 def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
-    """Wait until process `pid` has exited (gone, or a zombie: its sockets are closed either way)."""
+    """Wait until every thread of process `pid` has exited (gone, or zombies). The main thread of a killed
+    process can be a zombie while its other threads still hold the shared file table, and with it the listening
+    socket; it is closed once the last thread is."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return
-        except FileNotFoundError:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        if all(state in ("Z", "X") for state in states):
             return
         time.sleep(0.05)
     raise AssertionError(f"process {pid} still running {timeout_s:.0f} s after SIGKILL")
