@@ -123,16 +123,19 @@ def build_frames(workdir: Path, validated: Path, stores: dict[str, Path]):
         base, names = built.frame, built.feature_names
         base.write_parquet(base_path)
         (workdir / "rows_features.json").write_text(json.dumps(names))
-    rows["none"] = RankRows(base, names, 0)
+    rows["none"] = RankRows(base, names)
     for kind, store in stores.items():
-        path = workdir / f"rows_{kind}.parquet"
-        if path.exists():
+        path, tables = workdir / f"rows_{kind}.parquet", workdir / f"rows_{kind}_vectors.npz"
+        if path.exists() and tables.exists():
             frame = pl.read_parquet(path)
+            with np.load(tables) as saved:
+                vectors = {side: saved[side] for side in ("user", "module")}
         else:
             log(f"joining {kind} embeddings point-in-time")
-            frame, _ = with_embeddings(base, store, None)
+            frame, vectors = with_embeddings(base, store, None)
             frame.write_parquet(path)
-        rows[kind] = RankRows(frame, [*names, *EMBEDDING_FLAGS], frame["user_embedding"].dtype.size)
+            np.savez(tables, **vectors)
+        rows[kind] = RankRows(frame, [*names, *EMBEDDING_FLAGS], vectors)
     meta.write_text(json.dumps(made_by))
     return rows
 
@@ -154,12 +157,8 @@ def arm_inputs(rows, names: list[str]) -> dict[str, tuple[str, list[str]]]:
 
 def lightgbm_matrix(arrays: dict, slot_zero: bool = False) -> np.ndarray:
     """LightGBM's input: the dense features, both embeddings, their dot product, slot and device."""
-    parts = [
-        arrays["dense"],
-        arrays["user"],
-        arrays["module"],
-        (arrays["user"] * arrays["module"]).sum(1, keepdims=True),
-    ]
+    user, module = np.asarray(arrays["user"]), np.asarray(arrays["module"])
+    parts = [arrays["dense"], user, module, (user * module).sum(1, keepdims=True)]
     slot = np.zeros_like(arrays["slot"]) if slot_zero else arrays["slot"]
     parts += [slot[:, None].astype(np.float32), arrays["device"][:, None].astype(np.float32)]
     return np.concatenate(parts, axis=1)

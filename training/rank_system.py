@@ -12,9 +12,10 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from graphrec.rank.model import HomepageRanker
+from graphrec.rank.rows import RowVectors
 from graphrec.store.versions import fault_point
 from training.config import RankTrainConfig
 
@@ -49,19 +50,35 @@ class RankerSystem(L.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _tensors(arrays: dict, dim: int) -> TensorDataset:
-    n = len(arrays["clicked"])
-    empty = torch.zeros(n, max(dim, 1))
-    user = torch.from_numpy(arrays["user"]) if arrays.get("user") is not None and dim else empty
-    module = torch.from_numpy(arrays["module"]) if arrays.get("module") is not None and dim else empty
-    return TensorDataset(
-        torch.from_numpy(arrays["dense"]),
-        user,
-        module,
-        torch.from_numpy(arrays["slot"]),
-        torch.from_numpy(arrays["device"]),
-        torch.from_numpy(arrays["clicked"]),
-    )
+class _Rows(Dataset):
+    """The ranker's inputs as tensors, fetched a whole batch at a time (`indices`: a list of row numbers); the
+    embeddings are gathered from their tables per batch rather than held per row."""
+
+    def __init__(self, arrays: dict, dim: int) -> None:
+        self.dense = torch.from_numpy(arrays["dense"])
+        self.slot, self.device = torch.from_numpy(arrays["slot"]), torch.from_numpy(arrays["device"])
+        self.clicked = torch.from_numpy(arrays["clicked"])
+        self.embeddings = None
+        if dim and arrays.get("user") is not None:
+            user, module = arrays["user"], arrays["module"]
+            self.embeddings = [
+                (torch.from_numpy(np.asarray(side.table)), torch.from_numpy(np.asarray(side.rows, dtype=np.int64)))
+                if isinstance(side, RowVectors)
+                else (torch.from_numpy(np.asarray(side, dtype=np.float32)), None)
+                for side in (user, module)
+            ]
+        self.width = max(dim, 1)
+
+    def __len__(self) -> int:
+        return len(self.clicked)
+
+    def __getitem__(self, indices):
+        index = torch.as_tensor(indices)
+        if self.embeddings is None:
+            user = module = torch.zeros(len(index), self.width)
+        else:
+            user, module = (table[index] if rows is None else table[rows[index]] for table, rows in self.embeddings)
+        return self.dense[index], user, module, self.slot[index], self.device[index], self.clicked[index]
 
 
 def fit_ranker(
@@ -80,12 +97,12 @@ def fit_ranker(
     dim = model.embedding_dim
     generator = torch.Generator().manual_seed(train_config.seed)
     # Whole batches are gathered with one index each (a per-row fetch costs more than the step itself).
-    train_set = _tensors(train, dim)
+    train_set = _Rows(train, dim)
     batches = BatchSampler(RandomSampler(train_set, generator=generator), train_config.batch_size, drop_last=False)
     train_loader = DataLoader(train_set, sampler=batches, batch_size=None)
     val_loader = None
     if validation:
-        val_set = _tensors(validation, dim)
+        val_set = _Rows(validation, dim)
         val_batches = BatchSampler(SequentialSampler(val_set), 8 * train_config.batch_size, drop_last=False)
         val_loader = DataLoader(val_set, sampler=val_batches, batch_size=None)
     if model.config.position_tower:
@@ -163,7 +180,7 @@ def predict(model: HomepageRanker, arrays: dict, batch_size: int = 65_536) -> tu
     model.eval()
     dim = model.embedding_dim
     relevance, click = [], []
-    rows = _tensors(arrays, dim)
+    rows = _Rows(arrays, dim)
     loader = DataLoader(rows, sampler=BatchSampler(SequentialSampler(rows), batch_size, False), batch_size=None)
     for dense, user, module, slot, device, _ in loader:
         logit = model(dense, user, module) if dim else model(dense)

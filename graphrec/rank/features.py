@@ -24,6 +24,7 @@ logs and editorial labels for training query rewriting"), each impression's expe
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import operator
 import zlib
@@ -39,8 +40,12 @@ from graphrec.rank.config import DEFAULT_EVENT_WEIGHTS, RankFeatureConfig
 
 __all__ = ["DEFAULT_EVENT_WEIGHTS", "RankFeatureConfig", "behaviour_features", "feature_descriptions"]
 
+log = logging.getLogger("graphrec.rank")
+
 SECOND_US = 1_000_000
 DAY_US = 86_400 * SECOND_US
+# Rows computed at once by `behaviour_features`: about 1.7 GB of query memory at a time.
+CHUNK_ROWS = 500_000
 _PLURAL = {
     "view": "views",
     "click": "clicks",
@@ -122,6 +127,7 @@ def behaviour_features(
     items: pl.DataFrame | None,
     config: RankFeatureConfig | None = None,
     feedback: pl.LazyFrame | pl.DataFrame | None = None,
+    chunk_rows: int | None = CHUNK_ROWS,
 ) -> pl.DataFrame:
     """One row per input row, in input order: `row_id`, `slot` where the rows have it, then the Float32 columns of
     `feature_descriptions(config)` without nulls, each computed only from events and impressions strictly before
@@ -139,14 +145,39 @@ def behaviour_features(
         config: the feature settings; defaults to `RankFeatureConfig()`.
         feedback: the validated feedback table (`user_id`, `content_id`, `action`, `timestamp`); None makes the
             feedback features 0.
+        chunk_rows: more rows than this are computed in time order, this many at a time, each part from the events
+            and impressions up to its last row (the same values; the query's memory grows with the rows it holds,
+            3 GB for the 1.8M impressions of a 1M-event shop at once). None: all at once.
     """
-    plan = _feature_plan(rows, events, impressions, content, items, config or RankFeatureConfig(), feedback)
+    frame = rows.collect() if isinstance(rows, pl.LazyFrame) else rows
+    if chunk_rows and frame.height > chunk_rows:
+        return _in_time_chunks(frame, events, impressions, content, items, config, feedback, chunk_rows)
+    plan = _feature_plan(frame, events, impressions, content, items, config or RankFeatureConfig(), feedback)
     out = plan.collect(
         engine="in-memory"  # about twice as fast as the streaming engine on these sorts and joins
     )
     if not (out["_pos"] == out["_pos_check"]).all():  # the per-category sums are aligned by order, not by a join
         raise AssertionError("behaviour_features: per-category sums out of step with the rows")
     return out.drop("_pos", "_pos_check")
+
+
+def _in_time_chunks(
+    rows: pl.DataFrame, events, impressions, content, items, config, feedback, chunk_rows: int
+) -> pl.DataFrame:
+    """`behaviour_features` of `rows` in parts of `chunk_rows` rows in time order: a part's features read only what
+    happened before its rows, so the events, impressions and feedback after its last row are left out of its
+    query. Parts go back into the input order."""
+    if "row_id" not in rows.columns:
+        rows = rows.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
+    order = np.argsort(rows["timestamp"].dt.epoch("us").to_numpy(), kind="stable")
+    parts = []
+    for start in range(0, len(order), chunk_rows):
+        part = rows[order[start : start + chunk_rows]]
+        until = pl.col("timestamp") <= part["timestamp"].max()
+        cut = [None if table is None else table.lazy().filter(until) for table in (events, impressions, feedback)]
+        parts.append(behaviour_features(part, cut[0], cut[1], content, items, config, cut[2], chunk_rows=None))
+        log.info("ranker features: %s of %s rows", f"{min(start + chunk_rows, len(order)):,}", f"{len(order):,}")
+    return pl.concat(parts, how="vertical_relaxed")[np.argsort(order, kind="stable")]
 
 
 def _feature_plan(

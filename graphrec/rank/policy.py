@@ -168,9 +168,9 @@ class PolicySetting:
         from graphrec.rank.rows import EMBEDDING_FLAGS, RankRows, with_embeddings
 
         if store is None:
-            return RankRows(self.candidates, list(self.feature_names), 0)
-        frame, dim = with_embeddings(self.candidates, store, feature_store)
-        return RankRows(frame, [*self.feature_names, *EMBEDDING_FLAGS], dim)
+            return RankRows(self.candidates, list(self.feature_names))
+        frame, vectors = with_embeddings(self.candidates, store, feature_store)
+        return RankRows(frame, [*self.feature_names, *EMBEDDING_FLAGS], vectors)
 
 
 def policy_setting(

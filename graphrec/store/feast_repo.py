@@ -301,6 +301,69 @@ def _online_frame(entity: str, ids: pl.Series, vectors: np.ndarray, manifest: di
     )
 
 
+def historical_vectors(
+    store: str | Path, config: FeatureStoreConfig, entity: str, requests: pl.DataFrame
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """The point-in-time join of `historical_embeddings`, answered from the offline history's files and returned
+    compactly: for each (id, event_timestamp) row of `requests`, `vector_row` (Int32; 0 where no version answers)
+    into one table of the history's vectors (row 0 all zeros) and `model_version`; and that table.
+
+    The same join as Feast's file offline store: the entity's newest history row with event_timestamp <= the
+    request's and within the TTL, ties going to the newest created_timestamp; rows of a version that never went
+    live answer nulls. It is done here with polars' `join_asof` because Feast's file store answers through pandas
+    rows holding a vector object each: 34 s and about 1 GB for the 1.8M impressions of a 1M-event shop, growing
+    with the log, where this takes a second and 4 bytes a row. `historical_embeddings` stays Feast's own answer;
+    the tests hold the two equal."""
+    column = ID_COLUMN[entity]
+    files = sorted((repo_dir(store) / "data" / entity).glob("v*.parquet"))
+    request_rows = requests.select(column, "event_timestamp").with_row_index("request_row")
+    empty = request_rows.select(pl.lit(0, pl.Int32).alias("vector_row"), pl.lit(None, pl.String).alias("model_version"))
+    if not files:
+        return empty, np.zeros((1, 0), dtype=np.float32)
+    history = pl.concat(
+        [
+            pl.read_parquet(f, columns=[column, "event_timestamp", "created_timestamp", "model_version", "embedding"])
+            for f in files
+        ],
+        how="vertical_relaxed",
+    ).sort("event_timestamp", "created_timestamp", maintain_order=True)
+    vectors = history["embedding"]
+    if not isinstance(vectors.dtype, pl.Array):  # a history file written as lists
+        vectors = vectors.cast(pl.List(pl.Float32)).list.to_array(len(vectors[0]))
+    dim = vectors.dtype.size
+    table = np.concatenate([np.zeros((1, dim), np.float32), vectors.cast(pl.Array(pl.Float32, dim)).to_numpy()])
+    history = history.select(
+        pl.col(column),
+        pl.col("event_timestamp").cast(requests.schema["event_timestamp"]).alias("version_time"),
+        pl.col("model_version"),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("vector_row"),
+    )
+    if history.schema[column] != requests.schema[column]:
+        raise FeatureStoreError(
+            f"{entity} ids are {requests.schema[column]} in the requests but {history.schema[column]} in the "
+            "embedding history"
+        )
+    found = request_rows.sort("event_timestamp", maintain_order=True).join_asof(
+        history,
+        left_on="event_timestamp",
+        right_on="version_time",
+        by=column,
+        strategy="backward",
+        check_sortedness=False,  # both sides are sorted by time just above
+    )
+    orphans = orphan_versions(store)
+    answered = (
+        pl.col("version_time").is_not_null()
+        & (pl.col("event_timestamp") - pl.col("version_time") <= timedelta(days=config.ttl_days))
+        & ~pl.col("model_version").is_in(orphans)
+    )
+    found = found.sort("request_row").select(
+        pl.when(answered).then(pl.col("vector_row")).otherwise(0).cast(pl.Int32).alias("vector_row"),
+        pl.when(answered).then(pl.col("model_version")).alias("model_version"),
+    )
+    return found, table
+
+
 def _answerable(store: str | Path, entity: str, column: str, pairs: pl.DataFrame, ttl: timedelta) -> pl.DataFrame:
     """The (id, event_timestamp) pairs the offline history holds a row for: a version with that id whose
     timestamp is at or before the pair's and within the TTL. Only these are sent to Feast: its file store's

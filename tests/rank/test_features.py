@@ -329,6 +329,30 @@ def test_one_float32_row_per_input_row_in_input_order_without_nulls(small_shop, 
     assert no_slot["module_coec"].to_list() == [1.0] * 3
 
 
+def test_rows_computed_in_time_chunks_get_the_features_of_all_at_once(small_shop):
+    """Large logs are computed a few hundred thousand rows at a time, each part from the history up to its last
+    row; shuffled rows with their own ids still come back in their order with the same features (up to float32
+    rounding of sums taken in another order)."""
+    feedback = _shopper_feedback(small_shop)
+    shuffled = small_shop.impressions.with_row_index("row_id").sample(fraction=1.0, shuffle=True, seed=2)
+    whole = behaviour_features(
+        shuffled, small_shop.events, small_shop.impressions, small_shop.content, small_shop.items, None, feedback
+    )
+    assert shuffled.height > 3 * 1_000
+    chunked = behaviour_features(
+        shuffled,
+        small_shop.events,
+        small_shop.impressions,
+        small_shop.content,
+        small_shop.items,
+        None,
+        feedback,
+        chunk_rows=shuffled.height // 3 + 1,
+    )
+    assert chunked["row_id"].equals(shuffled["row_id"])
+    assert_frame_equal(chunked, whole, check_exact=False, rel_tol=1e-6, abs_tol=1e-6)
+
+
 def test_serving_features_equal_the_offline_features_of_the_same_request(small_shop, offline):
     impressions = small_shop.impressions.with_row_index("row_id")
     request = impressions.filter(pl.col("request_id") == impressions["request_id"].unique().sort()[500])

@@ -19,7 +19,7 @@ from graphrec.embed.inference import embeddings_from_model
 from graphrec.embed.vectors import EmbeddingSet
 from graphrec.graph.split import split_by_days, write_split
 from graphrec.store.config import ExportConfig, FeatureStoreConfig
-from graphrec.store.feast_repo import FeatureStoreError, historical_embeddings
+from graphrec.store.feast_repo import FeatureStoreError, historical_embeddings, historical_vectors
 from graphrec.store.online import OnlineEmbeddings
 from graphrec.store.publish import publish_embeddings, rollback
 from graphrec.store.versions import (
@@ -47,6 +47,20 @@ def assert_online_equals(reader: OnlineEmbeddings, exported, version: str) -> No
         vectors, versions = reader.get(entity, ids.to_list())
         assert set(versions) == {version}
         assert np.array_equal(as_bits(vectors), exported.vectors[entity].view(np.uint32)), entity
+
+
+def assert_vectors_as_feast(store, entity: str, requests: pl.DataFrame, config=SQLITE) -> pl.DataFrame:
+    """`historical_vectors` (the ranker's point-in-time join) answers each request as Feast's historical
+    retrieval does: the same version and the same vector, the zero row where Feast has none."""
+    feast = historical_embeddings(store, config, entity, requests)
+    rows, table = historical_vectors(store, config, entity, requests)
+    assert rows.height == requests.height and rows["model_version"].to_list() == feast["model_version"].to_list()
+    assert (rows["vector_row"] == 0).to_list() == feast["embedding"].is_null().to_list()
+    assert not table[0].any()
+    for row, vector in zip(rows["vector_row"].to_list(), feast["embedding"].to_list(), strict=True):
+        if vector is not None:
+            assert np.array_equal(table[row], np.asarray(vector, dtype=np.float32))
+    return feast
 
 
 @pytest.mark.parametrize("write", ["materialize", "push"])
@@ -81,7 +95,7 @@ def test_historical_retrieval_gives_each_time_the_version_live_then(tmp_path):
     times = [datetime(2026, 1, d, h, tzinfo=UTC) for d, h in ((5, 0), (10, 0), (12, 9), (20, 0), (24, 0), (31, 23))]
     expected = [None, "v000001", "v000001", "v000002", "v000003", "v000003"]
     requests = pl.DataFrame({"item_id": [14] * len(times), "event_timestamp": times})
-    answer = historical_embeddings(tmp_path, SQLITE, "item", requests)
+    answer = assert_vectors_as_feast(tmp_path, "item", requests)
     assert answer.height == len(times) and answer["model_version"].to_list() == expected
     assert answer["event_timestamp"].to_list() == times  # request order kept
     for row, version in zip(answer.iter_rows(named=True), expected, strict=True):
@@ -96,7 +110,7 @@ def test_historical_retrieval_gives_each_time_the_version_live_then(tmp_path):
     assert users["model_version"].to_list() == ["v000001", "v000002"]
     # A homepage request's impressions share the user and the time: every one of them is answered.
     repeated = pl.DataFrame({"item_id": [14, 14, 21, 14, 14], "event_timestamp": [times[2]] * 3 + [times[3]] * 2})
-    answer = historical_embeddings(tmp_path, SQLITE, "item", repeated)
+    answer = assert_vectors_as_feast(tmp_path, "item", repeated)
     assert answer["model_version"].to_list() == ["v000001"] * 3 + ["v000002"] * 2
     assert answer["item_id"].to_list() == [14, 14, 21, 14, 14]
 
@@ -113,7 +127,10 @@ def test_historical_retrieval_answers_requests_the_history_cannot(tmp_path):
     start = datetime(2026, 1, 1, tzinfo=UTC)
     times = [start + timedelta(hours=h) for h in range(2000)]
     ids = ["u007" if h % 97 == 0 else f"new-{h}" for h in range(2000)]  # almost all unknown
-    answer = historical_embeddings(tmp_path, SQLITE, "user", pl.DataFrame({"user_id": ids, "event_timestamp": times}))
+    requests = pl.DataFrame({"user_id": ids, "event_timestamp": times})
+    answer = assert_vectors_as_feast(tmp_path, "user", requests)
+    short = assert_vectors_as_feast(tmp_path, "user", requests, FeatureStoreConfig(ttl_days=3))  # the TTL binds
+    assert 0 < short["model_version"].is_not_null().sum() < answer["model_version"].is_not_null().sum()
     known = [i == "u007" and t >= base.cutoff for i, t in zip(ids, times, strict=True)]
     assert answer.height == 2000
     assert [v is not None for v in answer["model_version"].to_list()] == known
@@ -122,6 +139,23 @@ def test_historical_retrieval_answers_requests_the_history_cannot(tmp_path):
         tmp_path, SQLITE, "user", pl.DataFrame({"user_id": ["new-1", "new-2"], "event_timestamp": times[:2]})
     )
     assert nothing["model_version"].to_list() == [None, None]
+
+
+def test_historical_retrieval_of_two_versions_with_one_cutoff_takes_the_newer(tmp_path):
+    """A cutoff exported twice (a forced rerun of a day): both versions are in the history with the same
+    timestamp, and the ranker's point-in-time join takes the one created last, the one that went live. (Feast's
+    file store means to, but sorts by created and then by event time with dask's sort, which does not keep the
+    order of ties: here it answers the older one.)"""
+    base = make_set()
+    for seed in range(2):
+        shifted = rotated(base, seed, noise=0.3)
+        shifted.cutoff = datetime(2026, 1, 10, tzinfo=UTC)
+        publish_embeddings(tmp_path, shifted, {}, None, SQLITE)
+    requests = pl.DataFrame({"item_id": [14, 21], "event_timestamp": [datetime(2026, 1, 11, tzinfo=UTC)] * 2})
+    rows, table = historical_vectors(tmp_path, SQLITE, "item", requests)
+    assert rows["model_version"].to_list() == ["v000002"] * 2
+    exported = load_version(tmp_path, "v000002").vectors["item"]  # item ids 14 and 21 are rows 2 and 3
+    np.testing.assert_array_equal(table[rows["vector_row"].to_numpy()], exported[[2, 3]])
 
 
 def test_history_outlives_retention_unless_capped(tmp_path):
@@ -348,7 +382,7 @@ def test_a_version_killed_before_it_went_live_is_never_served(tmp_path, point):
     vectors, versions = OnlineEmbeddings.live(tmp_path, SQLITE).get("user", ["u001"])
     assert versions == ["v000002"] and vectors == [None]  # its row is online, and read as missing
     requests = pl.DataFrame({"user_id": ["u001"], "event_timestamp": [datetime(2026, 2, 1, tzinfo=UTC)]})
-    history = historical_embeddings(tmp_path, SQLITE, "user", requests)
+    history = assert_vectors_as_feast(tmp_path, "user", requests)
     assert history["model_version"].to_list() == [None]  # not taken for history either
     with pytest.raises(StoreError, match="never published"):
         rollback(tmp_path, "v000002", SQLITE)
