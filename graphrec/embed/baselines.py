@@ -87,37 +87,49 @@ def history_scorer(task: RecTask) -> Scorer:
     return lambda users: _rows(touched, users) + rank
 
 
-def item_knn_scorer(task: RecTask, neighbours: int = 100, block: int = 2048) -> Scorer:
+def item_knn_scorer(task: RecTask, neighbours: int = 100, block: int = 1024) -> Scorer:
     """Item-based kNN over co-occurrence in all behaviours (cosine), keeping `neighbours` per item."""
-    touched = _touched(task)
-    by_item = touched.to_sparse_coo().t().coalesce()  # [items, users]
-    norms = torch.sqrt(torch.bincount(by_item.indices()[0], minlength=task.num_items).float()).clamp(min=1)
-    by_item_csr = by_item.to_sparse_csr()
-    rows, cols, vals = [], [], []
-    for start in range(0, task.num_items, block):
-        items = torch.arange(start, min(start + block, task.num_items))
-        item_users = _rows(by_item_csr, items)  # [b, users]
-        co = (by_item_csr @ item_users.t()).t()  # [b, items]: users shared with every item
-        co = co / (norms[items, None] * norms[None, :])
-        co[torch.arange(len(items)), items] = 0
-        top = torch.topk(co, min(neighbours, task.num_items), dim=1)
-        keep = top.values > 0
-        rows.append(items[:, None].expand_as(top.indices)[keep])
-        cols.append(top.indices[keep])
-        vals.append(top.values[keep])
+    matrix = interaction_matrix(task, "all")  # [users, items], 1 where the user touched the item
+    norms = np.maximum(np.sqrt(np.asarray(matrix.sum(0)).ravel()), 1.0).astype(np.float32)
+    rows, cols, values = top_neighbours(matrix, norms, neighbours, [0.0], block)[0.0]
     # Stored transposed, so scores^T = S^T @ X^T is one CSR product.
-    similarity_t = (
-        torch.sparse_coo_tensor(
-            torch.stack([torch.cat(cols), torch.cat(rows)]),
-            torch.cat(vals),
-            (task.num_items, task.num_items),
-            check_invariants=False,
-        )
-        .coalesce()
-        .to_sparse_csr()
+    similarity_t = torch.sparse_coo_tensor(
+        torch.from_numpy(np.stack([cols, rows]).astype(np.int64)),
+        torch.from_numpy(values),
+        (task.num_items, task.num_items),
+        check_invariants=False,
     )
+    similarity_t = similarity_t.coalesce().to_sparse_csr()
+    touched = _touched(task)
     tie_break = _popularity_tie_break(task)
     return lambda users: (similarity_t @ _rows(touched, users).t()).t() + tie_break
+
+
+def top_neighbours(
+    matrix: sp.csr_matrix, norms: np.ndarray, neighbours: int, shrinkages: Sequence[float], block: int = 1024
+) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each item's `neighbours` most similar other items by cosine over the users of `matrix` ([users, items]):
+    co-occurrence / (norm_i norm_j + shrinkage), only pairs with a user in common. Per shrinkage: (item, neighbour,
+    similarity) arrays, an item's neighbours by falling similarity, ties by index.
+
+    Item-item products are taken `block` items at a time and stay sparse, so time and memory follow the pairs that
+    co-occur rather than items squared (a 327k-item catalogue would need a 2.7 GB dense row block)."""
+    by_item = matrix.T.tocsr()  # [items, users]
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    found: dict[float, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {h: [none] for h in shrinkages}
+    for start in range(0, matrix.shape[1], block):
+        co = (by_item[start : start + block] @ matrix).tocoo()  # [b, items]: (weighted) users shared
+        row, col, shared = co.row.astype(np.int64), co.col.astype(np.int64), co.data.astype(np.float32)
+        other = (col != row + start) & (shared > 0)
+        row, col, shared = row[other], col[other], shared[other]
+        denominator = norms[row + start] * norms[col]
+        for h in shrinkages:
+            similarity = shared / (denominator + np.float32(h))
+            order = np.lexsort((col, -similarity, row))  # by item, similarity falling, neighbour index
+            first = np.searchsorted(row[order], np.arange(co.shape[0]))  # each item's first entry in `order`
+            keep = order[np.arange(len(order)) - first[row[order]] < neighbours]
+            found[h].append((row[keep] + start, col[keep], similarity[keep]))
+    return {h: tuple(np.concatenate([part[i] for part in parts]) for i in range(3)) for h, parts in found.items()}
 
 
 def interaction_matrix(task: RecTask, weighting: str = "all", aux_weight: float = 1.0) -> sp.csr_matrix:
@@ -182,26 +194,12 @@ def item_knn_family(
     tie_break = _popularity_tie_break(task)
     for (weighting, aux_weight), settings_list in _weightings(task, grid).items():
         matrix = interaction_matrix(task, weighting, aux_weight)  # [users, items]
-        by_item = matrix.T.tocsr()  # [items, users]
         norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(0)).ravel()).astype(np.float32)
         norms = np.maximum(norms, 1e-12)
         finite = [s for s in settings_list if s.get("neighbours") is not None]
         shrinkages = sorted({float(s.get("shrinkage", 0.0)) for s in finite})
         widest = min(max((int(s["neighbours"]) for s in finite), default=0), task.num_items - 1)
-        tops: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-        if finite and widest > 0:
-            values = {h: np.zeros((task.num_items, widest), np.float32) for h in shrinkages}
-            indices = {h: np.zeros((task.num_items, widest), np.int32) for h in shrinkages}
-            for start in range(0, task.num_items, block):
-                stop = min(start + block, task.num_items)
-                co = _dense(by_item[start:stop] @ matrix)  # [b, items]: weighted users shared with every item
-                co[torch.arange(stop - start), torch.arange(start, stop)] = 0
-                denominator = torch.from_numpy(norms[start:stop, None] * norms[None, :])
-                for h in shrinkages:
-                    top = torch.topk(co / (denominator + h), widest, dim=1)
-                    values[h][start:stop] = top.values.numpy()
-                    indices[h][start:stop] = top.indices.numpy()
-            tops = {h: (values[h], indices[h]) for h in shrinkages}
+        tops = top_neighbours(matrix, norms, widest, shrinkages, block) if finite and widest > 0 else {}
         for settings in settings_list:
             neighbours = settings.get("neighbours")
             if neighbours is None:
@@ -210,13 +208,11 @@ def item_knn_family(
             if widest <= 0:  # a catalogue of one item has no neighbours
                 yield settings, lambda users: tie_break.expand(len(users), -1)
                 continue
-            top_values, top_indices = tops[float(settings.get("shrinkage", 0.0))]
-            k = min(int(neighbours), widest)
-            rows = np.repeat(np.arange(task.num_items), k)
-            similarity = sp.csr_matrix(
-                (top_values[:, :k].ravel(), (rows, top_indices[:, :k].ravel())), shape=(task.num_items,) * 2
-            )
-            similarity.eliminate_zeros()
+            rows, cols, values = tops[float(settings.get("shrinkage", 0.0))]
+            rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # each item's neighbours come in rank order
+            kept = rank < min(int(neighbours), widest)
+            shape = (task.num_items,) * 2
+            similarity = sp.csr_matrix((values[kept], (rows[kept], cols[kept])), shape=shape)
             yield settings, _linear_scorer(matrix, similarity, tie_break)
 
 

@@ -89,6 +89,38 @@ def test_item_knn_family_at_100_neighbours_is_the_fixed_item_knn():
     assert torch.allclose(fixed, tuned, atol=1e-5)
 
 
+@pytest.mark.parametrize("neighbours,shrinkage", [(5, 0.0), (12, 3.0)])
+def test_item_knn_keeps_each_items_top_cosine_neighbours(neighbours, shrinkage):
+    """Against a dense hand computation: each item's `neighbours` highest cosines to other items (ties by item
+    index, only items sharing a user), scores x_u @ S, across several blocks of the sparse products."""
+    task = random_task(num_users=70, num_items=90, seed=3)
+    x = dense(task, "weighted", 0.5)
+    settings = {"weighting": "weighted", "aux_weight": 0.5, "neighbours": neighbours, "shrinkage": shrinkage}
+    (_, scorer), *_ = list(item_knn_family(task, [settings], block=16))
+    got = scorer(torch.arange(task.num_users)).double().numpy()
+    norms = np.maximum(np.sqrt((x * x).sum(0)), 1e-12)
+    assert np.allclose(got, x @ _top_cosine(x, norms, neighbours, shrinkage), atol=1e-4)
+    if shrinkage == 0.0:
+        fixed = item_knn_scorer(task, neighbours=neighbours, block=16)(torch.arange(task.num_users)).double().numpy()
+        x = dense(task)
+        assert np.allclose(fixed, x @ _top_cosine(x, np.maximum(np.sqrt(x.sum(0)), 1.0), neighbours), atol=1e-4)
+
+
+def _top_cosine(x: np.ndarray, norms: np.ndarray, neighbours: int, shrinkage: float = 0.0) -> np.ndarray:
+    """Item-item cosines, each row keeping its `neighbours` largest positive ones (ties by index), computed in
+    float32 as the baseline does so that near-ties order alike."""
+    norms = norms.astype(np.float32)
+    x32 = x.astype(np.float32)
+    cosine = (x32.T @ x32) / (norms[:, None] * norms[None, :] + np.float32(shrinkage))
+    np.fill_diagonal(cosine, 0.0)
+    kept = np.zeros(cosine.shape)
+    for item, row in enumerate(cosine):
+        order = np.lexsort((np.arange(len(row)), -row))
+        top = [j for j in order[:neighbours] if row[j] > 0]
+        kept[item, top] = row[top]
+    return kept
+
+
 def test_full_cosine_equals_every_neighbour_kept_and_the_hand_computed_cosine():
     task = random_task()
     full = scores(item_knn_family, task, {"weighting": "weighted", "aux_weight": 0.3, "neighbours": None}).double()
