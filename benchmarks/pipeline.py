@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,14 @@ from common import machine, write_results  # noqa: E402
 
 GOAL_SECONDS, GOAL_GIB = 30 * 60, 8.0
 RUN_DATE = "2026-02-01"
+# The job's line for a finished stage: "[5/10] evaluate: ... (86.8s)".
+STAGE_LINE = re.compile(r"graphrec\.pipeline: \[\d+/\d+\] (\w+): .*\(([\d.]+)s\)\s*$")
+
+
+def completed_stages(log_text: str) -> dict[str, float]:
+    """Seconds of each stage the run's log says finished (for a run that was stopped before its report)."""
+    found = (STAGE_LINE.search(line) for line in log_text.splitlines())
+    return {match.group(1): float(match.group(2)) for match in found if match}
 
 
 def _tree_hwm_kib(pid: int) -> int:
@@ -108,7 +117,10 @@ def bench_size(events: int, workdir: Path, timeout_s: float) -> dict:
         if result["run"]["rc"] == 0:
             result["rerun"] = timed(command, workdir / f"rerun-{events}.log", timeout_s)
     else:
-        result["log_tail"] = (workdir / f"run-{events}.log").read_text()[-2000:]
+        text = (workdir / f"run-{events}.log").read_text()
+        result["log_tail"] = text[-2000:]
+        result["stages_completed"] = completed_stages(text)
+        result["last_line"] = text.strip().splitlines()[-1] if text.strip() else ""
     run_seconds = result["run"]["seconds"]
     peak = result["run"]["peak_gib"]
     result["goal_met"] = result["run"]["rc"] == 0 and run_seconds < GOAL_SECONDS and peak < GOAL_GIB
@@ -146,6 +158,20 @@ def markdown_lines(payload: dict) -> list[str]:
         lines += ["", f"## {r['events']:,} events: seconds per stage", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds} |" for name, seconds in r["stages"].items()]
         lines += ["", f"Ranker test AUC {r['ranker_test_auc']:.4f}; embeddings test NDCG@20 {r['embeddings_ndcg@20']}."]
+    for r in payload["sizes"]:
+        if "stages" in r or "stages_completed" not in r:
+            continue
+        lines += [
+            "",
+            f"## {r['events']:,} events: the run stopped (rc {r['run']['rc']} after {r['run']['seconds']} s)",
+            "",
+            "Stages it finished, from its log:",
+            "",
+            "| stage | seconds |",
+            "|---|---|",
+        ]
+        lines += [f"| {name} | {seconds} |" for name, seconds in r["stages_completed"].items()]
+        lines += ["", f"Its last log line: `{r['last_line'][:300]}`"]
     before = payload.get("before")
     if before:
         lines += [
