@@ -94,13 +94,20 @@ def sample_users(truth: Interactions, max_users: int | None, seed: int = 0) -> t
     return users[torch.randperm(len(users), generator=generator)[:max_users]].sort().values
 
 
+def score_batch_size(num_items: int, max_users: int = 1024, max_cells: int = 32_000_000) -> int:
+    """Users scored at once against the whole catalogue: at most `max_users`, and at most `max_cells` scores per
+    batch (128 MB of float32; a batch takes a few such [users, items] copies: the scores, masks, the scorer's own
+    products), so a 327k-item catalogue is scored ~100 users at a time instead of holding 4 GB per batch."""
+    return max(1, min(max_users, max_cells // max(1, num_items)))
+
+
 def evaluate_ranking(
     score: Callable[[torch.Tensor], torch.Tensor],
     truth: Interactions,
     exclude: Interactions | None = None,
     ks: Sequence[int] = (10, 20),
     item_popularity: torch.Tensor | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     users: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Score every item for each user with relevant items, mask `exclude`, and average the metrics.
@@ -112,12 +119,14 @@ def evaluate_ranking(
         ks: cut-offs.
         item_popularity: training interaction counts per item, for the popularity-bias figures.
         users: evaluate only these users (default: every user with a relevant item).
+        batch_size: users scored at once (default: `score_batch_size` of the catalogue).
 
     Returns metric means, plus `coverage@K` (share of the catalogue in any top-K list), `avg_pop@K` (mean
     popularity percentile of recommended items, 1 = most popular) and `users`.
     """
     counts = truth.counts()
     users = torch.nonzero(counts > 0).flatten() if users is None else users[counts[users] > 0]
+    batch_size = batch_size or score_batch_size(truth.num_items)
     k_max = max(ks)
     sums: dict[str, float] = {}
     recommended = {k: torch.zeros(truth.num_items, dtype=torch.bool) for k in ks}
@@ -154,7 +163,7 @@ def candidate_auc(
     score: Callable[[torch.Tensor], torch.Tensor],
     truth: Interactions,
     candidates: torch.Tensor,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
 ) -> float:
     """Mean AUC of each relevant item against the other `candidates` (a boolean item mask), ties counting half.
 
@@ -166,6 +175,7 @@ def candidate_auc(
     pool = torch.nonzero(candidates).flatten()
     if len(users) == 0 or len(pool) < 2:
         return float("nan")
+    batch_size = batch_size or score_batch_size(truth.num_items)
     total, pairs = 0.0, 0
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]

@@ -68,3 +68,26 @@ def test_candidate_auc_hand_computed():
     assert perfect == 1.0
     one_candidate = torch.tensor([False, False, True, False, False])
     assert math.isnan(candidate_auc(lambda users: scores[users], truth, one_candidate))
+
+
+def test_a_large_catalogue_is_scored_in_smaller_user_batches_with_the_same_metrics():
+    from graphrec.metrics import score_batch_size
+
+    assert score_batch_size(40_000) == 800 and score_batch_size(327_000) == 97 and score_batch_size(10) == 1024
+    generator = torch.Generator().manual_seed(0)
+    users = torch.randint(0, 300, (900,), generator=generator)
+    items = torch.randint(0, 50, (900,), generator=generator)
+    truth = Interactions.from_pairs(users, items, num_users=300, num_items=50)
+    scores = torch.randn(300, 50, generator=generator)
+    batches = []
+
+    def score(batch):
+        batches.append(len(batch))
+        return scores[batch]
+
+    whole = evaluate_ranking(score, truth, ks=(5, 10), batch_size=1024)
+    small = evaluate_ranking(score, truth, ks=(5, 10), batch_size=7)
+    assert max(batches[1:]) == 7 and small == pytest.approx(whole)
+    pool = torch.zeros(50, dtype=torch.bool)
+    pool[:30] = True
+    assert candidate_auc(score, truth, pool, batch_size=7) == pytest.approx(candidate_auc(score, truth, pool))

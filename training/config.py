@@ -141,6 +141,10 @@ class EvalConfig:
             fixed sample), so choosing them costs the same on any shop.
         ease_max_dim: EASE inverts a dense matrix of min(users, items) squared; above this it is skipped, and
             the results say so.
+        max_users: the test metrics average over at most this many users with truth (a fixed sample, the same
+            for every method and every run of the same split); null takes them all. Scoring the whole catalogue
+            for every test user grows with users x items: the main job caps it (conf/default.yaml), the
+            benchmarks, whose published protocols rank for every user, do not.
     """
 
     ks: list[int] = field(default_factory=lambda: [10, 20])
@@ -152,6 +156,7 @@ class EvalConfig:
     knn_neighbours: int = 100
     tune_max_users: int = 5000
     ease_max_dim: int = 15_000
+    max_users: int | None = None
 
     def __post_init__(self) -> None:
         known = METHODS
@@ -165,6 +170,7 @@ class EvalConfig:
                 "knn_neighbours": (positive, "a positive integer"),
                 "tune_max_users": (positive, "a positive integer"),
                 "ease_max_dim": (positive, "a positive integer"),
+                "max_users": (lambda v: v is None or v > 0, "a positive integer or null"),
             },
         )
 

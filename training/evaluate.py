@@ -47,7 +47,7 @@ from graphrec.embed.scoring import model_scorer
 from graphrec.graph.config import GraphConfig, SplitConfig
 from graphrec.graph.split import split_validated
 from graphrec.graph.tasks import RecTask, holdout_task, window_task
-from graphrec.metrics import Interactions, candidate_auc, evaluate_ranking
+from graphrec.metrics import Interactions, candidate_auc, evaluate_ranking, sample_users
 from training.config import EvalConfig, TrainConfig
 from training.logs import progress_bar_wanted
 from training.trainer import train_embeddings
@@ -93,9 +93,13 @@ def _slices(task: RecTask, cold_max: int) -> dict[str, tuple[Interactions, torch
     return {"cold_users": (task.truth, cold_users, None), "new_items": (new_items, None, ~item_seen)}
 
 
-def _evaluate_scorer(score, task: RecTask, ks, slices) -> dict[str, Any]:
-    result = evaluate_ranking(score, task.truth, task.exclude, ks, task.popularity())
+def _evaluate_scorer(score, task: RecTask, ks, slices, sample: torch.Tensor | None = None) -> dict[str, Any]:
+    """Metrics of `score` on the task's truth and slices; with `sample` (sorted user indexes) only over those
+    users (the slices over their share of it)."""
+    result = evaluate_ranking(score, task.truth, task.exclude, ks, task.popularity(), users=sample)
     for name, (truth, users, candidates) in slices.items():
+        if sample is not None:
+            users = sample if users is None else users[torch.isin(users, sample)]
         part = evaluate_ranking(score, truth, task.exclude, ks, users=users)
         result[name] = {k: v for k, v in part.items() if k.startswith(("recall", "ndcg", "hr")) or k == "users"}
         if candidates is not None:  # new items: how well they are ordered among themselves
@@ -125,6 +129,9 @@ def compare_methods(
     out_dir = Path(out_dir)
     ks = tuple(eval_config.ks)
     slices = _slices(test_task, eval_config.cold_user_max_events)
+    sample = sample_users(test_task.truth, eval_config.max_users)  # None: every user with truth
+    if sample is not None:
+        log.info("test metrics over a fixed sample of %s of the test users", f"{len(sample):,}")
     results: dict[str, Any] = {}
     scorers = {
         "popularity": popularity_scorer,
@@ -151,7 +158,7 @@ def compare_methods(
         if name in eval_config.methods:
             bar.set_postfix_str(name)
             start = time.perf_counter()
-            results[name] = _evaluate_scorer(make(test_task), test_task, ks, slices)
+            results[name] = _evaluate_scorer(make(test_task), test_task, ks, slices, sample)
             results[name]["seconds"] = round(time.perf_counter() - start, 2)
             log.debug("%s: ndcg@%d %.4f", name, ks[-1], results[name][f"ndcg@{ks[-1]}"])
             bar.update()
@@ -178,7 +185,7 @@ def compare_methods(
             log.info("%s skipped: %s", name, exc)
             results[name] = {"skipped": str(exc)}
         else:
-            results[name] = _evaluate_scorer(scorer, test_task, ks, slices)
+            results[name] = _evaluate_scorer(scorer, test_task, ks, slices, sample)
             results[name]["tuning"] = {**choice, "on": "validation" if val_task is not None else "training holdout"}
             del scorer
             log.debug("%s %s: ndcg@%d %.4f", name, choice["settings"], ks[-1], results[name][f"ndcg@{ks[-1]}"])
@@ -209,9 +216,10 @@ def compare_methods(
         info["refit_epochs_run"] = summary["epochs_run"]
         info["refit_stopped_by_time_budget"] = summary["stopped_by_time_budget"]
         info["behaviour_weights"] = dict(zip(trained.behaviours, trained.behaviour_weights().tolist(), strict=True))
-        results[name] = _evaluate_scorer(model_scorer(trained, history=keep_history), test_task, ks, slices)
+        results[name] = _evaluate_scorer(model_scorer(trained, history=keep_history), test_task, ks, slices, sample)
         if model_config.history:
-            results[f"{name}_dot_only"] = _evaluate_scorer(model_scorer(trained, history=False), test_task, ks, slices)
+            dot_only = model_scorer(trained, history=False)
+            results[f"{name}_dot_only"] = _evaluate_scorer(dot_only, test_task, ks, slices, sample)
         results[name].update(info)
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
         # Training cost per million training interactions (validation run and refit together): comparable across

@@ -409,6 +409,30 @@ def test_strong_baselines_are_tuned_on_validation_and_reported_as_they_finish(tm
     assert held["gf_cf"]["tuning"]["on"] == "training holdout"
 
 
+def test_test_metrics_over_a_fixed_sample_of_users_where_capped(tmp_path, tasks):
+    from graphrec.embed.baselines import history_scorer
+    from graphrec.metrics import sample_users
+    from training.evaluate import compare_methods
+
+    test = tasks["test"]
+    users_with_truth = int((test.truth.counts() > 0).sum())
+    methods = ["popularity", "history"]
+    everyone = compare_methods(test, None, tmp_path, eval_config=EvalConfig(methods=methods))
+    assert everyone["history"]["users"] == users_with_truth > 40
+    capped = compare_methods(test, None, tmp_path, eval_config=EvalConfig(methods=methods, max_users=40))
+    again = compare_methods(test, None, tmp_path, eval_config=EvalConfig(methods=methods, max_users=40))
+    assert capped["history"]["users"] == capped["popularity"]["users"] == 40
+    for name in methods:  # the same users every run
+        assert {k: v for k, v in capped[name].items() if k != "seconds"} == {
+            k: v for k, v in again[name].items() if k != "seconds"
+        }
+    sample = sample_users(test.truth, 40)
+    scorer = history_scorer(test)
+    expected = evaluate_ranking(scorer, test.truth, test.exclude, (10, 20), test.popularity(), users=sample)
+    assert capped["history"]["ndcg@20"] == pytest.approx(expected["ndcg@20"])
+    assert capped["history"]["cold_users"]["users"] <= min(40, everyone["history"]["cold_users"]["users"])
+
+
 def test_the_run_keeps_the_history_term_only_where_it_helps_on_validation(tmp_path, tasks):
     from types import SimpleNamespace
 
