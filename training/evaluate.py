@@ -107,6 +107,11 @@ def _evaluate_scorer(score, task: RecTask, ks, slices, sample: torch.Tensor | No
     return result
 
 
+def _log_result(name: str, result: dict[str, Any], k: int) -> None:
+    """One line per method as it finishes: on a large shop the stage runs for many minutes."""
+    log.info("%s: test ndcg@%d %.4f (%.0fs)", name, k, result[f"ndcg@{k}"], result["seconds"])
+
+
 def compare_methods(
     test_task: RecTask,
     val_task: RecTask | None,
@@ -120,7 +125,7 @@ def compare_methods(
     """Run every method on the same task and return {method: metrics, ...} with timings.
 
     With `progress`, each fit shows Lightning's progress (a bar on a terminal, a line per epoch elsewhere);
-    without it, a terminal gets one bar over the methods and a log file nothing until the caller's summary.
+    without it, a terminal gets one bar over the methods; either way the log gets a line per finished method.
     `on_result` is called with the results so far after each method, so a caller can keep them before the end.
     """
     model = model or ModelConfig()
@@ -160,7 +165,7 @@ def compare_methods(
             start = time.perf_counter()
             results[name] = _evaluate_scorer(make(test_task), test_task, ks, slices, sample)
             results[name]["seconds"] = round(time.perf_counter() - start, 2)
-            log.debug("%s: ndcg@%d %.4f", name, ks[-1], results[name][f"ndcg@{ks[-1]}"])
+            _log_result(name, results[name], ks[-1])
             bar.update()
             if on_result:
                 on_result(results)
@@ -188,8 +193,10 @@ def compare_methods(
             results[name] = _evaluate_scorer(scorer, test_task, ks, slices, sample)
             results[name]["tuning"] = {**choice, "on": "validation" if val_task is not None else "training holdout"}
             del scorer
-            log.debug("%s %s: ndcg@%d %.4f", name, choice["settings"], ks[-1], results[name][f"ndcg@{ks[-1]}"])
+            log.debug("%s chose %s", name, choice["settings"])
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
+        if "skipped" not in results[name]:
+            _log_result(name, results[name], ks[-1])
         bar.update()
         if on_result:
             on_result(results)
@@ -228,7 +235,7 @@ def compare_methods(
         results[name]["seconds_per_million_interactions"] = round(
             results[name]["seconds"] / max(interactions / 1e6, 1e-9), 1
         )
-        log.debug("%s: ndcg@%d %.4f (%.0fs)", name, ks[-1], results[name][f"ndcg@{ks[-1]}"], results[name]["seconds"])
+        _log_result(name, results[name], ks[-1])
         bar.update()
         if on_result:
             on_result(results)
