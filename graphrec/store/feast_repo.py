@@ -301,6 +301,15 @@ def _online_frame(entity: str, ids: pl.Series, vectors: np.ndarray, manifest: di
     )
 
 
+def _newest_version_before(requests: pl.DataFrame, history: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Each request (sorted by `event_timestamp`) with the history row (sorted by `version_time`) of its id that
+    is the newest at or before it; nulls where there is none."""
+    return requests.join_asof(
+        history, left_on="event_timestamp", right_on="version_time", by=column, strategy="backward",
+        check_sortedness=False,  # the callers sort both sides by time
+    )  # fmt: skip
+
+
 def historical_vectors(
     store: str | Path, config: FeatureStoreConfig, entity: str, requests: pl.DataFrame
 ) -> tuple[pl.DataFrame, np.ndarray]:
@@ -343,14 +352,7 @@ def historical_vectors(
             f"{entity} ids are {requests.schema[column]} in the requests but {history.schema[column]} in the "
             "embedding history"
         )
-    found = request_rows.sort("event_timestamp", maintain_order=True).join_asof(
-        history,
-        left_on="event_timestamp",
-        right_on="version_time",
-        by=column,
-        strategy="backward",
-        check_sortedness=False,  # both sides are sorted by time just above
-    )
+    found = _newest_version_before(request_rows.sort("event_timestamp", maintain_order=True), history, column)
     orphans = orphan_versions(store)
     answered = (
         pl.col("version_time").is_not_null()
@@ -383,14 +385,7 @@ def _answerable(store: str | Path, entity: str, column: str, pairs: pl.DataFrame
         return pairs  # ids typed differently: let Feast decide (it reports the mismatch)
     times = pairs.schema["event_timestamp"]
     history = history.with_columns(pl.col("version_time").cast(times)).sort("version_time")
-    found = pairs.sort("event_timestamp").join_asof(
-        history,
-        left_on="event_timestamp",
-        right_on="version_time",
-        by=column,
-        strategy="backward",
-        check_sortedness=False,  # both sides are sorted by time just above
-    )
+    found = _newest_version_before(pairs.sort("event_timestamp"), history, column)
     keep = pl.col("version_time").is_not_null() & (pl.col("event_timestamp") - pl.col("version_time") <= ttl)
     return found.filter(keep).drop("version_time").sort("pair_row")
 
