@@ -59,7 +59,13 @@ def test_run_end_to_end_from_yaml(tmp_path):
     assert len(stages) == 10 and stages[-1].split("graphrec.pipeline: ")[1].startswith("[10/10] publish")
     assert len(epochs) >= 1  # the final model's and the backfilled versions' epochs, one line each
     # Every line is a stage, an epoch, a backfilled cutoff, a ranker step or the closing summary: nothing else.
-    known = ("graphrec.pipeline: ", "graphrec.training: epoch ", "graphrec.backfill: [", "graphrec.rank: ")
+    known = (
+        "graphrec.pipeline: ",
+        "graphrec.training: epoch ",
+        "graphrec.backfill: [",
+        "graphrec.rank: ",
+        "graphrec.evaluate: ",  # a line per method evaluated
+    )
     assert all(any(k in line for k in known) for line in lines), "\n".join(lines)
     assert "GPU available" not in output and "litmodels" not in output and "Warning" not in output
     report = json.loads((tmp_path / "run" / "run_report.json").read_text())
