@@ -168,7 +168,11 @@ def main() -> None:
         "--ema-decay", type=float, default=None, help="weight averaging (see TrainConfig.ema_decay); 0: none"
     )
     parser.add_argument(
-        "--fanouts", type=int, nargs="+", default=None, help="train on sampled neighbourhoods (see TrainConfig)"
+        "--fanouts",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train on these sampled neighbourhoods (default: TrainConfig's auto, by the graph's size)",
     )
     parser.add_argument("--normalize", action="store_true", help="cosine / temperature scores (see ModelConfig)")
     parser.add_argument("--temperature", type=float, default=0.1)
@@ -234,7 +238,7 @@ def main() -> None:
         l2=args.l2,
         loss=args.loss,
         logits_dtype=args.logits_dtype,
-        fanouts=args.fanouts,
+        fanouts=args.fanouts or "auto",
         ema_decay=args.ema_decay or None,
         history_negatives=args.history_negatives,
         val_max_users=args.val_max_users or None,
@@ -399,7 +403,11 @@ def markdown_lines(payload: dict, markdown_table) -> list[str]:
                 if section["train"].get("ema_decay")
                 else ""
             )
-            + (f", sampled neighbourhoods {section['train']['fanouts']}" if section["train"].get("fanouts") else "")
+            + (
+                f", sampled neighbourhoods {section['train']['fanouts']}"
+                if isinstance(section["train"].get("fanouts"), list)
+                else ""
+            )
             + ".",
             "",
             markdown_table(section["results"], [10, 20]),

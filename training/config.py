@@ -33,11 +33,18 @@ class TrainConfig:
         logits_dtype: `float32` or `bfloat16`: the precision of the sampled-softmax logits matmul (forward and
             backward), the bulk of a softmax step. bfloat16 makes it about 3x faster on CPUs with AVX512-BF16 or AMX
             (and on GPUs); inputs are rounded to bfloat16, the log q correction and the loss stay in float32.
-        fanouts: None (default): every step propagates the whole graph, exact and fast up to a few million
-            edges. A list, one entry per layer: every step propagates only the batch's sampled neighbourhood,
-            keeping up to that many neighbours per node and hop (-1: all; see `graphrec.graph.sampling`), so a step's
-            cost and memory follow the batch, not the graph. Validation and export still propagate the whole
-            graph once, without gradients.
+        fanouts: `auto` (default): the whole graph below `sample_above_edges` training edges, sampled
+            neighbourhoods of [10, 5, 5, ...] (10 at the first hop, 5 after; one entry per layer) from there on.
+            None: every step propagates the whole graph, exact, whatever its size. A list, one entry per layer:
+            every step propagates only the batch's sampled neighbourhood, keeping up to that many neighbours per
+            node and hop (-1: all; see `graphrec.graph.sampling`), so a step's cost and memory follow the batch, not
+            the graph. Validation and export still propagate the whole graph once, without gradients.
+        sample_above_edges: with `fanouts: auto`, the training graph's edge count (all behaviours) from which steps
+            are sampled. A full-graph step's cost grows with the edges, a sampled one's with the batch's
+            neighbourhood, which grows more slowly: measured (benchmarks/results/sampling.md, 2 cores) 0.10 against
+            0.14 s a step at 0.48M edges and 2.06 against 0.78 s at 5.1M, so sampling is the faster from about 1M
+            edges. The default keeps exact full-graph steps up to 2M edges, where a step still takes under a second
+            and where the published benchmarks (taobao-mb at 1.2M, Gowalla) were measured.
         history_negatives: share of target triples whose positive is in the user's auxiliary-behaviour history
             (viewed or carted before) that get their negative from the same history (viewed or carted, not bought):
             these teach the history term the ranking within a user's history, where most future purchases are; the
@@ -78,7 +85,8 @@ class TrainConfig:
     min_batches: int = 20
     loss: str = "bpr"
     logits_dtype: str = "float32"
-    fanouts: list[int] | None = None
+    fanouts: list[int] | str | None = "auto"
+    sample_above_edges: int = 2_000_000
     ema_decay: float | None = None
     eval_every: int = 5
     val_max_users: int | None = 10_000
@@ -107,7 +115,11 @@ class TrainConfig:
                 "min_batches": (positive, "a positive integer"),
                 "loss": (lambda v: v in ("bpr", "softmax"), "bpr or softmax"),
                 "logits_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
-                "fanouts": (lambda v: v is None or all(f == -1 or f > 0 for f in v), "null or a list of -1 / positive"),
+                "fanouts": (
+                    lambda v: v is None or v == "auto" or (isinstance(v, list) and all(f == -1 or f > 0 for f in v)),
+                    "auto, null or a list of -1 / positive",
+                ),
+                "sample_above_edges": (positive, "a positive integer"),
                 "ema_decay": (lambda v: v is None or 0 < v < 1, "between 0 and 1 (exclusive) or null"),
                 "eval_every": (positive, "a positive integer"),
                 "val_max_users": (lambda v: v is None or v > 0, "a positive integer or null"),
@@ -117,6 +129,14 @@ class TrainConfig:
                 "devices": (lambda v: v == -1 or v > 0, "a positive integer, or -1 for every device"),
             },
         )
+
+    def resolved_fanouts(self, num_layers: int, num_edges: int) -> list[int] | None:
+        """The fanouts a fit on a graph of `num_edges` training edges uses: None for full-graph steps."""
+        if self.fanouts != "auto":
+            return self.fanouts
+        if num_layers == 0 or num_edges < self.sample_above_edges:
+            return None
+        return [10] + [5] * (num_layers - 1)
 
 
 # Every method `graphrec evaluate` knows: the baselines, the trained models, and the strong baselines tuned on

@@ -7,6 +7,7 @@ neighbourhood (pyg-lib's samplers are not needed at this scale and are not avail
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 
 import lightning as L
@@ -19,6 +20,8 @@ from graphrec.graph.sampling import NeighbourSampler
 from graphrec.graph.tasks import RecTask
 from graphrec.metrics import expand_rows, sample_users
 from training.config import TrainConfig
+
+log = logging.getLogger("graphrec.training")
 
 
 def validation_users(task: RecTask, train_config: TrainConfig) -> torch.Tensor | None:
@@ -39,10 +42,12 @@ class EmbeddingSystem(L.LightningModule):
         self.val_task: RecTask | None = None
         self.val_users: torch.Tensor | None = None
         self.sampler: NeighbourSampler | None = None
+        self.fanouts: list[int] | None = None  # what `train.fanouts` resolved to on the attached graph
         # Epoch -> validation NDCG@k with and without the history term (models that have one): the run keeps the
         # term only where it helps (see `history_decision`).
         self.history_checks: dict[int, dict[str, float]] = {}
-        if train_config.fanouts is not None and len(train_config.fanouts) != model.config.num_layers:
+        fanouts = train_config.fanouts
+        if isinstance(fanouts, list) and len(fanouts) != model.config.num_layers:
             raise ValueError(
                 f"train.fanouts needs one entry per layer ({model.config.num_layers}), not {train_config.fanouts!r}"
             )
@@ -56,11 +61,20 @@ class EmbeddingSystem(L.LightningModule):
         self.model.set_graph(task.edges, task.item_features)
         self.val_task = val_task
         self.val_users = None if val_task is None else validation_users(val_task, self.train_config)
-        fanouts = self.train_config.fanouts
+        edges = sum(len(task.edges[b][0]) for b in self.model.behaviours)
+        self.fanouts = self.train_config.resolved_fanouts(self.model.config.num_layers, edges)
+        if self.train_config.fanouts == "auto":
+            mode = "the whole graph" if self.fanouts is None else f"sampled neighbourhoods {self.fanouts}"
+            log.info(
+                "%s training edges: each step propagates %s (train.fanouts auto, sample_above_edges %s)",
+                f"{edges:,}",
+                mode,
+                f"{self.train_config.sample_above_edges:,}",
+            )
         self.sampler = (
             None
-            if fanouts is None
-            else NeighbourSampler(task.edges, self.model.behaviours, task.num_users, task.num_items, fanouts)
+            if self.fanouts is None
+            else NeighbourSampler(task.edges, self.model.behaviours, task.num_users, task.num_items, self.fanouts)
         )
         # Sampling probability of each item as a softmax candidate: half the batch are positives (by frequency
         # among the training triples, approximated by target + auxiliary popularity), half uniform negatives.

@@ -206,6 +206,8 @@ def train_embeddings(
         "log_dir": "logs",
         "history": history_decision(system, int(best_epoch), best is not None),
         "stopped_by_time_budget": _out_of_time(trainer),
+        # The neighbourhood sizes each step sampled (None: every step propagated the whole graph).
+        "fanouts": system.fanouts,
     }
     if summary["stopped_by_time_budget"]:
         log.warning(

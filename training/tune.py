@@ -275,7 +275,7 @@ def embedding_search(
         )
     if train.devices != 1 or train.strategy not in ("auto", "single_device"):
         raise ConfigError("graphrec tune trains each trial in one process: embeddings.train.devices must be 1")
-    if train.fanouts is not None and space.num_layers[0] != space.num_layers[1]:
+    if isinstance(train.fanouts, list) and space.num_layers[0] != space.num_layers[1]:
         raise ConfigError(
             "embeddings.train.fanouts needs one entry per layer: fix tune.embeddings_space.num_layers (e.g. [2, 2])"
         )

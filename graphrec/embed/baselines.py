@@ -92,17 +92,10 @@ def item_knn_scorer(task: RecTask, neighbours: int = 100, block: int = 1024) -> 
     matrix = interaction_matrix(task, "all")  # [users, items], 1 where the user touched the item
     norms = np.maximum(np.sqrt(np.asarray(matrix.sum(0)).ravel()), 1.0).astype(np.float32)
     rows, cols, values = top_neighbours(matrix, norms, neighbours, [0.0], block)[0.0]
-    # Stored transposed, so scores^T = S^T @ X^T is one CSR product.
-    similarity_t = torch.sparse_coo_tensor(
-        torch.from_numpy(np.stack([cols, rows]).astype(np.int64)),
-        torch.from_numpy(values),
-        (task.num_items, task.num_items),
-        check_invariants=False,
-    )
-    similarity_t = similarity_t.coalesce().to_sparse_csr()
-    touched = _touched(task)
-    tie_break = _popularity_tie_break(task)
-    return lambda users: (similarity_t @ _rows(touched, users).t()).t() + tie_break
+    similarity = sp.csr_matrix((values, (rows, cols)), shape=(task.num_items, task.num_items))
+    # Sparse rows times the sparse similarity: a user's scores cost (items touched x neighbours), not the catalogue's
+    # size (a dense [items, batch] product took about ten minutes for 20k users of a 327k-item shop).
+    return _linear_scorer(matrix, similarity, _popularity_tie_break(task))
 
 
 def top_neighbours(

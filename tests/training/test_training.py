@@ -384,6 +384,28 @@ def test_neighbour_sampled_training_learns(tmp_path, tasks):
     assert summary["best_score"] > popularity["ndcg@20"]
 
 
+def test_auto_fanouts_sample_only_graphs_above_the_threshold(tmp_path, tasks):
+    task = tasks["val"]
+    edges = sum(len(task.edges[b][0]) for b in task.behaviours)
+    assert TrainConfig().fanouts == "auto"
+    for threshold, expected in ((edges + 1, None), (edges, [10, 5])):
+        config = replace(FAST, epochs=1, fanouts="auto", sample_above_edges=threshold)
+        model = MultiBehaviourGCN(task.num_users, task.num_items, task.behaviours, task.target, SMALL)
+        system = EmbeddingSystem(model, config)
+        system.attach(task, None)
+        assert system.fanouts == expected
+        assert (system.sampler is None) == (expected is None)
+        assert (system.sampler.fanouts if system.sampler else None) == expected
+    _, summary = train_embeddings(task, None, SMALL, config, tmp_path, progress=False)
+    assert summary["fanouts"] == [10, 5]  # the run records how it propagated
+    # Explicit settings are kept whatever the graph's size; a model without layers has nothing to sample.
+    assert replace(FAST, fanouts=None, sample_above_edges=1).resolved_fanouts(3, edges) is None
+    assert replace(FAST, fanouts=[4, 4, 4], sample_above_edges=10**9).resolved_fanouts(3, 5) == [4, 4, 4]
+    assert replace(FAST, fanouts="auto", sample_above_edges=1).resolved_fanouts(0, edges) is None
+    with pytest.raises(ValueError, match="fanouts"):
+        TrainConfig(fanouts="sometimes")
+
+
 def test_fanouts_need_one_entry_per_layer():
     with pytest.raises(ValueError, match="one entry per layer"):
         EmbeddingSystem(MultiBehaviourGCN(5, 5, ["purchase"], "purchase", SMALL), replace(FAST, fanouts=[5]))
