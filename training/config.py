@@ -246,7 +246,8 @@ class BackfillConfig:
         every_days: days between cutoffs.
         first_after_days: days of events the first cutoff follows (a model needs some history).
         cutoffs: explicit cutoffs (ISO times, UTC where no offset is given) instead of the regular ones.
-        epochs: epochs per cutoff (each warm-starts from the one before); null: the embeddings' `train.epochs`.
+        epochs: epochs per cutoff (each warm-starts from the one before); null: the embeddings' `train.epochs`. In
+            `graphrec run` at most the epoch count its evaluation chose.
     """
 
     every_days: int = 7

@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN_DATE = "2026-01-26"
 
 
-def job_config(tmp_path: Path) -> Path:
-    config = tiny_run_config(tmp_path)  # with 2 epochs per backfilled version and a 3-epoch ranker
+def job_config(tmp_path: Path, **groups) -> Path:
+    # 2 epochs per backfilled version and a 3-epoch ranker, unless `groups` say otherwise
+    config = tiny_run_config(tmp_path) | groups
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -57,7 +58,7 @@ def value_at(report: dict, path: str):
 def published(tmp_path_factory):
     """A first run: backfill, ranker and a pair published into a fresh store."""
     tmp_path = tmp_path_factory.mktemp("job")
-    config = job_config(tmp_path)
+    config = job_config(tmp_path, backfill={"epochs": 3})
     assert run(config) == 0
     return tmp_path, config
 
@@ -69,6 +70,10 @@ def test_first_run_publishes_a_pair_in_one_swap(published):
     report = json.loads((workdir / "runs" / RUN_DATE / "run_report.json").read_text())
     backfilled = [c["version"] for c in report["stages"]["backfill"]["cutoffs"]]
     assert len(backfilled) >= 1  # the ranker's rows met versions older than them
+    # Each backfilled version trained for backfill.epochs or the evaluation's choice (2 or 4), whichever is fewer.
+    chosen = report["stages"]["evaluate"]["epochs"]
+    assert report["stages"]["backfill"]["epochs"] == min(3, chosen)
+    assert json.loads((workdir / "backfill" / "model" / "model.json").read_text())["train"]["epochs"] == min(3, chosen)
     assert report["outcome"] == {"status": "published", "version": live, "previous": backfilled[-1]}
     # The final model warm-started from the last backfilled one, so the pair shares the ranker's embedding space.
     assert report["stages"]["model"]["warm_start"]["from"].endswith("backfill/model")
