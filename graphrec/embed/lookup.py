@@ -26,10 +26,17 @@ class PairLookup:
     def rows(self, users: torch.Tensor) -> torch.Tensor:
         """Dense [len(users), num_items] rows."""
         out = torch.zeros(len(users), self.num_items)
+        rows, columns, values = self.entries(users)
+        out[rows, columns] = values
+        return out
+
+    def entries(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stored entries of `users`' rows: (position in `users`, column, value), so a caller can add them into
+        a dense block it already holds instead of allocating rows of zeros."""
         if len(self.keys) == 0:
-            return out
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty, self.values[:0]
         starts = torch.searchsorted(self.keys, users.long() * self.num_items)
         ends = torch.searchsorted(self.keys, (users.long() + 1) * self.num_items)
         rows, index = expand_rows(starts, ends)
-        out[rows, self.keys[index] % self.num_items] = self.values[index]
-        return out
+        return rows, self.keys[index] % self.num_items, self.values[index]

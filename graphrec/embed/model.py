@@ -365,34 +365,54 @@ class MultiBehaviourGCN(nn.Module):
         return torch.log10(smoothed.clamp(min=1e-12) / rate.clamp(min=1e-12))
 
     def history_scores(
-        self, users: torch.Tensor, items: torch.Tensor | None = None, leave_own_out: bool = False
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor | None = None,
+        leave_own_out: bool = False,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The history term for (user, item) pairs, or for all items ([B, num_items]) when items is None.
 
         `leave_own_out` (training): an item's conversion rate leaves out the user's own purchase of it, as for a
         held-out purchase at evaluation; otherwise every training positive would look like a better seller than
         the items the user buys next, and the learned weight would over-trust the rate.
+        `out` (all items only): a [B, num_items] block the term is added into and returned, e.g. the dot products.
         """
+        if items is None:
+            return self._history_rows(users, out)
         if not self.history_behaviours:
-            return torch.zeros(len(users)) if items is not None else torch.zeros(len(users), self.num_items)
+            return torch.zeros(len(users))
         total = 0
         for weight, behaviour in zip(self.history_weight, self.history_behaviours, strict=True):
-            lookup = self._history[behaviour]
-            total = total + weight * (lookup(users, items) if items is not None else lookup.rows(users))
+            total = total + weight * self._history[behaviour](users, items)
         if self.use_conversion and self._touched is not None:
-            if items is not None:
-                own = self._bought(users, items) if leave_own_out else None
-                touched, rate = self._touched(users, items), self._conversion_rate(items, own)
-            else:
-                touched, rate = self._touched.rows(users), self._conversion[None, :]
+            own = self._bought(users, items) if leave_own_out else None
+            touched, rate = self._touched(users, items), self._conversion_rate(items, own)
             total = total + self.conversion_weight * touched * rate
         if self.use_cooccurrence and self._cooccurrence is not None:
-            if items is not None:
-                scores = self._cooccurrence.pairs(users, items, leave_own_out=leave_own_out)
-            else:
-                scores = self._cooccurrence.rows(users)
+            scores = self._cooccurrence.pairs(users, items, leave_own_out=leave_own_out)
             total = total + self.cooccurrence_weight * scores
         return total
+
+    def _history_rows(self, users: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """The history term of every item for `users`, added into `out` (zeros where None). The histories are
+        sparse, so their weighted entries are scattered into the one block: adding a dense [B, num_items] row
+        block per behaviour cost more than the dot products themselves on a 327k-item catalogue."""
+        out = torch.zeros(len(users), self.num_items) if out is None else out
+        if not self.history_behaviours:
+            return out
+        parts = []
+        for weight, behaviour in zip(self.history_weight, self.history_behaviours, strict=True):
+            rows, columns, values = self._history[behaviour].entries(users)
+            parts.append((rows, columns, weight * values))
+        if self.use_conversion and self._touched is not None:
+            rows, columns, values = self._touched.entries(users)
+            parts.append((rows, columns, self.conversion_weight * values * self._conversion[columns]))
+        for rows, columns, values in parts:  # a lookup holds each (user, item) once: no repeated index in a part
+            out[rows, columns] += values.to(out.dtype)
+        if self.use_cooccurrence and self._cooccurrence is not None:
+            out = out + self.cooccurrence_weight * self._cooccurrence.rows(users)
+        return out
 
     def embed_users(
         self,

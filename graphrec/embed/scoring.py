@@ -18,7 +18,7 @@ def model_scorer(model: MultiBehaviourGCN, history: bool = True):
 
     def score(batch: torch.Tensor) -> torch.Tensor:
         scores = user_vectors[batch] @ item_vectors.T
-        return scores + model.history_scores(batch) if history and model.history_behaviours else scores
+        return model.history_scores(batch, out=scores) if history and model.history_behaviours else scores
 
     return score
 

@@ -179,6 +179,23 @@ def test_history_term_only_uses_auxiliary_behaviours(task):
     assert torch.allclose(rows[torch.arange(5), items[:5]], expected[:5])
 
 
+def test_history_rows_equal_the_pair_scores_and_add_into_a_given_block(task):
+    model = make_model(task)
+    assert model.use_conversion and len(model.history_behaviours) >= 2
+    with torch.no_grad():
+        model.history_weight.copy_(torch.linspace(0.5, 2.0, len(model.history_behaviours)))
+        model.conversion_weight.fill_(1.5)
+    users = torch.arange(min(task.num_users, 12))
+    grid_users = users.repeat_interleave(task.num_items)
+    grid_items = torch.arange(task.num_items).repeat(len(users))
+    pairs = model.history_scores(grid_users, grid_items).reshape(len(users), task.num_items)
+    rows = model.history_scores(users)
+    assert rows.abs().sum() > 0
+    torch.testing.assert_close(rows, pairs)
+    base = torch.randn(len(users), task.num_items)
+    torch.testing.assert_close(model.history_scores(users, out=base.clone()), base + pairs)
+
+
 def test_pair_lookup_misses_are_zero():
     lookup = PairLookup(torch.tensor([0, 2]), torch.tensor([1, 3]), torch.tensor([5.0, 7.0]), num_items=4)
     assert lookup(torch.tensor([0, 2, 1]), torch.tensor([1, 3, 1])).tolist() == [5.0, 7.0, 0.0]
