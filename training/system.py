@@ -65,7 +65,9 @@ class EmbeddingSystem(L.LightningModule):
         self.fanouts = self.train_config.resolved_fanouts(self.model.config.num_layers, edges)
         if self.train_config.fanouts == "auto":
             mode = "the whole graph" if self.fanouts is None else f"sampled neighbourhoods {self.fanouts}"
-            log.info(
+            # Sampling changes what a step sees, so it is announced; the whole graph is the ordinary case.
+            log.log(
+                logging.DEBUG if self.fanouts is None else logging.INFO,
                 "%s training edges: each step propagates %s (train.fanouts auto, sample_above_edges %s)",
                 f"{edges:,}",
                 mode,
