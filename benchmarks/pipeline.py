@@ -110,6 +110,7 @@ def bench_size(events: int, workdir: Path, timeout_s: float) -> dict:
     if result["run"]["rc"] in (0, 3) and report_path.exists():  # published, or gated with its report
         report = json.loads(report_path.read_text())
         result["stages"] = {name: stage.get("seconds") for name, stage in report["stages"].items()}
+        result["stage_peak_gib"] = {name: stage.get("peak_rss_gib") for name, stage in report["stages"].items()}
         result["outcome"] = report["outcome"]
         ranker = report["stages"].get("ranker", {})
         result["ranker_test_auc"] = ranker.get("evaluation", {}).get("test", {}).get("overall", {}).get("auc")
@@ -155,8 +156,14 @@ def markdown_lines(payload: dict) -> list[str]:
     for r in payload["sizes"]:
         if "stages" not in r:
             continue
-        lines += ["", f"## {r['events']:,} events: seconds per stage", "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {name} | {seconds} |" for name, seconds in r["stages"].items()]
+        # Each stage's own resident high-water mark, from the run report (runs before it was recorded lack it).
+        peaks = r.get("stage_peak_gib") or {}
+        lines += ["", f"## {r['events']:,} events: seconds and peak memory per stage", ""]
+        lines += ["| stage | seconds | peak (GiB) |", "|---|---|---|"]
+        lines += [
+            f"| {name} | {seconds} | {peaks.get(name) if peaks.get(name) is not None else '-'} |"
+            for name, seconds in r["stages"].items()
+        ]
         lines += ["", f"Ranker test AUC {r['ranker_test_auc']:.4f}; embeddings test NDCG@20 {r['embeddings_ndcg@20']}."]
     for r in payload["sizes"]:
         if "stages" in r or "stages_completed" not in r:

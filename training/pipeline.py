@@ -17,6 +17,7 @@ newest run's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -86,9 +87,16 @@ class _Stages:
 
     def start(self) -> None:
         self.started = time.perf_counter()
+        _reset_peak_memory()
 
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 2)
+
+    def measures(self) -> dict[str, float | None]:
+        """The stage's wall seconds so far and this process's resident high-water mark since it started (GiB;
+        None where the platform cannot say): the figure that tells an operator which stage sets the job's
+        memory."""
+        return {"seconds": self.seconds(), "peak_rss_gib": _peak_memory_gib()}
 
     def done(self, name: str, message: str, *args: Any) -> None:
         number = self.names.index(name) + 1
@@ -97,6 +105,24 @@ class _Stages:
     def skipped(self, name: str, what: str) -> None:
         number = self.names.index(name) + 1
         log.info("[%d/%d] %s: up to date (%s)", number, len(self.names), name, what)
+
+
+def _reset_peak_memory() -> None:
+    """Reset the process's resident high-water mark (VmHWM) to its current size (Linux 4.0+; elsewhere the peak
+    then covers the whole run so far)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_memory_gib() -> float | None:
+    """The process's resident high-water mark in GiB (VmHWM), or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        pass
+    return None
 
 
 def parse_run_date(value: str | None) -> str:
@@ -177,7 +203,7 @@ class _Run:
         return record
 
     def _complete(self, stage: str, summary: dict[str, Any]) -> dict[str, Any]:
-        summary = {**summary, "seconds": self.stages.seconds()}
+        summary = {**summary, **self.stages.measures()}
         self.book.complete(stage, self.keys[stage], summary)
         self.report["stages"][stage] = summary
         return summary
@@ -608,7 +634,7 @@ class _Run:
         if not s.gate.enabled:
             decision["blessed"], decision["note"] = True, "gate disabled: every candidate is published"
         decision["forced"] = bool(s.force_publish and not decision["blessed"])
-        self.report["stages"][stage] = decision | {"seconds": self.stages.seconds()}
+        self.report["stages"][stage] = decision | self.stages.measures()
         verdict = "blessed" if decision["blessed"] else ("FORCED past" if decision["forced"] else "NOT published")
         against = f"against live {live_pair['version']}" if live_pair else "first pair"
         self.stages.done(
@@ -703,7 +729,7 @@ class _Run:
                 ranker, space, pair,
             )  # fmt: skip
         except IncompatibleEmbeddingsError as exc:  # the new version left the ranker's embedding space
-            self.report["stages"][stage] = {"refused": str(exc), "seconds": self.stages.seconds()}
+            self.report["stages"][stage] = {"refused": str(exc), **self.stages.measures()}
             return {"status": "gated", "reasons": [str(exc)], "live": live, "refused_by": "store"}
         drift = manifest["drift"]
         summary = self._complete(

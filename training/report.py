@@ -263,8 +263,13 @@ def _stages(report: dict[str, Any], stages: dict[str, Any]) -> str:
             state = f"skipped: {stage['skipped']}"
         else:
             state = "ran"
-        rows.append(_label(name) + _cell(f"stages.{name}.seconds", stage.get("seconds")) + _cell(None, state))
-    parts = [_table(["stage", "seconds", "status"], rows)] if rows else []
+        rows.append(
+            _label(name)
+            + _cell(f"stages.{name}.seconds", stage.get("seconds"))
+            + _cell(f"stages.{name}.peak_rss_gib", stage.get("peak_rss_gib"))
+            + _cell(None, state)
+        )
+    parts = [_table(["stage", "seconds", "peak memory (GiB)", "status"], rows)] if rows else []
     backfill = _dict(stages.get("backfill"))
     cutoffs = backfill.get("cutoffs")
     if isinstance(cutoffs, list) and cutoffs:

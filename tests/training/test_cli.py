@@ -73,6 +73,9 @@ def test_run_end_to_end_from_yaml(tmp_path):
     assert events["input_rows"] == events["used"] + events["deduplicated"] + events["quarantined"]
     assert events["quarantined"] > 0  # the injected faults
     assert report["stages"]["snapshot"]["num_edges"]["user__view__item"] > 0
+    # Each stage records its own memory high-water mark, so an operator sees which stage sets the job's peak.
+    peaks = [stage["peak_rss_gib"] for stage in report["stages"].values()]
+    assert all(0 < peak < 16 for peak in peaks) and len(peaks) == 10
     assert report["stages"]["split"]["targets"]["test/purchase_item"]["pairs"] > 0
     assert report["stages"]["evaluate"]["ndcg@20"]["graphrec"] >= 0
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()

@@ -335,7 +335,7 @@ def test_a_report_with_most_sections_missing(tmp_path):
         assert f"<h2>{title}</h2>" in text
     assert text.count("not run in this run") == 8
     assert list((run_dir / "figures").iterdir()) == []
-    assert "<td>snapshot</td><td>—</td><td>up to date</td>" in text
+    assert "<td>snapshot</td><td>—</td><td>—</td><td>up to date</td>" in text
     assert "skipped: a pair is live" in text
     assert_values_match(report, report_values(text))
     assert set(report_values(text)) == {"seconds", "stages.input.seconds", "stages.validate.seconds"}
