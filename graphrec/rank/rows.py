@@ -66,23 +66,33 @@ class RankRows:
     def arrays(self, rows: np.ndarray | None = None, embeddings: bool = True, features: list[str] | None = None):
         """Model inputs of the selected rows: dense [n, F], user and module vectors (`RowVectors`, [n, d]; or
         None), slot, device index, clicked, and the request and user keys for per-request and per-user metrics."""
-        frame = self.frame if rows is None else self.frame[rows]
+
+        def column(name: str) -> pl.Series:
+            series = self.frame[name]
+            return series if rows is None else series.gather(rows)
+
+        # Column by column into one float32 block: gathering the whole frame first copied every column (keys and
+        # strings too) and `.to_numpy().astype()` made a second matrix of the features, so the final fit's rows
+        # (every impression) held the frame and two copies of its features at once.
         names = features if features is not None else self.feature_names
-        dense = frame.select(names).to_numpy().astype(np.float32) if names else np.zeros((frame.height, 0), np.float32)
+        height = self.frame.height if rows is None else len(rows)
+        dense = np.empty((height, len(names)), np.float32)
+        for j, name in enumerate(names):
+            dense[:, j] = column(name).cast(pl.Float32).to_numpy()
         user = module = None
         if embeddings and self.embedding_dim:
-            user = RowVectors(self.vectors["user"], frame["user_vector_row"].to_numpy())
-            module = RowVectors(self.vectors["module"], frame["module_vector_row"].to_numpy())
-        device = frame["device"].replace_strict({d: i for i, d in enumerate(DEVICES)}, default=0).to_numpy()
+            user = RowVectors(self.vectors["user"], column("user_vector_row").to_numpy())
+            module = RowVectors(self.vectors["module"], column("module_vector_row").to_numpy())
+        device = column("device").replace_strict({d: i for i, d in enumerate(DEVICES)}, default=0).to_numpy()
         return {
             "dense": dense,
             "user": user,
             "module": module,
-            "slot": frame["slot"].to_numpy().astype(np.int64),
+            "slot": column("slot").to_numpy().astype(np.int64),
             "device": device.astype(np.int64),
-            "clicked": frame["clicked"].to_numpy().astype(np.float32),
-            "request": frame["request_id"].to_numpy(),
-            "user_id": frame["user_id"].to_numpy(),
+            "clicked": column("clicked").to_numpy().astype(np.float32),
+            "request": column("request_id").to_numpy(),
+            "user_id": column("user_id").to_numpy(),
         }
 
 
