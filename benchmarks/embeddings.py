@@ -441,9 +441,18 @@ def markdown_lines(payload: dict, markdown_table) -> list[str]:
             ]
         decision = section["results"].get("graphrec", {}).get("val", {}).get("history")
         if decision and "with_history" in decision:
+            scale = decision.get("scale")
+            chosen = "" if scale is None else f" at scale {scale:g} (0: the dot product alone, 1: as trained)"
             lines += [
-                f"History term {'kept' if decision['kept'] else 'dropped'} by the run: validation NDCG@20 at the best "
-                f"epoch {decision['with_history']:.4f} with it, {decision['dot_only']:.4f} with the dot product alone.",
+                f"History term {'kept' if decision['kept'] else 'dropped'} by the run{chosen}: validation NDCG@20 at "
+                f"the best epoch {decision['with_history']:.4f} with the trained term, {decision['dot_only']:.4f} "
+                "with the dot product alone"
+                + (
+                    "; by scale " + ", ".join(f"{s}: {v:.4f}" for s, v in decision["by_scale"].items())
+                    if decision.get("by_scale")
+                    else ""
+                )
+                + ".",
                 "",
             ]
         curve = section["results"].get("graphrec", {}).get("val", {}).get("val_curve")

@@ -50,6 +50,12 @@ class TrainConfig:
             these teach the history term the ranking within a user's history, where most future purchases are; the
             embeddings' own BPR loss skips them. Positives from outside the history keep uniform negatives.
         history_lr_scale: learning rate of the history term's weights relative to `lr`.
+        history_scales: the scales of the history term against the dot products that each validation tries
+            (`dot + s * history`; 0 is the dot product alone, 1 the trained term; both are always tried). The
+            trained weights fit training triples, where the dot products' margins keep growing, so the scale that
+            ranks held-out items best drifts as training goes on; early stopping follows the best scale of each
+            validation and the run keeps the best epoch's scale for ranking (the summary's `history` record).
+            The exported embeddings are the dot products either way.
         cold_start_weight: weight of the cold-start loss (models with catalog features or content vectors): the
             same BPR triples scored with each item's feature and content part alone, as an item without
             interactions is embedded, against the (detached) user vectors, so that part learns to place new items
@@ -81,6 +87,7 @@ class TrainConfig:
     aux_ratio: float = 1.0
     history_negatives: float = 0.5
     history_lr_scale: float = 10.0
+    history_scales: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
     cold_start_weight: float = 1.0
     min_batches: int = 20
     loss: str = "bpr"
@@ -111,6 +118,10 @@ class TrainConfig:
                 "aux_ratio": (at_least_zero, "0 or more"),
                 "history_negatives": (fraction, "between 0 and 1"),
                 "history_lr_scale": (positive, "positive"),
+                "history_scales": (
+                    lambda v: isinstance(v, list) and all(isinstance(x, int | float) and 0 <= x < 1e6 for x in v),
+                    "a list of scales of 0 or more",
+                ),
                 "cold_start_weight": (at_least_zero, "0 or more"),
                 "min_batches": (positive, "a positive integer"),
                 "loss": (lambda v: v in ("bpr", "softmax"), "bpr or softmax"),

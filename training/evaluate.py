@@ -204,7 +204,7 @@ def compare_methods(
         bar.set_postfix_str(name)
         start = time.perf_counter()
         info: dict[str, Any] = {}
-        keep_history = True
+        keep_history: bool | float = True
         if val_task is not None:
             _, summary = train_embeddings(
                 val_task, val_task, model_config, train_config, out_dir / name / "val", resume=False, progress=progress
@@ -212,9 +212,11 @@ def compare_methods(
             epochs = summary["best_epoch"] + 1
             info["val"] = summary
             train_config = replace(train_config, epochs=epochs)
-            if summary.get("history"):  # the validation run decided whether the history term helps
-                keep_history = summary["history"]["kept"]
-                info["history_kept"] = keep_history
+            if summary.get("history"):  # the validation run chose the history term's scale (0: dropped)
+                decision = summary["history"]
+                keep_history = decision.get("scale", 1.0 if decision["kept"] else 0.0)
+                info["history_kept"] = decision["kept"]
+                info["history_scale"] = keep_history
         trained, summary = train_embeddings(
             test_task, None, model_config, train_config, out_dir / name / "test", resume=False, progress=progress
         )

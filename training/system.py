@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from graphrec.embed.model import MultiBehaviourGCN, deepcopy_sharing
-from graphrec.embed.scoring import evaluate_model
+from graphrec.embed.scoring import evaluate_model, history_scale_sweep
 from graphrec.graph.sampling import NeighbourSampler
 from graphrec.graph.tasks import RecTask
 from graphrec.metrics import expand_rows, sample_users
@@ -169,16 +169,25 @@ class EmbeddingSystem(L.LightningModule):
         if self.val_task is None:
             return
         k = self.train_config.k
-        metrics = evaluate_model(self.model, self.val_task, ks=(k,), users=self.val_users)
         if self.model.history_behaviours:
-            # The monitored score is the better of the two rankings, so early stopping follows the one the run
-            # will keep: on shops where the history term hurts, training goes on while the dot product improves.
-            dot = evaluate_model(self.model, self.val_task, ks=(k,), history=False, users=self.val_users)
-            with_history, dot_only = metrics[f"ndcg@{k}"], dot[f"ndcg@{k}"]
-            self.history_checks[int(self.current_epoch)] = {"with_history": with_history, "dot_only": dot_only}
-            self.log("val_history_gain", with_history - dot_only, batch_size=1)
-            if dot_only > with_history:
-                metrics = dot
+            # Every scale of the history term against the dot products is ranked, and the monitored score is the
+            # best of them, so early stopping follows the ranking the run will keep: training goes on while the
+            # dot products improve even where the trained scale has stopped helping (see `history_scales`).
+            scales = {0.0, 1.0, *map(float, self.train_config.history_scales)}
+            sweep = history_scale_sweep(self.model, self.val_task, sorted(scales), k, users=self.val_users)
+            ndcg = {scale: result[f"ndcg@{k}"] for scale, result in sweep.items()}
+            best = max(ndcg, key=lambda scale: (ndcg[scale], scale == 1.0))  # a tie keeps the trained scale
+            self.history_checks[int(self.current_epoch)] = {
+                "with_history": ndcg[1.0],
+                "dot_only": ndcg[0.0],
+                "scale": best,
+                "by_scale": ndcg,
+            }
+            self.log("val_history_gain", ndcg[best] - ndcg[0.0], batch_size=1)
+            self.log("val_history_scale", best, batch_size=1)
+            metrics = sweep[best]
+        else:
+            metrics = evaluate_model(self.model, self.val_task, ks=(k,), users=self.val_users)
         for name, value in metrics.items():
             if "@" in name:
                 self.log(f"val_{name}", value, prog_bar=name.startswith("ndcg"), batch_size=1)

@@ -225,17 +225,23 @@ def _out_of_time(trainer: L.Trainer) -> bool:
 
 
 def history_decision(system: EmbeddingSystem, best_epoch: int, validated: bool) -> dict | None:
-    """Whether the run keeps the model's history term for ranking: at the best epoch, validation NDCG@k with the
-    term against the dot product alone (None for a model without one or a run without validation; after a resume
-    that lost the best epoch's check, the configured term is kept and the record says so)."""
+    """How the run ranks with the model's history term: the scale of the term against the dot products that gave
+    the best validation NDCG@k at the best epoch (0: dropped, the dot product alone; 1: as trained), with the
+    score at every scale tried. None for a model without the term or a run without validation; after a resume
+    that lost the best epoch's check, the trained scale is kept and the record says so."""
     if not system.model.history_behaviours or not validated:
         return None
     check = system.history_checks.get(best_epoch)
     if check is None:
-        return {"kept": True, "reason": "the best epoch's check was made before a resume"}
-    return {
-        "kept": check["with_history"] >= check["dot_only"],
+        return {"kept": True, "scale": 1.0, "reason": "the best epoch's check was made before a resume"}
+    scale = float(check.get("scale", 1.0 if check["with_history"] >= check["dot_only"] else 0.0))
+    decision = {
+        "kept": scale > 0,
+        "scale": scale,
         "with_history": round(check["with_history"], 5),
         "dot_only": round(check["dot_only"], 5),
         "epoch": best_epoch,
     }
+    if "by_scale" in check:
+        decision["by_scale"] = {f"{s:g}": round(v, 5) for s, v in sorted(check["by_scale"].items())}
+    return decision

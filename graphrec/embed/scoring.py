@@ -2,25 +2,76 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from graphrec.embed.model import MultiBehaviourGCN
 from graphrec.graph.tasks import RecTask
-from graphrec.metrics import evaluate_ranking
+from graphrec.metrics import evaluate_ranking, ranking_metrics, score_batch_size
 
 
-def model_scorer(model: MultiBehaviourGCN, history: bool = True):
+def model_scorer(model: MultiBehaviourGCN, history: bool | float = True):
     """A scorer `users [B] -> scores [B, num_items]` from one propagation: the dot product, plus the history
-    term when `history` (and the model has one)."""
+    term (when the model has one) times `history`: True is 1, False or 0 the dot product alone, another number
+    the scale a validation run chose (see `history_scale_sweep`)."""
+    scale = float(history)
     model.eval()
     with torch.no_grad():
         user_vectors, item_vectors, _ = model.propagate()
 
     def score(batch: torch.Tensor) -> torch.Tensor:
         scores = user_vectors[batch] @ item_vectors.T
-        return model.history_scores(batch, out=scores) if history and model.history_behaviours else scores
+        if scale == 0 or not model.history_behaviours:
+            return scores
+        if scale == 1:
+            return model.history_scores(batch, out=scores)
+        return scores.add_(model.history_scores(batch), alpha=scale)
 
     return score
+
+
+def history_scale_sweep(
+    model: MultiBehaviourGCN,
+    task: RecTask,
+    scales: Sequence[float],
+    k: int,
+    users: torch.Tensor | None = None,
+) -> dict[float, dict[str, float]]:
+    """Ranking metrics at `k` of the scores `dot product + s * history term` for every scale `s`, in one pass.
+
+    The history term's weights are trained on training triples, where the dot products' margins keep growing as
+    the embeddings fit them, so the trained scale between the two is not the one that ranks held-out items best:
+    on some shops the term swamps the dot products, on others it is swamped. Each batch's dot products and history
+    term are computed once and the block is re-ranked per scale (scales in increasing order, each adding its
+    difference), so a sweep of n scales costs one scoring and n top-k's, not n scorings.
+    """
+    counts = task.truth.counts()
+    users = torch.nonzero(counts > 0).flatten() if users is None else users[counts[users] > 0]
+    ordered = sorted({float(s) for s in scales})
+    sums: dict[float, dict[str, float]] = {s: {} for s in ordered}
+    batch_size = score_batch_size(task.truth.num_items)
+    model.eval()
+    with torch.no_grad():
+        user_vectors, item_vectors, _ = model.propagate()
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            block = user_vectors[batch] @ item_vectors.T  # [B, num_items]
+            history = model.history_scores(batch)
+            if task.exclude is not None:
+                block[task.exclude.dense(batch)] = -torch.inf  # stays -inf whatever is added
+            relevant = task.truth.dense(batch)
+            current = 0.0
+            for scale in ordered:
+                if scale != current:
+                    block.add_(history, alpha=scale - current)
+                    current = scale
+                hits = relevant.gather(1, torch.topk(block, k, dim=1).indices)
+                for name, values in ranking_metrics(hits, counts[batch], k).items():
+                    sums[scale][name] = sums[scale].get(name, 0.0) + float(values.sum())
+    model.train()
+    n = max(1, len(users))
+    return {s: {name: total / n for name, total in sums[s].items()} | {"users": len(users)} for s in ordered}
 
 
 def evaluate_model(

@@ -207,8 +207,12 @@ def test_weight_averaging_validates_and_returns_the_average(tmp_path, tasks):
         task, task, SMALL, replace(config, ema_decay=0.9), tmp_path / "averaged", progress=False
     )
     assert not torch.allclose(raw.user_embedding.weight, averaged.user_embedding.weight, atol=1e-4)
-    # The kept checkpoint's score is the averaged model's, and the returned model is that checkpoint's.
-    score = evaluate_model(averaged, task, ks=(FAST.k,))[f"ndcg@{FAST.k}"]
+    # The kept checkpoint's score is the averaged model's (at the history scale the run chose), and the returned
+    # model is that checkpoint's.
+    from graphrec.embed.scoring import model_scorer
+
+    scorer = model_scorer(averaged, history=summary["history"]["scale"])
+    score = evaluate_ranking(scorer, task.truth, task.exclude, ks=(FAST.k,))[f"ndcg@{FAST.k}"]
     assert score == pytest.approx(summary["best_score"], abs=1e-6)
 
 
@@ -463,16 +467,48 @@ def test_the_run_keeps_the_history_term_only_where_it_helps_on_validation(tmp_pa
     _, summary = train_embeddings(tasks["val"], tasks["val"], SMALL, FAST, tmp_path / "run", progress=False)
     decision = summary["history"]
     assert decision["epoch"] == summary["best_epoch"]
-    assert decision["kept"] == (decision["with_history"] >= decision["dot_only"])
-    # The monitored score is the better of the two rankings.
-    assert summary["best_score"] == pytest.approx(max(decision["with_history"], decision["dot_only"]), abs=1e-5)
+    # Every configured scale was ranked, 0 (the dot product alone) and 1 (as trained) among them, and the run
+    # keeps the best one; the monitored score is that scale's.
+    by_scale = {float(s): v for s, v in decision["by_scale"].items()}
+    assert set(by_scale) == set(FAST.history_scales) | {0.0, 1.0}
+    assert by_scale[1.0] == decision["with_history"] and by_scale[0.0] == decision["dot_only"]
+    assert by_scale[decision["scale"]] == max(by_scale.values())
+    assert decision["kept"] == (decision["scale"] > 0)
+    assert summary["best_score"] == pytest.approx(max(by_scale.values()), abs=1e-5)
     system = SimpleNamespace(model=SimpleNamespace(history_behaviours=["view"]), history_checks={})
-    system.history_checks[3] = {"with_history": 0.10, "dot_only": 0.12}
+    system.history_checks[3] = {"with_history": 0.10, "dot_only": 0.12, "scale": 0.0, "by_scale": {0.0: 0.12}}
+    system.history_checks[4] = {"with_history": 0.10, "dot_only": 0.08, "scale": 2.0, "by_scale": {2.0: 0.13}}
     assert history_decision(system, 3, validated=True)["kept"] is False
+    assert history_decision(system, 4, validated=True) | {"by_scale": None} == {
+        "kept": True, "scale": 2.0, "with_history": 0.1, "dot_only": 0.08, "epoch": 4, "by_scale": None,
+    }  # fmt: skip
     assert history_decision(system, 3, validated=False) is None
-    assert history_decision(system, 5, validated=True)["kept"] is True  # lost in a resume: the configured term
+    lost = history_decision(system, 5, validated=True)  # lost in a resume: the trained term
+    assert lost["kept"] is True and lost["scale"] == 1.0
     without = SimpleNamespace(model=SimpleNamespace(history_behaviours=[]), history_checks={})
     assert history_decision(without, 3, validated=True) is None
+
+
+def test_a_history_scale_sweep_equals_ranking_at_each_scale(tasks):
+    from graphrec.embed.scoring import history_scale_sweep, model_scorer
+
+    task = tasks["val"]
+    model = build_model(task, SMALL)
+    model.set_graph(task.edges, task.item_features)
+    with torch.no_grad():
+        model.history_weight.copy_(torch.linspace(0.5, 2.0, len(model.history_behaviours)))
+    scales = [4.0, 0.0, 0.5, 1.0]  # any order
+    sweep = history_scale_sweep(model, task, scales, k=10)
+    assert list(sweep) == sorted(scales)
+    for scale in scales:
+        alone = evaluate_ranking(model_scorer(model, history=scale), task.truth, task.exclude, ks=(10,))
+        for name in ("ndcg@10", "recall@10", "hr@10", "map@10"):
+            assert sweep[scale][name] == pytest.approx(alone[name], abs=1e-6), (scale, name)
+    # The scales rank differently here, so the sweep is not one ranking reported several times.
+    assert len({round(result["ndcg@10"], 6) for result in sweep.values()}) > 1
+    assert evaluate_ranking(model_scorer(model, history=False), task.truth, task.exclude, ks=(10,))["ndcg@10"] == (
+        pytest.approx(sweep[0.0]["ndcg@10"], abs=1e-6)
+    )
 
 
 def test_evaluation_ranks_graphrec_as_its_validation_run_decided(tmp_path, tasks):
@@ -484,6 +520,7 @@ def test_evaluation_ranks_graphrec_as_its_validation_run_decided(tmp_path, tasks
     graphrec = results["graphrec"]
     kept = graphrec["val"]["history"]["kept"]
     assert graphrec["history_kept"] == kept
+    assert graphrec["history_scale"] == graphrec["val"]["history"]["scale"]
     if not kept:  # ranked by the dot product alone: the same figures as the dot-only row
         assert graphrec["ndcg@20"] == results["graphrec_dot_only"]["ndcg@20"]
 
