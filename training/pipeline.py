@@ -425,7 +425,7 @@ class _Run:
             {
                 "dir": str(out),
                 "ndcg@20": ndcg,
-                "graphrec": {k: v for k, v in ours.items() if "@" in k or k == "epochs"},
+                "graphrec": {k: v for k, v in ours.items() if "@" in k or k in ("epochs", "history_scale")},
                 "epochs": ours.get("epochs", e.train.epochs),
             },
         )

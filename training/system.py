@@ -175,6 +175,8 @@ class EmbeddingSystem(L.LightningModule):
             # dot products improve even where the trained scale has stopped helping (see `history_scales`).
             scales = {0.0, 1.0, *map(float, self.train_config.history_scales)}
             sweep = history_scale_sweep(self.model, self.val_task, sorted(scales), k, users=self.val_users)
+            if not sweep[1.0]["users"]:
+                return  # no validation user with truth: nothing to log, as without the term
             ndcg = {scale: result[f"ndcg@{k}"] for scale, result in sweep.items()}
             best = max(ndcg, key=lambda scale: (ndcg[scale], scale == 1.0))  # a tie keeps the trained scale
             self.history_checks[int(self.current_epoch)] = {
@@ -212,7 +214,13 @@ class EmbeddingSystem(L.LightningModule):
     def _fused_adam(self) -> bool:
         return self.device.type in ("cpu", "cuda")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The history checks travel with the checkpoint, so a resumed run still knows the scale each earlier
+        # epoch chose and ranks with the best epoch's one.
+        checkpoint["history_checks"] = self.history_checks
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history_checks.update(checkpoint.get("history_checks", {}))
         # Loading an optimiser's state restores its param groups' `fused` flag too: a checkpoint written before the
         # fused step would make the resumed run step unfused (the same values, 7x the time on CPU).
         for state in checkpoint.get("optimizer_states", []):

@@ -24,11 +24,17 @@ def model_scorer(model: MultiBehaviourGCN, history: bool | float = True):
         scores = user_vectors[batch] @ item_vectors.T
         if scale == 0 or not model.history_behaviours:
             return scores
-        if scale == 1:
-            return model.history_scores(batch, out=scores)
-        return scores.add_(model.history_scores(batch), alpha=scale)
+        return _add_history(model, batch, scores, scale)
 
     return score
+
+
+def _add_history(model: MultiBehaviourGCN, batch: torch.Tensor, scores: torch.Tensor, scale: float) -> torch.Tensor:
+    """`scores + scale * history term`, in place: at scale 1 the term's sparse entries are scattered straight into
+    the block (no dense copy of the term), otherwise the dense term is added."""
+    if scale == 1:
+        return model.history_scores(batch, out=scores)
+    return scores.add_(model.history_scores(batch), alpha=scale)
 
 
 def history_scale_sweep(
@@ -43,8 +49,9 @@ def history_scale_sweep(
     The history term's weights are trained on training triples, where the dot products' margins keep growing as
     the embeddings fit them, so the trained scale between the two is not the one that ranks held-out items best:
     on some shops the term swamps the dot products, on others it is swamped. Each batch's dot products and history
-    term are computed once and the block is re-ranked per scale (scales in increasing order, each adding its
-    difference), so a sweep of n scales costs one scoring and n top-k's, not n scorings.
+    term are computed once and combined and ranked per scale, so a sweep of n scales costs one scoring and n
+    top-k's, not n scorings. Each scale's block is formed exactly as `model_scorer(model, scale)` forms it, so its
+    figures are that scorer's.
     """
     counts = task.truth.counts()
     users = torch.nonzero(counts > 0).flatten() if users is None else users[counts[users] > 0]
@@ -56,17 +63,21 @@ def history_scale_sweep(
         user_vectors, item_vectors, _ = model.propagate()
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
-            block = user_vectors[batch] @ item_vectors.T  # [B, num_items]
+            dot = user_vectors[batch] @ item_vectors.T  # [B, num_items]
             history = model.history_scores(batch)
-            if task.exclude is not None:
-                block[task.exclude.dense(batch)] = -torch.inf  # stays -inf whatever is added
+            excluded = task.exclude.dense(batch) if task.exclude is not None else None
             relevant = task.truth.dense(batch)
-            current = 0.0
+            block = torch.empty_like(dot)
             for scale in ordered:
-                if scale != current:
-                    block.add_(history, alpha=scale - current)
-                    current = scale
-                hits = relevant.gather(1, torch.topk(block, k, dim=1).indices)
+                if scale == 0:
+                    scores = block.copy_(dot)
+                elif scale == 1:  # the scorer's own path (which may return a new tensor: the co-occurrence part)
+                    scores = model.history_scores(batch, out=block.copy_(dot))
+                else:
+                    scores = torch.add(dot, history, alpha=scale, out=block)
+                if excluded is not None:
+                    scores[excluded] = -torch.inf
+                hits = relevant.gather(1, torch.topk(scores, k, dim=1).indices)
                 for name, values in ranking_metrics(hits, counts[batch], k).items():
                     sums[scale][name] = sums[scale].get(name, 0.0) + float(values.sum())
     model.train()

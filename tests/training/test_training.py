@@ -10,7 +10,7 @@ from graphrec.data.validation import validate_events
 from graphrec.embed.baselines import popularity_scorer
 from graphrec.embed.config import ModelConfig
 from graphrec.embed.model import MultiBehaviourGCN
-from graphrec.embed.scoring import evaluate_model
+from graphrec.embed.scoring import model_scorer
 from graphrec.graph.snapshot import load_snapshot
 from graphrec.graph.split import split_by_days, write_split
 from graphrec.graph.tasks import RecTask, task_from_snapshot
@@ -116,6 +116,26 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, monkeypatch, 
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_a_resumed_run_ranks_with_the_history_scale_its_earlier_epochs_chose(tmp_path, monkeypatch, tasks):
+    task = tasks["val"]
+    config = replace(FAST, epochs=3, eval_every=2, patience=4)  # one validation, after the second epoch
+    _, full = train_embeddings(task, task, SMALL, config, tmp_path / "full", progress=False)
+    assert full["best_epoch"] == 1 and "by_scale" in full["history"]
+
+    def crash(system):
+        if system.current_epoch == 2:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(EmbeddingSystem, "on_train_epoch_start", crash, raising=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_embeddings(task, task, SMALL, config, tmp_path / "resumed", progress=False)
+    monkeypatch.undo()
+    # The best epoch was validated before the kill: its scales come back with the checkpoint.
+    _, resumed = train_embeddings(task, task, SMALL, config, tmp_path / "resumed", progress=False)
+    assert resumed["best_epoch"] == 1
+    assert resumed["history"] == full["history"]
+
+
 def test_a_run_resumed_from_an_unfused_optimiser_steps_fused(tmp_path, tasks):
     # A checkpoint written before the optimiser step was fused: resuming it restores `fused: False` unless the
     # system sets it back.
@@ -209,8 +229,6 @@ def test_weight_averaging_validates_and_returns_the_average(tmp_path, tasks):
     assert not torch.allclose(raw.user_embedding.weight, averaged.user_embedding.weight, atol=1e-4)
     # The kept checkpoint's score is the averaged model's (at the history scale the run chose), and the returned
     # model is that checkpoint's.
-    from graphrec.embed.scoring import model_scorer
-
     scorer = model_scorer(averaged, history=summary["history"]["scale"])
     score = evaluate_ranking(scorer, task.truth, task.exclude, ks=(FAST.k,))[f"ndcg@{FAST.k}"]
     assert score == pytest.approx(summary["best_score"], abs=1e-6)
@@ -490,7 +508,7 @@ def test_the_run_keeps_the_history_term_only_where_it_helps_on_validation(tmp_pa
 
 
 def test_a_history_scale_sweep_equals_ranking_at_each_scale(tasks):
-    from graphrec.embed.scoring import history_scale_sweep, model_scorer
+    from graphrec.embed.scoring import history_scale_sweep
 
     task = tasks["val"]
     model = build_model(task, SMALL)
@@ -511,18 +529,35 @@ def test_a_history_scale_sweep_equals_ranking_at_each_scale(tasks):
     )
 
 
-def test_evaluation_ranks_graphrec_as_its_validation_run_decided(tmp_path, tasks):
-    from training.evaluate import compare_methods
+def test_evaluation_ranks_graphrec_as_its_validation_run_decided(tmp_path, monkeypatch, tasks):
+    import training.evaluate as evaluation
 
-    results = compare_methods(
+    results = evaluation.compare_methods(
         tasks["test"], tasks["val"], tmp_path, SMALL, FAST, EvalConfig(methods=["graphrec"], ablations=False)
     )
     graphrec = results["graphrec"]
-    kept = graphrec["val"]["history"]["kept"]
-    assert graphrec["history_kept"] == kept
+    assert graphrec["history_kept"] == graphrec["val"]["history"]["kept"]
     assert graphrec["history_scale"] == graphrec["val"]["history"]["scale"]
-    if not kept:  # ranked by the dot product alone: the same figures as the dot-only row
-        assert graphrec["ndcg@20"] == results["graphrec_dot_only"]["ndcg@20"]
+    # Whatever scale the validation run chose is the one the test ranking uses.
+    real_train, real_scorer, used = evaluation.train_embeddings, evaluation.model_scorer, []
+
+    def validation_chose_four(task, val_task, *args, **kwargs):
+        model, summary = real_train(task, val_task, *args, **kwargs)
+        if val_task is not None:
+            summary["history"] = {**summary["history"], "kept": True, "scale": 4.0}
+        return model, summary
+
+    def recording_scorer(model, history=True):
+        used.append(history)
+        return real_scorer(model, history)
+
+    monkeypatch.setattr(evaluation, "train_embeddings", validation_chose_four)
+    monkeypatch.setattr(evaluation, "model_scorer", recording_scorer)
+    results = evaluation.compare_methods(
+        tasks["test"], tasks["val"], tmp_path / "four", SMALL, FAST, EvalConfig(methods=["graphrec"], ablations=False)
+    )
+    assert used == [4.0, False]  # graphrec at the chosen scale, then its dot-only row
+    assert results["graphrec"]["history_scale"] == 4.0
 
 
 def test_validation_ranks_a_fixed_bounded_sample_of_users(tasks):
