@@ -213,6 +213,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--workdir", type=Path, default=HERE / "work" / "pipeline")
+    parser.add_argument(
+        "--results-name",
+        default="pipeline",
+        help="results file stem under benchmarks/results (e.g. pipeline-10m for a run of one size beside the main one)",
+    )
     parser.add_argument("--timeout-s", type=float, default=4 * 3600, help="per command")
     parser.add_argument(
         "--compare-with",
@@ -240,7 +245,7 @@ def main() -> None:
     }
     if args.compare_with:
         payload["before"] = json.loads(args.compare_with.read_text())
-    write_results(RESULTS, "pipeline", payload, markdown_lines(payload), workdir=args.workdir)
+    write_results(RESULTS, args.results_name, payload, markdown_lines(payload), workdir=args.workdir)
     print(f"wrote {RESULTS / 'pipeline.md'}")
 
 
