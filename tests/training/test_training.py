@@ -90,21 +90,26 @@ def test_sampling_is_seeded_per_epoch(tasks):
     assert not torch.equal(first[2], other[2])
 
 
+def train_killed_at_epoch(epoch, monkeypatch, task, val_task, config, out):
+    """A training run into `out` that dies at the start of `epoch` (0-based), as a killed job would."""
+
+    def crash(system):
+        if system.current_epoch == epoch:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(EmbeddingSystem, "on_train_epoch_start", crash, raising=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_embeddings(task, val_task, SMALL, config, out, progress=False)
+    monkeypatch.undo()
+
+
 @pytest.mark.parametrize("ema_decay", [None, 0.9])
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, monkeypatch, tasks, ema_decay):
     task = tasks["val"]
     config = replace(FAST, ema_decay=ema_decay)
     full, _ = train_embeddings(task, None, SMALL, config, tmp_path / "full", progress=False)
-
-    def crash(system):
-        if system.current_epoch == 2:
-            raise RuntimeError("killed")
-
     # A run that dies at the start of its third epoch (no validation ran: eval_every is 2 and there is no val task).
-    monkeypatch.setattr(EmbeddingSystem, "on_train_epoch_start", crash, raising=False)
-    with pytest.raises(RuntimeError, match="killed"):
-        train_embeddings(task, None, SMALL, config, tmp_path / "resumed", progress=False)
-    monkeypatch.undo()
+    train_killed_at_epoch(2, monkeypatch, task, None, config, tmp_path / "resumed")
     last = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 1  # the last completed epoch
     resumed, summary = train_embeddings(task, None, SMALL, config, tmp_path / "resumed", progress=False)
@@ -121,15 +126,7 @@ def test_a_resumed_run_ranks_with_the_history_scale_its_earlier_epochs_chose(tmp
     config = replace(FAST, epochs=3, eval_every=2, patience=4)  # one validation, after the second epoch
     _, full = train_embeddings(task, task, SMALL, config, tmp_path / "full", progress=False)
     assert full["best_epoch"] == 1 and "by_scale" in full["history"]
-
-    def crash(system):
-        if system.current_epoch == 2:
-            raise RuntimeError("killed")
-
-    monkeypatch.setattr(EmbeddingSystem, "on_train_epoch_start", crash, raising=False)
-    with pytest.raises(RuntimeError, match="killed"):
-        train_embeddings(task, task, SMALL, config, tmp_path / "resumed", progress=False)
-    monkeypatch.undo()
+    train_killed_at_epoch(2, monkeypatch, task, task, config, tmp_path / "resumed")
     # The best epoch was validated before the kill: its scales come back with the checkpoint.
     _, resumed = train_embeddings(task, task, SMALL, config, tmp_path / "resumed", progress=False)
     assert resumed["best_epoch"] == 1
