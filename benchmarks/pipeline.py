@@ -246,7 +246,7 @@ def main() -> None:
     if args.compare_with:
         payload["before"] = json.loads(args.compare_with.read_text())
     write_results(RESULTS, args.results_name, payload, markdown_lines(payload), workdir=args.workdir)
-    print(f"wrote {RESULTS / 'pipeline.md'}")
+    print(f"wrote {RESULTS / (args.results_name + '.md')}")
 
 
 if __name__ == "__main__":
