@@ -8,17 +8,13 @@ import resource
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
+from training.memory import peak_memory_gib, reset_peak_memory
+
 
 def peak_rss_gib() -> float:
-    """This process's peak resident memory in GiB. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec,
-    so a child started by a large parent would report the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's peak resident memory in GiB (VmHWM; ru_maxrss where the platform has no VmHWM)."""
+    peak = peak_memory_gib()
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def current_rss_gib() -> float:
@@ -31,7 +27,7 @@ def current_rss_gib() -> float:
 
 def reset_peak_rss() -> None:
     """Reset this process's VmHWM to its current RSS (Linux 4.0+), so `peak_rss_gib` then measures one phase."""
-    Path("/proc/self/clear_refs").write_text("5")
+    reset_peak_memory(strict=True)
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -84,8 +84,7 @@ def run_arm(split: Path, workdir: Path, leave_out: list[str], settings: dict) ->
         tasks["test"], None, model_config, replace(train_config, epochs=epochs), workdir / "test", resume=False
     )
     refit = time.perf_counter()
-    decision = summary.get("history")
-    keep_history = decision.get("scale", 1.0 if decision["kept"] else 0.0) if decision else True
+    keep_history = summary["history"]["scale"] if summary.get("history") else True
     test = tasks["test"]
     metrics = _evaluate_scorer(model_scorer(model, history=keep_history), test, (10, 20), _slices(test, 5))
     return {

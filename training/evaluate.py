@@ -213,9 +213,8 @@ def compare_methods(
             info["val"] = summary
             train_config = replace(train_config, epochs=epochs)
             if summary.get("history"):  # the validation run chose the history term's scale (0: dropped)
-                decision = summary["history"]
-                keep_history = decision.get("scale", 1.0 if decision["kept"] else 0.0)
-                info["history_kept"] = decision["kept"]
+                keep_history = summary["history"]["scale"]
+                info["history_kept"] = summary["history"]["kept"]
                 info["history_scale"] = keep_history
         trained, summary = train_embeddings(
             test_task, None, model_config, train_config, out_dir / name / "test", resume=False, progress=progress

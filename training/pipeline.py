@@ -17,7 +17,6 @@ newest run's.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -45,6 +44,7 @@ from training.config import (
     RankerStageConfig,
     ReloadConfig,
 )
+from training.memory import peak_memory_gib, reset_peak_memory
 from training.run_state import (
     RunGated,
     StageBook,
@@ -87,7 +87,7 @@ class _Stages:
 
     def start(self) -> None:
         self.started = time.perf_counter()
-        _reset_peak_memory()
+        reset_peak_memory()
 
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 2)
@@ -96,7 +96,8 @@ class _Stages:
         """The stage's wall seconds so far and this process's resident high-water mark since it started (GiB;
         None where the platform cannot say): the figure that tells an operator which stage sets the job's
         memory."""
-        return {"seconds": self.seconds(), "peak_rss_gib": _peak_memory_gib()}
+        peak = peak_memory_gib()
+        return {"seconds": self.seconds(), "peak_rss_gib": None if peak is None else round(peak, 2)}
 
     def done(self, name: str, message: str, *args: Any) -> None:
         number = self.names.index(name) + 1
@@ -105,24 +106,6 @@ class _Stages:
     def skipped(self, name: str, what: str) -> None:
         number = self.names.index(name) + 1
         log.info("[%d/%d] %s: up to date (%s)", number, len(self.names), name, what)
-
-
-def _reset_peak_memory() -> None:
-    """Reset the process's resident high-water mark (VmHWM) to its current size (Linux 4.0+; elsewhere the peak
-    then covers the whole run so far)."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_memory_gib() -> float | None:
-    """The process's resident high-water mark in GiB (VmHWM), or None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 2**20, 2)
-    except OSError:
-        pass
-    return None
 
 
 def parse_run_date(value: str | None) -> str:

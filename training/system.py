@@ -173,18 +173,13 @@ class EmbeddingSystem(L.LightningModule):
             # Every scale of the history term against the dot products is ranked, and the monitored score is the
             # best of them, so early stopping follows the ranking the run will keep: training goes on while the
             # dot products improve even where the trained scale has stopped helping (see `history_scales`).
-            scales = {0.0, 1.0, *map(float, self.train_config.history_scales)}
-            sweep = history_scale_sweep(self.model, self.val_task, sorted(scales), k, users=self.val_users)
+            scales = [0.0, 1.0, *self.train_config.history_scales]  # the sweep sorts and deduplicates
+            sweep = history_scale_sweep(self.model, self.val_task, scales, k, users=self.val_users)
             if not sweep[1.0]["users"]:
                 return  # no validation user with truth: nothing to log, as without the term
             ndcg = {scale: result[f"ndcg@{k}"] for scale, result in sweep.items()}
             best = max(ndcg, key=lambda scale: (ndcg[scale], scale == 1.0))  # a tie keeps the trained scale
-            self.history_checks[int(self.current_epoch)] = {
-                "with_history": ndcg[1.0],
-                "dot_only": ndcg[0.0],
-                "scale": best,
-                "by_scale": ndcg,
-            }
+            self.history_checks[int(self.current_epoch)] = {"scale": best, "by_scale": ndcg}
             self.log("val_history_gain", ndcg[best] - ndcg[0.0], batch_size=1)
             self.log("val_history_scale", best, batch_size=1)
             metrics = sweep[best]

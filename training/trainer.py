@@ -234,14 +234,12 @@ def history_decision(system: EmbeddingSystem, best_epoch: int, validated: bool) 
     check = system.history_checks.get(best_epoch)
     if check is None:
         return {"kept": True, "scale": 1.0, "reason": "the best epoch's check was made before a resume"}
-    scale = float(check.get("scale", 1.0 if check["with_history"] >= check["dot_only"] else 0.0))
-    decision = {
+    scale, by_scale = float(check["scale"]), check["by_scale"]
+    return {
         "kept": scale > 0,
         "scale": scale,
-        "with_history": round(check["with_history"], 5),
-        "dot_only": round(check["dot_only"], 5),
+        "with_history": round(by_scale[1.0], 5),
+        "dot_only": round(by_scale[0.0], 5),
         "epoch": best_epoch,
+        "by_scale": {f"{s:g}": round(v, 5) for s, v in sorted(by_scale.items())},
     }
-    if "by_scale" in check:
-        decision["by_scale"] = {f"{s:g}": round(v, 5) for s, v in sorted(check["by_scale"].items())}
-    return decision

@@ -64,9 +64,10 @@ class FeatureStoreConfig:
         redis: Redis connection string in Feast's format, `host:port[,db=0,password=...,ssl=true]`.
         project: the Feast project name (Redis keys are namespaced by it).
         online_dtype: float32 (exact), float16 or int8 (per-vector scale) online vectors.
-        online_write: how an export fills the online store: `materialize` (Feast's materialize over the new
-            version's cutoff, read back from the offline history) or `push` (`write_to_online_store` with the
-            version's rows as exported: about 3.5x faster here, as it skips Feast's dask read of the history).
+        online_write: how an export fills the online store: `push` (default: `write_to_online_store` with the
+            version's rows as exported) or `materialize` (Feast's materialize over the new version's cutoff, read
+            back from the offline history through dask): the same rows bit for bit, push about 3.5x faster
+            (benchmarks/results/export.md; the main job at 1M events 125 s against 181 s, pipeline-1m.md).
         ttl_days: how long Feast treats a version as valid after its cutoff in historical joins.
     """
 
@@ -75,7 +76,7 @@ class FeatureStoreConfig:
     redis: str = "localhost:6379"
     project: str = "graphrec"
     online_dtype: str = "float32"
-    online_write: str = "materialize"
+    online_write: str = "push"
     ttl_days: int = 3650
 
     def __post_init__(self) -> None:

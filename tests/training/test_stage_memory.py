@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from training.memory import reset_peak_memory
 from training.pipeline import _Stages
 
 
 def _can_reset_peak() -> bool:
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        reset_peak_memory(strict=True)
     except OSError:
         return False
     return True

@@ -491,11 +491,12 @@ def test_the_run_keeps_the_history_term_only_where_it_helps_on_validation(tmp_pa
     assert decision["kept"] == (decision["scale"] > 0)
     assert summary["best_score"] == pytest.approx(max(by_scale.values()), abs=1e-5)
     system = SimpleNamespace(model=SimpleNamespace(history_behaviours=["view"]), history_checks={})
-    system.history_checks[3] = {"with_history": 0.10, "dot_only": 0.12, "scale": 0.0, "by_scale": {0.0: 0.12}}
-    system.history_checks[4] = {"with_history": 0.10, "dot_only": 0.08, "scale": 2.0, "by_scale": {2.0: 0.13}}
+    system.history_checks[3] = {"scale": 0.0, "by_scale": {0.0: 0.12, 1.0: 0.10}}
+    system.history_checks[4] = {"scale": 2.0, "by_scale": {0.0: 0.08, 1.0: 0.10, 2.0: 0.13}}
     assert history_decision(system, 3, validated=True)["kept"] is False
-    assert history_decision(system, 4, validated=True) | {"by_scale": None} == {
-        "kept": True, "scale": 2.0, "with_history": 0.1, "dot_only": 0.08, "epoch": 4, "by_scale": None,
+    assert history_decision(system, 4, validated=True) == {
+        "kept": True, "scale": 2.0, "with_history": 0.1, "dot_only": 0.08, "epoch": 4,
+        "by_scale": {"0": 0.08, "1": 0.1, "2": 0.13},
     }  # fmt: skip
     assert history_decision(system, 3, validated=False) is None
     lost = history_decision(system, 5, validated=True)  # lost in a resume: the trained term
