@@ -12,6 +12,7 @@ order and the oracle, with the off-policy estimates of the same values.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import asdict, replace
@@ -121,7 +122,9 @@ def slice_masks(rows: RankRows, test: np.ndarray, config: RankerStageConfig) -> 
     row), and new modules: launched at or after the cutoff of the embedding version live at the row (the content
     table's launch, else the module's first impression); where the rows have no embeddings, launched less than
     `skip_days` before."""
-    frame = rows.frame[test]
+    wanted = ["user_item_events", "user_content_clicks", "module_age_days", "timestamp", "module_impressions"]
+    wanted += ["module_days_since_first_impression", "module_launch", "embedding_cutoff"]
+    frame = rows.frame.select(c for c in wanted if c in rows.frame.columns)[test]  # not every column of every row
     events = (frame["user_item_events"] + frame["user_content_clicks"]).to_numpy()
     heavy_from = float(np.quantile(events, config.slices.heavy_user_quantile)) if len(events) else 0.0
     if "embedding_cutoff" in frame.columns:
@@ -290,15 +293,20 @@ def _rank_job(
         },
     }
     save_ranker(final, out, info)
-    if truth is not None:
-        report["policy_value"] = policy_value(
-            {"ranker": model}, rows, parts["test"], config, validated, truth, store, feature_store
-        )
     if evaluation_out is not None:
         test_from = rows.frame["timestamp"].gather(parts["test"]).min()
         last_seen = rows.frame["timestamp"].filter(rows.frame["timestamp"] < test_from).max()
         evaluation_data = info["data"] | {"last_impression": last_seen.isoformat() if last_seen else None}
         save_ranker(model, evaluation_out, info | {"data": evaluation_data, "role": "evaluation fit"})
+    if truth is not None:
+        test_requests = rows.frame["request_id"].gather(parts["test"]).to_numpy()
+        # The rows are the stage's largest holding (every impression's features): gone before the policy value
+        # reads the log again for its candidates.
+        del rows, parts, final
+        gc.collect()
+        report["policy_value"] = policy_value(
+            {"ranker": model}, test_requests, config, validated, truth, store, feature_store
+        )
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "report.json", report)
     return report
@@ -355,7 +363,8 @@ def compare_baseline(
         known = np.isin(rows.frame["request_id"].gather(holdout).to_numpy(), truth.request_ids.astype(np.int64))
         if known.all():
             both = {"candidate": candidate, "published": old}
-            value = policy_value(both, rows, holdout, config, validated, truth, store, feature_store)
+            requests = rows.frame["request_id"].gather(holdout).to_numpy()
+            value = policy_value(both, requests, config, validated, truth, store, feature_store)
             result["policy_value"] = {k: value["orders"][k] for k in ("candidate", "published", "oracle")}
             result["policy_requests"] = value["requests"]
     return result
@@ -381,24 +390,23 @@ def _embedding_info(rows: RankRows, store) -> dict[str, Any]:
 
 def policy_value(
     rankers: dict[str, Any],
-    rows: RankRows,
-    test: np.ndarray,
+    request_ids: np.ndarray,
     config: RankerStageConfig,
     validated: str | Path,
     click_model,
     store=None,
     feature_store=None,
 ) -> dict[str, Any]:
-    """`graphrec.rank.policy.policy_table` of each ranker's order on `config.policy_requests` test requests under
-    `click_model` (a `ClickModel`; theta for the off-policy estimates from the first ranker's position tower)."""
+    """`graphrec.rank.policy.policy_table` of each ranker's order on `config.policy_requests` of the logged
+    `request_ids` (the test requests) under `click_model` (a `ClickModel`; theta for the off-policy estimates from
+    the first ranker's position tower). Candidates meet embeddings from `store` where a ranker reads them."""
     from graphrec.rank.policy import policy_setting, policy_table
     from training.rank_system import predict
 
     started = time.perf_counter()
-    model = click_model
-    request_ids = rows.frame["request_id"].gather(test).to_numpy()
-    setting = policy_setting(validated, model, request_ids, config.features, config.policy_requests)
-    candidates = setting.rows(store if rows.embedding_dim else None, feature_store)
+    setting = policy_setting(validated, click_model, request_ids, config.features, config.policy_requests)
+    embeddings = any(ranker.embedding_dim > 0 for ranker in rankers.values())
+    candidates = setting.rows(store if embeddings else None, feature_store)
     scores = {}
     for name, ranker in rankers.items():
         scores[name], _ = predict(ranker, candidates.arrays(None, ranker.embedding_dim > 0))

@@ -51,11 +51,11 @@ class RankerSystem(L.LightningModule):
 
 
 class _Rows(Dataset):
-    """The ranker's inputs as tensors, fetched a whole batch at a time (`indices`: a list of row numbers); the
-    embeddings are gathered from their tables per batch rather than held per row."""
+    """The ranker's inputs as tensors, fetched a whole batch at a time (`indices`: a list of row numbers); the dense
+    features (`RowColumns` or an array) and the embeddings are gathered per batch rather than held per row."""
 
     def __init__(self, arrays: dict, dim: int) -> None:
-        self.dense = torch.from_numpy(arrays["dense"])
+        self.dense = arrays["dense"]
         self.slot, self.device = torch.from_numpy(arrays["slot"]), torch.from_numpy(arrays["device"])
         self.clicked = torch.from_numpy(arrays["clicked"])
         self.embeddings = None
@@ -74,11 +74,12 @@ class _Rows(Dataset):
 
     def __getitem__(self, indices):
         index = torch.as_tensor(indices)
+        dense = torch.from_numpy(np.ascontiguousarray(self.dense[index.numpy()], dtype=np.float32))
         if self.embeddings is None:
             user = module = torch.zeros(len(index), self.width)
         else:
             user, module = (table[index] if rows is None else table[rows[index]] for table, rows in self.embeddings)
-        return self.dense[index], user, module, self.slot[index], self.device[index], self.clicked[index]
+        return dense, user, module, self.slot[index], self.device[index], self.clicked[index]
 
 
 def fit_ranker(
@@ -93,7 +94,7 @@ def fit_ranker(
     the model with its best weights and a summary (epochs run, best epoch, best validation loss, the loss curve).
     `callbacks` are added to the Trainer's (for example an Optuna pruning callback on `val_loss`)."""
     L.seed_everything(train_config.seed, workers=True, verbose=False)
-    model.fit_dense_transform(torch.from_numpy(train["dense"]))
+    model.fit_dense_transform(train["dense"])
     dim = model.embedding_dim
     generator = torch.Generator().manual_seed(train_config.seed)
     # Whole batches are gathered with one index each (a per-row fetch costs more than the step itself).

@@ -10,6 +10,7 @@ second factor alone, so the order is not a mirror of past placement.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -75,13 +76,39 @@ class HomepageRanker(nn.Module):
         self.dense_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     @torch.no_grad()
-    def fit_dense_transform(self, dense: torch.Tensor) -> None:
+    def fit_dense_transform(self, dense, block_rows: int = 1 << 20) -> None:
         """Fit the input transform on the training rows: counts (features never negative that reach above 2) enter
         as log1p, since their heavy tails would otherwise dominate the standardised inputs; then every feature is
-        standardised with the transformed rows' mean and standard deviation."""
-        self.dense_log.copy_((dense.min(dim=0).values >= 0) & (dense.max(dim=0).values > 2))
-        transformed = self._transform(dense)
-        self.set_dense_statistics(transformed.mean(dim=0), transformed.std(dim=0))
+        standardised with the transformed rows' mean and standard deviation (unbiased).
+
+        `dense`: [n, F], a tensor, an array or anything that row slices turn into arrays (`RowColumns`), read
+        `block_rows` rows at a time: the statistics are merged per block in float64, so no transformed copy of the
+        whole matrix is made (three [n, F] temporaries at once before, 9 GB for a 10M-event shop's final fit)."""
+
+        def blocks():
+            for start in range(0, len(dense), block_rows):
+                yield torch.as_tensor(np.asarray(dense[start : start + block_rows]), dtype=torch.float32)
+
+        low = high = None
+        for block in blocks():
+            mins, maxs = block.min(dim=0).values, block.max(dim=0).values
+            low = mins if low is None else torch.minimum(low, mins)
+            high = maxs if high is None else torch.maximum(high, maxs)
+        self.dense_log.copy_((low >= 0) & (high > 2))
+        # Chan et al.'s pairwise merge of block means and squared deviations: exact in float64, one pass.
+        count, mean, squares = 0, torch.zeros_like(low, dtype=torch.float64), torch.zeros_like(low, dtype=torch.float64)
+        for block in blocks():
+            values = self._transform(block).double()
+            n = len(values)
+            block_mean = values.mean(dim=0)
+            block_squares = ((values - block_mean) ** 2).sum(dim=0)
+            delta = block_mean - mean
+            total = count + n
+            mean = mean + delta * (n / total)
+            squares = squares + block_squares + delta**2 * (count * n / total)
+            count = total
+        std = torch.sqrt(squares / max(count - 1, 1)) if count > 1 else torch.full_like(mean, float("nan"))
+        self.set_dense_statistics(mean.float(), std.float())
 
     def _transform(self, dense: torch.Tensor) -> torch.Tensor:
         return torch.where(self.dense_log, torch.log1p(torch.clamp(dense, min=0)), dense)

@@ -11,7 +11,7 @@ slot. Users and modules a version lacks get zero vectors and a 0 in `has_user_em
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,54 @@ class RowVectors:
         return gathered if dtype is None else gathered.astype(dtype)
 
 
+class RowColumns:
+    """The dense features of the selected rows, [rows, features] float32, gathered on demand from one array per
+    feature (the frame's own column buffers, not copied): a batch costs one gather per feature, and no [rows,
+    features] copy of the training, test or final-fit rows is ever held (a 10M-event shop's 15M final-fit rows
+    would take 3.1 GB, on top of the frame that already holds them). `rows` None selects every row. Indexing by
+    row positions (an index array or a slice; then optionally features) gives a numpy array; `np.asarray` the
+    whole matrix."""
+
+    def __init__(self, columns: list[np.ndarray], rows: np.ndarray | None, height: int) -> None:
+        self.columns, self.rows, self.height = columns, rows, height
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height if self.rows is None else len(self.rows), len(self.columns))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, tuple):  # [rows, features]
+            return self[index[0]][:, index[1]]
+        if isinstance(index, slice):
+            picked = self.rows[index] if self.rows is not None else index
+        else:
+            picked = np.asarray(index, dtype=np.int64)
+            picked = self.rows[picked] if self.rows is not None else picked
+        if isinstance(picked, slice):
+            n = len(range(*picked.indices(self.height)))
+            out = np.empty((len(self.columns), n), np.float32)
+            for j, column in enumerate(self.columns):
+                out[j] = column[picked]
+        else:
+            out = np.empty((len(self.columns), len(picked)), np.float32)
+            for j, column in enumerate(self.columns):
+                np.take(column, picked, out=out[j])
+        # Filled feature by feature (contiguous writes), handed out as the [rows, features] view.
+        return out.T
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.ascontiguousarray(self[:])
+        return whole if dtype is None else whole.astype(dtype)
+
+    def blocks(self, size: int = 1 << 20):
+        """The rows in order, `size` at a time, as [<= size, features] arrays."""
+        for start in range(0, len(self), size):
+            yield self[start : start + size]
+
+
 @dataclass
 class RankRows:
     """Training rows: `frame` holds keys, label and features; with embeddings, `vectors` holds one table per side
@@ -58,27 +106,42 @@ class RankRows:
     frame: pl.DataFrame
     feature_names: list[str]
     vectors: dict[str, np.ndarray] | None = None
+    _columns: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def embedding_dim(self) -> int:
         return int(self.vectors["user"].shape[1]) if self.vectors else 0
 
+    def feature_column(self, name: str) -> np.ndarray:
+        """One feature of every row as a float32 array: the frame's own buffer where it is one Float32 chunk without
+        nulls (a view, read-only), else a copy made once and kept."""
+        if name not in self._columns:
+            series = self.frame[name]
+            if series.dtype != pl.Float32 or series.n_chunks() > 1 or series.null_count():
+                series = series.cast(pl.Float32).rechunk()
+            self._columns[name] = series.to_numpy()
+        return self._columns[name]
+
+    def user_codes(self) -> np.ndarray:
+        """Each row's user as a small integer (the same for the same user): what per-user metrics group by, without
+        a Python string per row."""
+        if "_user_codes" not in self._columns:
+            users = self.frame["user_id"]
+            codes = users if users.dtype.is_integer() else users.cast(pl.String).cast(pl.Categorical).to_physical()
+            self._columns["_user_codes"] = codes.to_numpy()
+        return self._columns["_user_codes"]
+
     def arrays(self, rows: np.ndarray | None = None, embeddings: bool = True, features: list[str] | None = None):
-        """Model inputs of the selected rows: dense [n, F], user and module vectors (`RowVectors`, [n, d]; or
-        None), slot, device index, clicked, and the request and user keys for per-request and per-user metrics."""
+        """Model inputs of the selected rows: dense [n, F] (`RowColumns`), user and module vectors (`RowVectors`,
+        [n, d]; or None), slot, device index, clicked, and the request key and user code (`user_codes`) for
+        per-request and per-user metrics."""
 
         def column(name: str) -> pl.Series:
             series = self.frame[name]
             return series if rows is None else series.gather(rows)
 
-        # Column by column into one float32 block: gathering the whole frame first copied every column (keys and
-        # strings too) and `.to_numpy().astype()` made a second matrix of the features, so the final fit's rows
-        # (every impression) held the frame and two copies of its features at once.
         names = features if features is not None else self.feature_names
-        height = self.frame.height if rows is None else len(rows)
-        dense = np.empty((height, len(names)), np.float32)
-        for j, name in enumerate(names):
-            dense[:, j] = column(name).cast(pl.Float32).to_numpy()
+        dense = RowColumns([self.feature_column(name) for name in names], rows, self.frame.height)
         user = module = None
         if embeddings and self.embedding_dim:
             user = RowVectors(self.vectors["user"], column("user_vector_row").to_numpy())
@@ -92,7 +155,7 @@ class RankRows:
             "device": device.astype(np.int64),
             "clicked": column("clicked").to_numpy().astype(np.float32),
             "request": column("request_id").to_numpy(),
-            "user_id": column("user_id").to_numpy(),
+            "user_id": self.user_codes() if rows is None else self.user_codes()[rows],
         }
 
 
@@ -122,7 +185,11 @@ def impression_rows(
     names = list(feature_descriptions(features))
     # Float32, as the model reads them: half the memory of the computed Float64 (exact for counts below 2^24).
     computed = computed.select("row_id", *[pl.col(name).cast(pl.Float32) for name in names])
-    frame = rows.select(*KEYS).join(computed, on="row_id", how="left", maintain_order="left")
+    # `behaviour_features` answers in input order: the columns are set beside the keys as they are (a join would
+    # copy every feature of every row once more).
+    if not computed["row_id"].equals(rows["row_id"]):
+        raise AssertionError("behaviour_features: rows out of input order")
+    frame = rows.select(*KEYS).hstack(computed.drop("row_id"))
     if "launch" in content.columns:
         launch = content.select("content_id", pl.col("launch").alias("module_launch"))
         frame = frame.join(launch, on="content_id", how="left", maintain_order="left")
@@ -153,7 +220,8 @@ def with_embeddings(
         columns += [
             answer["vector_row"].alias(f"{name}_vector_row"),
             (answer["vector_row"] > 0).cast(pl.Float32).alias(f"has_{name}_embedding"),
-            answer["model_version"].alias(f"{name}_embedding_version"),
+            # Categorical: a handful of versions over millions of rows (4 bytes a row, not a string each).
+            answer["model_version"].cast(pl.Categorical).alias(f"{name}_embedding_version"),
         ]
     dims = {table.shape[1] for table in tables.values() if len(table) > 1}
     if not answered:

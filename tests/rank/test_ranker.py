@@ -102,3 +102,42 @@ def test_fit_learns_relevance_and_position_apart(tmp_path):
     # Only the product seen x relevance is identified; the tower must still fall with the slot.
     assert seen_learned[0] > seen_learned[2] > seen_learned[4] and seen_learned[0] > 2 * seen_learned[7]
     assert abs(click.mean() - val["clicked"].mean()) < 0.01  # calibrated on average
+
+
+def test_input_statistics_read_by_blocks_equal_those_of_the_whole_matrix():
+    """The transform is fitted a block of rows at a time (no transformed copy of the whole matrix); its log flags,
+    means and standard deviations equal those computed on the whole matrix at once."""
+    rng = np.random.default_rng(3)
+    dense = np.concatenate(
+        [rng.poisson(4.0, (5_003, 2)), rng.normal(0.5, 2.0, (5_003, 2)), np.full((5_003, 1), 7.0)], axis=1
+    ).astype(np.float32)
+    whole = torch.from_numpy(dense)
+    log = (whole.min(dim=0).values >= 0) & (whole.max(dim=0).values > 2)
+    transformed = torch.where(log, torch.log1p(whole.clamp(min=0)), whole).double()
+    for block_rows in (len(dense), 1_000, 7):
+        model = HomepageRanker(dense.shape[1], 0, 4, 3, RankerConfig())
+        model.fit_dense_transform(dense, block_rows=block_rows)
+        assert model.dense_log.tolist() == [True, True, False, False, True]
+        np.testing.assert_allclose(model.dense_mean.numpy(), transformed.mean(dim=0).numpy(), rtol=1e-6)
+        expected_std = transformed.std(dim=0).numpy()
+        expected_std[-1] = 1.0  # constant in training: scale 1
+        np.testing.assert_allclose(model.dense_std.numpy(), expected_std, rtol=1e-5)
+
+
+def test_row_columns_gather_what_the_matrix_holds():
+    """The ranker's dense inputs are gathered per batch from per-feature columns; every way of reading them gives
+    the rows of the [rows, features] matrix they stand for."""
+    from graphrec.rank.rows import RowColumns
+
+    rng = np.random.default_rng(4)
+    matrix = rng.random((50, 3), dtype=np.float32)
+    columns = [np.ascontiguousarray(matrix[:, j]) for j in range(3)]
+    selected = np.array([7, 3, 3, 49, 0, 12])
+    for rows, expected in ((None, matrix), (selected, matrix[selected])):
+        view = RowColumns(columns, rows, len(matrix))
+        assert view.shape == expected.shape and len(view) == len(expected)
+        np.testing.assert_array_equal(np.asarray(view), expected)
+        np.testing.assert_array_equal(view[np.array([4, 1])], expected[[4, 1]])
+        np.testing.assert_array_equal(view[1:4], expected[1:4])
+        np.testing.assert_array_equal(view[:, 2], expected[:, 2])
+        np.testing.assert_array_equal(np.concatenate(list(view.blocks(4))), expected)

@@ -71,7 +71,7 @@ def test_the_artifact_scores_the_rows_as_training_did(ranked):
     with torch.no_grad():  # serving: the network alone on the same inputs, no slot, no Lightning
         serving = torch.sigmoid(
             model(
-                torch.from_numpy(arrays["dense"]),
+                torch.from_numpy(np.asarray(arrays["dense"])),
                 torch.from_numpy(np.asarray(arrays["user"])),
                 torch.from_numpy(np.asarray(arrays["module"])),
             )
