@@ -141,3 +141,22 @@ def test_row_columns_gather_what_the_matrix_holds():
         np.testing.assert_array_equal(view[1:4], expected[1:4])
         np.testing.assert_array_equal(view[:, 2], expected[:, 2])
         np.testing.assert_array_equal(np.concatenate(list(view.blocks(4))), expected)
+
+
+def test_impressions_come_back_in_time_order_sorted_only_when_they_are_not(tmp_path):
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from graphrec.rank.rows import read_impressions
+
+    ordered = pl.DataFrame(
+        {"timestamp": [1, 1, 1, 2, 2], "request_id": [10, 10, 11, 9, 9], "slot": [0, 1, 0, 0, 3], "x": list("abcde")}
+    )
+    for name, frame in (("ordered", ordered), ("shuffled", ordered.sample(fraction=1.0, shuffle=True, seed=1))):
+        (tmp_path / name).mkdir()
+        frame.write_parquet(tmp_path / name / "impressions.parquet")
+        assert_frame_equal(read_impressions(tmp_path / name), ordered)
+    swapped = ordered.with_columns(pl.Series("slot", [1, 0, 0, 0, 3]))  # one request's slots out of order
+    (tmp_path / "swapped").mkdir()
+    swapped.write_parquet(tmp_path / "swapped" / "impressions.parquet")
+    assert read_impressions(tmp_path / "swapped")["slot"].to_list() == [0, 1, 0, 0, 3]
