@@ -44,7 +44,7 @@ from training.config import (
     RankerStageConfig,
     ReloadConfig,
 )
-from training.memory import peak_memory_gib, reset_peak_memory
+from training.memory import peak_memory_gib, release_free_memory, reset_peak_memory
 from training.run_state import (
     RunGated,
     StageBook,
@@ -86,6 +86,7 @@ class _Stages:
         self.names, self.started = names, time.perf_counter()
 
     def start(self) -> None:
+        release_free_memory()  # what the stages before freed, back to the system before this one's peak is taken
         self.started = time.perf_counter()
         reset_peak_memory()
 

@@ -210,9 +210,14 @@ def impression_rows(
     if not computed["row_id"].equals(rows["row_id"]):
         raise AssertionError("behaviour_features: rows out of input order")
     frame = rows.select(*KEYS).hstack(computed.drop("row_id"))
+    del rows, impressions, computed  # the impressions' other columns (sessions, propensities) go with them
+    # Narrow keys: the device a category (4 bytes a row, not a string), the slot 32-bit.
+    frame = frame.with_columns(pl.col("device").cast(pl.Categorical), pl.col("slot").cast(pl.Int32))
     if "launch" in content.columns:
+        # Looked up on the one key column and set beside the others: a join of the frame would copy every column.
         launch = content.select("content_id", pl.col("launch").alias("module_launch"))
-        frame = frame.join(launch, on="content_id", how="left", maintain_order="left")
+        keys = frame.select("content_id").join(launch, on="content_id", how="left", maintain_order="left")
+        frame = frame.with_columns(keys["module_launch"])
     vectors = None
     if store is not None:
         frame, vectors = with_embeddings(frame, store, feature_store)
