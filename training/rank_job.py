@@ -300,12 +300,13 @@ def _rank_job(
         save_ranker(model, evaluation_out, info | {"data": evaluation_data, "role": "evaluation fit"})
     if truth is not None:
         test_requests = rows.frame["request_id"].gather(parts["test"]).to_numpy()
+        embeddings = rows.embedding_dim > 0
         # The rows are the stage's largest holding (every impression's features): gone before the policy value
         # reads the log again for its candidates.
         del rows, parts, final
         gc.collect()
         report["policy_value"] = policy_value(
-            {"ranker": model}, test_requests, config, validated, truth, store, feature_store
+            {"ranker": model}, test_requests, config, validated, truth, store if embeddings else None, feature_store
         )
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "report.json", report)
@@ -364,7 +365,8 @@ def compare_baseline(
         if known.all():
             both = {"candidate": candidate, "published": old}
             requests = rows.frame["request_id"].gather(holdout).to_numpy()
-            value = policy_value(both, requests, config, validated, truth, store, feature_store)
+            candidate_store = store if rows.embedding_dim else None
+            value = policy_value(both, requests, config, validated, truth, candidate_store, feature_store)
             result["policy_value"] = {k: value["orders"][k] for k in ("candidate", "published", "oracle")}
             result["policy_requests"] = value["requests"]
     return result
@@ -399,14 +401,14 @@ def policy_value(
 ) -> dict[str, Any]:
     """`graphrec.rank.policy.policy_table` of each ranker's order on `config.policy_requests` of the logged
     `request_ids` (the test requests) under `click_model` (a `ClickModel`; theta for the off-policy estimates from
-    the first ranker's position tower). Candidates meet embeddings from `store` where a ranker reads them."""
+    the first ranker's position tower). Candidates meet the embeddings of `store` where given (the rows the
+    rankers were trained on had them), else none."""
     from graphrec.rank.policy import policy_setting, policy_table
     from training.rank_system import predict
 
     started = time.perf_counter()
     setting = policy_setting(validated, click_model, request_ids, config.features, config.policy_requests)
-    embeddings = any(ranker.embedding_dim > 0 for ranker in rankers.values())
-    candidates = setting.rows(store if embeddings else None, feature_store)
+    candidates = setting.rows(store, feature_store)
     scores = {}
     for name, ranker in rankers.items():
         scores[name], _ = predict(ranker, candidates.arrays(None, ranker.embedding_dim > 0))

@@ -191,20 +191,21 @@ def _in_time_chunks(
                 else:
                     other[name] = []
         for name in filled:
-            if out[name].null_count():
-                raise AssertionError(f"behaviour_features: nulls in {name}")
+            if out[name].null_count():  # features never are; `slot` and `row_id` come from validated impressions
+                raise AssertionError(f"behaviour_features: nulls in {name} after a first part without")
             filled[name][at] = out[name].to_numpy()
         for name, parts in other.items():
             parts.append(out[name])
         del out, part
         log.info("ranker features: %s of %s rows", f"{min(start + chunk_rows, len(order)):,}", f"{len(order):,}")
-    back = np.argsort(order, kind="stable")
-    columns = [
-        pl.Series(name, filled[name], dtype=dtype)
-        if name in filled
-        else pl.concat(other[name], how="vertical_relaxed").gather(back)
-        for name, dtype in schema.items()
-    ]
+    back = np.argsort(order, kind="stable") if other else None
+    columns = []
+    for name, dtype in schema.items():
+        if name in filled:
+            filled[name].flags.writeable = False  # the series below shares the buffer
+            columns.append(pl.Series(name, filled[name], dtype=dtype))
+        else:
+            columns.append(pl.concat(other[name], how="vertical_relaxed").gather(back))
     return pl.DataFrame(columns)
 
 

@@ -89,6 +89,8 @@ class HomepageRanker(nn.Module):
             for start in range(0, len(dense), block_rows):
                 yield torch.as_tensor(np.asarray(dense[start : start + block_rows]), dtype=torch.float32)
 
+        if not len(dense):
+            raise ValueError("fit_dense_transform: no training rows")
         low = high = None
         for block in blocks():
             mins, maxs = block.min(dim=0).values, block.max(dim=0).values

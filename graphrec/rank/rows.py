@@ -54,8 +54,8 @@ class RowColumns:
     feature (the frame's own column buffers, not copied): a batch costs one gather per feature, and no [rows,
     features] copy of the training, test or final-fit rows is ever held (a 10M-event shop's 15M final-fit rows
     would take 3.1 GB, on top of the frame that already holds them). `rows` None selects every row. Indexing by
-    row positions (an index array or a slice; then optionally features) gives a numpy array; `np.asarray` the
-    whole matrix."""
+    row positions (an index array, a boolean mask or a slice; then optionally features) gives a numpy array;
+    `np.asarray` the whole matrix."""
 
     def __init__(self, columns: list[np.ndarray], rows: np.ndarray | None, height: int) -> None:
         self.columns, self.rows, self.height = columns, rows, height
@@ -68,27 +68,44 @@ class RowColumns:
         return self.shape[0]
 
     def __getitem__(self, index) -> np.ndarray:
+        features = slice(None)
         if isinstance(index, tuple):  # [rows, features]
-            return self[index[0]][:, index[1]]
-        if isinstance(index, slice):
-            picked = self.rows[index] if self.rows is not None else index
+            index, features = index
+        single = np.isscalar(features)
+        if isinstance(features, slice):
+            columns = self.columns[features]
         else:
-            picked = np.asarray(index, dtype=np.int64)
-            picked = self.rows[picked] if self.rows is not None else picked
-        if isinstance(picked, slice):
-            n = len(range(*picked.indices(self.height)))
-            out = np.empty((len(self.columns), n), np.float32)
-            for j, column in enumerate(self.columns):
+            columns = [self.columns[int(k)] for k in np.atleast_1d(features)]
+        picked = self._positions(index)
+        n = len(range(*picked.indices(self.height))) if isinstance(picked, slice) else len(picked)
+        out = np.empty((len(columns), n), np.float32)
+        for j, column in enumerate(columns):
+            if isinstance(picked, slice):
                 out[j] = column[picked]
-        else:
-            out = np.empty((len(self.columns), len(picked)), np.float32)
-            for j, column in enumerate(self.columns):
+            else:
                 np.take(column, picked, out=out[j])
         # Filled feature by feature (contiguous writes), handed out as the [rows, features] view.
-        return out.T
+        return out[0] if single else out.T
+
+    def _positions(self, index) -> slice | np.ndarray:
+        """Row positions in the columns of the selected rows `index` (a slice, positions or a boolean mask)."""
+        if isinstance(index, slice):
+            return self.rows[index] if self.rows is not None else index
+        if np.isscalar(index):
+            raise TypeError("RowColumns: index rows with a slice, an index array or a mask, not a single row")
+        index = np.asarray(index)
+        if index.dtype == np.bool_:
+            if len(index) != len(self):
+                raise IndexError(f"RowColumns: a mask of {len(index):,} for {len(self):,} rows")
+            index = np.flatnonzero(index)
+        index = index.astype(np.int64, copy=False)
+        return self.rows[index] if self.rows is not None else index
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        whole = np.ascontiguousarray(self[:])
+        whole = np.empty(self.shape, np.float32)  # row-major, filled column by column: one copy, not two
+        picked = self._positions(slice(None))
+        for j, column in enumerate(self.columns):
+            whole[:, j] = column[picked]
         return whole if dtype is None else whole.astype(dtype)
 
     def blocks(self, size: int = 1 << 20):
@@ -114,7 +131,8 @@ class RankRows:
 
     def feature_column(self, name: str) -> np.ndarray:
         """One feature of every row as a float32 array: the frame's own buffer where it is one Float32 chunk without
-        nulls (a view, read-only), else a copy made once and kept."""
+        nulls (a view), else a copy made once and kept (a frame read from several Parquet row groups: rechunk it
+        first to hold its features once). The frame is not to be replaced or changed once the rows are built."""
         if name not in self._columns:
             series = self.frame[name]
             if series.dtype != pl.Float32 or series.n_chunks() > 1 or series.null_count():
@@ -123,8 +141,8 @@ class RankRows:
         return self._columns[name]
 
     def user_codes(self) -> np.ndarray:
-        """Each row's user as a small integer (the same for the same user): what per-user metrics group by, without
-        a Python string per row."""
+        """Each row's user as an integer (the same for the same user; integer ids as they are): what per-user
+        metrics group by, without a Python string per row."""
         if "_user_codes" not in self._columns:
             users = self.frame["user_id"]
             codes = users if users.dtype.is_integer() else users.cast(pl.String).cast(pl.Categorical).to_physical()
@@ -146,7 +164,9 @@ class RankRows:
         if embeddings and self.embedding_dim:
             user = RowVectors(self.vectors["user"], column("user_vector_row").to_numpy())
             module = RowVectors(self.vectors["module"], column("module_vector_row").to_numpy())
-        device = column("device").replace_strict({d: i for i, d in enumerate(DEVICES)}, default=0).to_numpy()
+        # Through String: `replace_strict` on a Categorical with string keys fails on some polars versions.
+        device = column("device").cast(pl.String).replace_strict({d: i for i, d in enumerate(DEVICES)}, default=0)
+        device = device.to_numpy()
         return {
             "dense": dense,
             "user": user,
@@ -165,8 +185,8 @@ def read_impressions(validated: str | Path) -> pl.DataFrame:
     if not path.exists():
         raise InputError(f"{validated}: no impressions.parquet; the ranker trains on homepage impression logs")
     frame = pl.read_parquet(path)
-    # Validation writes them in this order already: checked (three boolean columns) rather than sorted again, a
-    # second copy of every impression (2 GB for a 10M-event shop's 18M).
+    # Validation writes them in this order already: checked (a few key-sized temporary columns) rather than sorted
+    # again, a second copy of every impression (2 GB for a 10M-event shop's 18M).
     return (
         frame
         if _in_order(frame, ("timestamp", "request_id", "slot"))

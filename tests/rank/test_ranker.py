@@ -160,3 +160,16 @@ def test_impressions_come_back_in_time_order_sorted_only_when_they_are_not(tmp_p
     (tmp_path / "swapped").mkdir()
     swapped.write_parquet(tmp_path / "swapped" / "impressions.parquet")
     assert read_impressions(tmp_path / "swapped")["slot"].to_list() == [0, 1, 0, 0, 3]
+
+
+def test_row_columns_read_masks_and_feature_lists_and_refuse_a_single_row():
+    from graphrec.rank.rows import RowColumns
+
+    matrix = np.arange(24, dtype=np.float32).reshape(8, 3)
+    view = RowColumns([np.ascontiguousarray(matrix[:, j]) for j in range(3)], np.array([6, 1, 4]), 8)
+    np.testing.assert_array_equal(view[np.array([True, False, True])], matrix[[6, 4]])
+    np.testing.assert_array_equal(view[[0, 2], [2, 0]], matrix[[6, 4]][:, [2, 0]])
+    with pytest.raises(TypeError):
+        view[1]
+    with pytest.raises(IndexError):
+        view[np.array([True, False])]
