@@ -115,7 +115,7 @@ def build_frames(workdir: Path, validated: Path, stores: dict[str, Path]):
     rows = {}
     base_path = workdir / "rows_base.parquet"
     if base_path.exists():
-        base = pl.read_parquet(base_path)
+        base = pl.read_parquet(base_path).rechunk()  # one chunk per column: RankRows reads its buffers in place
         names = json.loads((workdir / "rows_features.json").read_text())
     else:
         log("building point-in-time rows")
@@ -127,7 +127,7 @@ def build_frames(workdir: Path, validated: Path, stores: dict[str, Path]):
     for kind, store in stores.items():
         path, tables = workdir / f"rows_{kind}.parquet", workdir / f"rows_{kind}_vectors.npz"
         if path.exists() and tables.exists():
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(path).rechunk()
             with np.load(tables) as saved:
                 vectors = {side: saved[side] for side in ("user", "module")}
         else:
