@@ -109,7 +109,7 @@ class HomepageRanker(nn.Module):
             mean = mean + delta * (n / total)
             squares = squares + block_squares + delta**2 * (count * n / total)
             count = total
-        std = torch.sqrt(squares / max(count - 1, 1)) if count > 1 else torch.full_like(mean, float("nan"))
+        std = torch.sqrt(squares / (count - 1)) if count > 1 else torch.full_like(mean, float("nan"))
         self.set_dense_statistics(mean.float(), std.float())
 
     def _transform(self, dense: torch.Tensor) -> torch.Tensor:
