@@ -18,6 +18,7 @@ from graphrec.rank.features import (
     FEATURES,
     RankFeatureConfig,
     behaviour_features,
+    encode_ids,
     feature_descriptions,
 )
 
@@ -329,14 +330,17 @@ def test_one_float32_row_per_input_row_in_input_order_without_nulls(small_shop, 
     assert no_slot["module_coec"].to_list() == [1.0] * 3
 
 
-def test_rows_computed_in_time_chunks_get_the_features_of_all_at_once(small_shop):
-    """Large logs are computed a few hundred thousand rows at a time, each part from the history up to its last
-    row; shuffled rows with their own ids still come back in their order with the same features (up to float32
-    rounding of sums taken in another order)."""
+@pytest.mark.parametrize("delay", [0, 3_600])
+def test_rows_computed_in_time_chunks_get_the_features_of_all_at_once(small_shop, delay):
+    """Large logs are computed a million rows at a time, each part from the events up to its last row and from the
+    impressions' totals computed once for every row (read `delay` seconds before the row); shuffled rows with their
+    own ids still come back in their order with the same features (up to float32 rounding of sums taken in another
+    order)."""
     feedback = _shopper_feedback(small_shop)
+    config = RankFeatureConfig(feedback_delay_seconds=delay)
     shuffled = small_shop.impressions.with_row_index("row_id").sample(fraction=1.0, shuffle=True, seed=2)
     whole = behaviour_features(
-        shuffled, small_shop.events, small_shop.impressions, small_shop.content, small_shop.items, None, feedback
+        shuffled, small_shop.events, small_shop.impressions, small_shop.content, small_shop.items, config, feedback
     )
     assert shuffled.height > 3 * 1_000
     chunked = behaviour_features(
@@ -345,12 +349,28 @@ def test_rows_computed_in_time_chunks_get_the_features_of_all_at_once(small_shop
         small_shop.impressions,
         small_shop.content,
         small_shop.items,
-        None,
+        config,
         feedback,
         chunk_rows=shuffled.height // 3 + 1,
     )
     assert chunked["row_id"].equals(shuffled["row_id"])
     assert_frame_equal(chunked, whole, check_exact=False, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def test_string_item_ids_read_as_codes_get_the_features_of_the_strings(small_shop):
+    """Parts of a large log read every id as a 4-byte code (`encode_ids`): with string item ids too (featured lists,
+    catalog, events), the features are those of the strings read as they are."""
+    as_text = pl.col("item_id").cast(pl.String)
+    events = small_shop.events.with_columns(as_text)
+    items = small_shop.items.with_columns(as_text)
+    content = small_shop.content.with_columns(pl.col("item_ids").cast(pl.List(pl.String)))
+    rows = small_shop.impressions.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
+    whole = behaviour_features(rows, events, small_shop.impressions, content, items)
+    chunked = behaviour_features(rows, events, small_shop.impressions, content, items, chunk_rows=rows.height // 2 + 1)
+    assert whole["user_featured_events"].sum() > 0 and whole["user_category_events"].sum() > 0
+    assert_frame_equal(chunked, whole, check_exact=False, rel_tol=1e-6, abs_tol=1e-6)
+    assert encode_ids(events).schema["item_id"] == pl.Categorical
+    assert encode_ids(small_shop.events).schema["item_id"] == small_shop.events.schema["item_id"]  # integers stay
 
 
 def test_serving_features_equal_the_offline_features_of_the_same_request(small_shop, offline):
