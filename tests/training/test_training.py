@@ -505,9 +505,14 @@ def test_the_run_keeps_the_history_term_only_where_it_helps_on_validation(tmp_pa
     assert history_decision(without, 3, validated=True) is None
 
 
-def test_a_history_scale_sweep_equals_ranking_at_each_scale(tasks):
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_a_history_scale_sweep_equals_ranking_at_each_scale(tasks, monkeypatch, path):
+    """Whether the sweep rewrites only the history term's entries per scale (a sparse term) or adds the whole term
+    (one filled by co-occurrence), each scale's figures are those of ranking with it alone."""
+    import graphrec.embed.scoring as scoring
     from graphrec.embed.scoring import history_scale_sweep
 
+    monkeypatch.setattr(scoring, "SPARSE_TERM", 0 if path == "sparse" else 10**12)
     task = tasks["val"]
     model = build_model(task, SMALL)
     model.set_graph(task.edges, task.item_features)
