@@ -38,7 +38,8 @@ MAX_POSITION_SLOTS = 100  # the position tower's slots; later slots share the la
 def build_rows(
     validated: str | Path, config: RankerStageConfig, store: str | Path | None = None, feature_store=None
 ) -> RankRows:
-    """Training rows of every validated impression, with embeddings from `store` when `config.embeddings`."""
+    """Training rows of the validated impressions after `config.split.skip_days` (the days before are history:
+    no part of the split reads their rows), with embeddings from `store` when `config.embeddings`."""
     if config.embeddings and store is None:
         raise InputError("ranker.embeddings is on but no embedding store was given (--export.store)")
     if config.embeddings:
@@ -49,13 +50,17 @@ def build_rows(
                 f"{store}: no embedding versions; publish some with `graphrec backfill` (or set --ranker.embeddings "
                 "false to train on behaviour features alone)"
             )
-    return impression_rows(validated, store if config.embeddings else None, feature_store, config.features)
+    return impression_rows(
+        validated, store if config.embeddings else None, feature_store, config.features, config.split.skip_days
+    )
 
 
 def impression_days(rows: RankRows) -> np.ndarray:
-    """Each row's day index, counted from the first impression's UTC midnight."""
+    """Each row's day index, counted from the log's first impression's UTC midnight (`rows.origin`; else the first
+    row's)."""
     seconds = rows.frame["timestamp"].dt.epoch("s").to_numpy()
-    return (seconds - (seconds.min() // DAY_SECONDS) * DAY_SECONDS) // DAY_SECONDS
+    origin = rows.origin if rows.origin is not None else (seconds.min() // DAY_SECONDS) * DAY_SECONDS
+    return (seconds - origin) // DAY_SECONDS
 
 
 def split_rows(rows: RankRows, split: RankSplitConfig) -> dict[str, np.ndarray]:
@@ -232,11 +237,14 @@ def _rank_job(
                 "to another shop (pass that shop's click_model.npz)"
             )
     log.info(
-        "ranker rows: %s impressions (%s train, %s validation, %s test), %d features%s (%.0fs)",
+        "ranker rows: %s impressions (%s train, %s validation, %s test; the %s of the first %d days are history "
+        "only), %d features%s (%.0fs)",
         f"{rows.frame.height:,}",
         f"{len(parts['train']):,}",
         f"{len(parts['validation']):,}",
         f"{len(parts['test']):,}",
+        f"{rows.history_only:,}",
+        config.split.skip_days,
         len(rows.feature_names),
         f", {rows.embedding_dim}-dim embeddings" if rows.embedding_dim else "",
         time.perf_counter() - started,
@@ -253,19 +261,13 @@ def _rank_job(
         summary["epochs_run"],
     )
     report: dict[str, Any] = {
-        "rows": {name: len(index) for name, index in parts.items()} | {"impressions": rows.frame.height},
+        "rows": {name: len(index) for name, index in parts.items()}
+        | {"impressions": rows.frame.height, "history_only": rows.history_only},
         "evaluation": {"training": summary, "test": metrics},
     }
     final, final_summary = model, None
-    if config.final_fit:
-        from training.rank_system import fit_ranker
-
-        epochs = int(summary.get("best_epoch", summary["epochs_run"]))
-        train_config = replace(config.train, epochs=epochs)
-        final, final_summary = fit_ranker(
-            new_ranker(rows, config), rows.arrays(parts["all"], config.embeddings), None, train_config, work / "final"
-        )
-        log.info("final ranker: %d epochs on every day after the first %d", epochs, config.split.skip_days)
+    if config.final_fit != "off":
+        final, final_summary = _final_fit(model, summary, rows, parts, config, work / "final")
     descriptions = feature_descriptions(config.features) | {
         "has_user_embedding": "1 if the live embedding version holds the user",
         "has_module_embedding": "1 if the live embedding version holds the module",
@@ -311,6 +313,30 @@ def _rank_job(
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "report.json", report)
     return report
+
+
+def _final_fit(model, summary: dict, rows: RankRows, parts: dict, config: RankerStageConfig, work: Path):
+    """The published ranker: with `ranker.final_fit` "update", the evaluation fit trained one epoch more on the days
+    after its training days (validation and test), from its weights; with "retrain", a new ranker trained on every
+    day for the epoch count the evaluation's early stopping chose. Returns (model, summary)."""
+    import copy
+
+    from training.rank_system import fit_ranker
+
+    if config.final_fit == "update":
+        newer = np.concatenate([parts["validation"], parts["test"]])
+        train_config = replace(config.train, epochs=1)
+        arrays = rows.arrays(newer, config.embeddings)
+        final, summary = fit_ranker(copy.deepcopy(model), arrays, None, train_config, work, warm=True)
+        days = config.split.validation_days + config.split.test_days
+        log.info("final ranker: the evaluation fit, one epoch more on the %d days after its training days", days)
+        return final, summary | {"mode": "update", "rows": len(newer)}
+    epochs = int(summary.get("best_epoch", summary["epochs_run"]))
+    train_config = replace(config.train, epochs=epochs)
+    arrays = rows.arrays(parts["all"], config.embeddings)
+    final, summary = fit_ranker(new_ranker(rows, config), arrays, None, train_config, work)
+    log.info("final ranker: %d epochs on every day after the first %d", epochs, config.split.skip_days)
+    return final, summary | {"mode": "retrain", "rows": len(parts["all"])}
 
 
 def _last_impression(rows: RankRows) -> str:

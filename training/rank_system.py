@@ -73,7 +73,9 @@ class _Rows(Dataset):
         return len(self.clicked)
 
     def __getitem__(self, indices):
-        index = torch.as_tensor(indices)
+        # A batch's rows in storage order: the loss is a mean over them, and gathering 50 feature columns of 15M rows
+        # at ascending positions takes a third of the time of random ones (2.3 against 6.7 ms a batch of 4,096).
+        index = torch.as_tensor(np.sort(np.asarray(indices)))
         dense = torch.from_numpy(np.ascontiguousarray(self.dense[index.numpy()], dtype=np.float32))
         if self.embeddings is None:
             user = module = torch.zeros(len(index), self.width)
@@ -89,12 +91,15 @@ def fit_ranker(
     train_config: RankTrainConfig,
     out_dir,
     callbacks: list | None = None,
+    warm: bool = False,
 ) -> tuple[HomepageRanker, dict]:
     """Fit `model` on the `train` arrays (from `RankRows.arrays`), early-stopping on the `validation` loss; returns
     the model with its best weights and a summary (epochs run, best epoch, best validation loss, the loss curve).
-    `callbacks` are added to the Trainer's (for example an Optuna pruning callback on `val_loss`)."""
+    `callbacks` are added to the Trainer's (for example an Optuna pruning callback on `val_loss`). `warm`: `model`
+    is trained already and goes on from its weights, input transform and position tower (none refitted)."""
     L.seed_everything(train_config.seed, workers=True, verbose=False)
-    model.fit_dense_transform(train["dense"])
+    if not warm:
+        model.fit_dense_transform(train["dense"])
     dim = model.embedding_dim
     generator = torch.Generator().manual_seed(train_config.seed)
     # Whole batches are gathered with one index each (a per-row fetch costs more than the step itself).
@@ -106,7 +111,7 @@ def fit_ranker(
         val_set = _Rows(validation, dim)
         val_batches = BatchSampler(SequentialSampler(val_set), 8 * train_config.batch_size, drop_last=False)
         val_loader = DataLoader(val_set, sampler=val_batches, batch_size=None)
-    if model.config.position_tower:
+    if model.config.position_tower and not warm:
         initialise_position_tower(model, train)
     system = RankerSystem(model, train_config)
     curve = _LossCurve()

@@ -12,6 +12,7 @@ slot. Users and modules a version lacks get zero vectors and a 0 in `has_user_em
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -21,9 +22,12 @@ import polars as pl
 from graphrec.data.config import DEVICES
 from graphrec.data.validation import read_feedback, read_validated
 from graphrec.errors import InputError
-from graphrec.rank.features import RankFeatureConfig, behaviour_features, feature_descriptions
+from graphrec.rank.features import RankFeatureConfig, behaviour_features, encode_ids, feature_descriptions
 
 KEYS = ("row_id", "request_id", "user_id", "content_id", "slot", "timestamp", "device", "clicked")
+# The impressions' columns the behaviour features read, as the rows and as their history.
+HISTORY_COLUMNS = ("user_id", "content_id", "session_id", "slot", "timestamp", "device", "clicked")
+DAY_SECONDS = 86_400
 EMBEDDING_FLAGS = ("has_user_embedding", "has_module_embedding")
 
 
@@ -119,6 +123,11 @@ class RankRows:
     frame: pl.DataFrame
     feature_names: list[str]
     vectors: dict[str, np.ndarray] | None = None
+    origin: int | None = None
+    """The epoch second of day 0 of the rows' day indexes: the UTC midnight before the log's first impression, which
+    is earlier than the first row where the first days are history only (None: the first row's midnight)."""
+    history_only: int = 0
+    """Impressions of those first days: the rows' history, not rows."""
     _columns: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -191,27 +200,48 @@ def impression_rows(
     store: str | Path | None = None,
     feature_store=None,
     features: RankFeatureConfig | None = None,
+    skip_days: int = 0,
 ) -> RankRows:
-    """Training rows for every validated impression; embeddings from `store`'s history where given."""
+    """Training rows for the validated impressions from `skip_days` days after the first impression's UTC midnight
+    (the earlier ones are the later rows' history, never rows themselves); embeddings from `store`'s history where
+    given."""
     features = features or RankFeatureConfig()
     events, items, content, _ = read_validated(validated)
     if content is None:
         raise InputError(f"{validated}: no content.parquet; the ranker needs the content modules' catalog")
     impressions = read_impressions(validated)
-    rows = impressions.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
+    origin = _day_origin(impressions["timestamp"])
+    since = datetime.fromtimestamp(origin + skip_days * DAY_SECONDS, tz=UTC)
+    first_row = int(impressions["timestamp"].search_sorted(since, side="left"))  # they are in time order
+    if first_row >= impressions.height:
+        days = (impressions["timestamp"].dt.epoch("s").max() - origin) // DAY_SECONDS + 1
+        raise InputError(f"the impressions span {days} days, all of them within the {skip_days} skipped days")
+    # The features read ids as 4-byte codes (`encode_ids`) and the keys share the history's other columns, narrow:
+    # the device a category (4 bytes a row, not a string), the slot 32-bit. The impressions' and events' strings
+    # and unused columns (sessions, propensities) are let go before the features run.
+    id_types = {c: impressions.schema[c] for c in ("user_id", "content_id")}
+    history = impressions.select("request_id", *[c for c in HISTORY_COLUMNS if c in impressions.columns]).with_columns(
+        pl.col("device").cast(pl.Categorical), pl.col("slot").cast(pl.Int32)
+    )
+    history = encode_ids(history).with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
+    del impressions
+    events = encode_ids(events.drop("device", strict=False))
+    rows = history.slice(first_row)
     feedback = read_feedback(validated)
-    computed = behaviour_features(rows, events, impressions.lazy(), content, items, features, feedback)
+    computed = behaviour_features(rows, events, history.lazy(), content, items, features, feedback)
+    del events
+    # The keys get their ids back as they were: the feature store and the policy value look them up by value.
+    keys = rows.select(*KEYS).with_columns(pl.col(c).cast(dtype) for c, dtype in id_types.items())
+    del rows, history
     names = list(feature_descriptions(features))
     # Float32, as the model reads them: half the memory of the computed Float64 (exact for counts below 2^24).
     computed = computed.select("row_id", *[pl.col(name).cast(pl.Float32) for name in names])
     # `behaviour_features` answers in input order: the columns are set beside the keys as they are (a join would
     # copy every feature of every row once more).
-    if not computed["row_id"].equals(rows["row_id"]):
+    if not computed["row_id"].equals(keys["row_id"]):
         raise AssertionError("behaviour_features: rows out of input order")
-    frame = rows.select(*KEYS).hstack(computed.drop("row_id"))
-    del rows, impressions, computed  # the impressions' other columns (sessions, propensities) go with them
-    # Narrow keys: the device a category (4 bytes a row, not a string), the slot 32-bit.
-    frame = frame.with_columns(pl.col("device").cast(pl.Categorical), pl.col("slot").cast(pl.Int32))
+    frame = keys.hstack(computed.drop("row_id"))
+    del keys, computed
     if "launch" in content.columns:
         # Looked up on the one key column and set beside the others: a join of the frame would copy every column.
         launch = content.select("content_id", pl.col("launch").alias("module_launch"))
@@ -221,7 +251,13 @@ def impression_rows(
     if store is not None:
         frame, vectors = with_embeddings(frame, store, feature_store)
         names += list(EMBEDDING_FLAGS)
-    return RankRows(frame, names, vectors)
+    return RankRows(frame, names, vectors, origin, first_row)
+
+
+def _day_origin(timestamps: pl.Series) -> int:
+    """The epoch second of the UTC midnight before the first of `timestamps`: day 0 of the rows' day indexes."""
+    first = int(timestamps.dt.epoch("s").min())
+    return first - first % DAY_SECONDS
 
 
 def with_embeddings(

@@ -10,6 +10,7 @@ those rows, the API serves the result, and a call with three fresh views must li
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -31,7 +32,8 @@ def follows_views(published_pair, tmp_path_factory):
     root, _ = published_pair
     world = tmp_path_factory.mktemp("follows-views")
     shutil.copytree(root / "validated", world / "validated")
-    frame = build_rows(world / "validated", RANKER, root / "store").frame
+    every_day = replace(RANKER, split=replace(RANKER.split, skip_days=0))  # the first days' impressions too
+    frame = build_rows(world / "validated", every_day, root / "store").frame
     seen = np.log1p(frame["user_featured_events"].to_numpy()) + np.log1p(frame["session_featured_events"].to_numpy())
     rng = np.random.default_rng(0)
     clicked = rng.random(frame.height) < 1.0 / (1.0 + np.exp(4.0 - 1.5 * seen))

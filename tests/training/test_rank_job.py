@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from polars.testing import assert_frame_equal
 
-from graphrec.errors import InputError
+from graphrec.errors import ConfigError, InputError
 from graphrec.rank.artifact import load_ranker
 from graphrec.rank.policy import pbm_ips
 from graphrec.store.versions import list_versions, read_manifest
@@ -16,7 +19,7 @@ from training.config import (
     RankerStageConfig,
     RankSplitConfig,
 )
-from training.rank_job import build_rows, rank_job, split_rows
+from training.rank_job import build_rows, fit_split, rank_job, split_rows
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,65 @@ def test_the_split_is_temporal_and_refuses_a_log_too_short(ranked):
     assert 0 < slices["cold_users"]["impressions"] < slices["overall"]["impressions"]
     with pytest.raises(InputError, match="too few"):
         split_rows(rows, RankSplitConfig(test_days=7, validation_days=7, skip_days=7))
+
+
+def test_the_skipped_days_are_history_only_rows_and_split_as_if_built(ranked):
+    """The first `skip_days` are no part of the split: their impressions are the later rows' history, not rows. The
+    rows built are exactly those of every impression after them, with the same features and the same split."""
+    from graphrec.rank.rows import impression_rows
+
+    root, _ = ranked
+    config = RankerStageConfig(embeddings=False, split=RANKER.split)
+    rows = build_rows(root / "validated", config)
+    every = impression_rows(root / "validated", features=config.features)
+    assert every.history_only == 0 and rows.history_only > 0
+    assert rows.frame.height + rows.history_only == every.frame.height
+    kept = every.frame.filter(pl.col("row_id") >= rows.frame["row_id"].min())
+    assert_frame_equal(rows.frame, kept)
+    parts, every_parts = split_rows(rows, config.split), split_rows(every, config.split)
+    first_day = rows.frame["timestamp"].min()
+    assert every.frame["timestamp"].gather(every_parts["train"]).min() == first_day
+    for name, index in parts.items():
+        assert rows.frame["row_id"].gather(index).equals(every.frame["row_id"].gather(every_parts[name]))
+    with pytest.raises(InputError, match="all of them within"):
+        build_rows(root / "validated", RankerStageConfig(embeddings=False, split=RankSplitConfig(skip_days=400)))
+
+
+def test_the_published_ranker_is_the_evaluation_fit_updated_on_the_days_it_did_not_see(ranked, tmp_path):
+    """`ranker.final_fit` "update" (the default) trains the evaluation fit one epoch more on the validation and test
+    days, from its weights: its input transform and position tower are the evaluation fit's, not refitted on those
+    days; "retrain" fits a new ranker on every day."""
+    from training.rank_job import _final_fit
+    from training.rank_system import fit_ranker
+
+    root, report = ranked
+    _, info = load_ranker(root / "ranker")
+    final_fit = info["training"]["final_fit"]
+    assert final_fit["mode"] == "update" and final_fit["epochs_run"] == 1
+    assert final_fit["rows"] == report["rows"]["validation"] + report["rows"]["test"]
+    config = RankerStageConfig(embeddings=False, split=RANKER.split, model=RANKER.model, train=RANKER.train)
+    rows = build_rows(root / "validated", config)
+    parts = split_rows(rows, config.split)
+    evaluated, summary = fit_split(rows, parts, config, tmp_path / "evaluation")
+    before = {name: value.clone() for name, value in evaluated.state_dict().items()}
+    updated, update = _final_fit(evaluated, summary, rows, parts, config, tmp_path / "update")
+    assert updated is not evaluated and update["mode"] == "update"
+    assert all(torch.equal(before[name], value) for name, value in evaluated.state_dict().items())  # kept as it was
+    for buffer in ("dense_log", "dense_mean", "dense_std"):
+        assert torch.equal(getattr(updated, buffer), before[buffer])
+    assert torch.equal(updated.slot_logit.weight, before["slot_logit.weight"]) is False  # trained on, not reset
+    assert not all(torch.equal(before[name], value) for name, value in updated.state_dict().items())
+    retrained, again = _final_fit(evaluated, summary, rows, parts, replace(config, final_fit="retrain"), tmp_path)
+    assert again["mode"] == "retrain" and again["rows"] == len(parts["all"])
+    assert not torch.equal(retrained.dense_mean, before["dense_mean"])  # its transform is fitted on every day
+    # A cold start would refit the transform on the rows it is given; a warm one keeps it.
+    warm, _ = fit_ranker(updated, rows.arrays(parts["test"], False), None, replace(config.train, epochs=1), tmp_path,
+                         warm=True)  # fmt: skip
+    assert torch.equal(warm.dense_mean, before["dense_mean"])
+    assert RankerStageConfig(final_fit=True).final_fit == "retrain"  # earlier configs' booleans
+    assert RankerStageConfig(final_fit="false").final_fit == "off"
+    with pytest.raises(ConfigError, match="final_fit"):
+        RankerStageConfig(final_fit="sometimes")
 
 
 def test_the_artifact_scores_the_rows_as_training_did(ranked):
