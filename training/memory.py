@@ -27,6 +27,17 @@ def peak_memory_gib() -> float | None:
     return None
 
 
+def resident_memory_gib() -> float | None:
+    """The process's resident memory now in GiB (VmRSS), or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
 def release_free_memory() -> None:
     """Collect unreachable Python objects and hand glibc's free heap pages back to the system (`malloc_trim`; a
     no-op elsewhere), so what one stage of a job freed there (torch's and numpy's small blocks) is not counted

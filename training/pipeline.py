@@ -44,7 +44,7 @@ from training.config import (
     RankerStageConfig,
     ReloadConfig,
 )
-from training.memory import peak_memory_gib, release_free_memory, reset_peak_memory
+from training.memory import peak_memory_gib, release_free_memory, reset_peak_memory, resident_memory_gib
 from training.run_state import (
     RunGated,
     StageBook,
@@ -83,11 +83,12 @@ class _Stages:
     """Numbered stage lines: one INFO line as each stage ends (or is found up to date)."""
 
     def __init__(self, names: list[str]) -> None:
-        self.names, self.started = names, time.perf_counter()
+        self.names, self.started, self.resident = names, time.perf_counter(), None
 
     def start(self) -> None:
         release_free_memory()  # what the stages before freed, back to the system before this one's peak is taken
         self.started = time.perf_counter()
+        self.resident = resident_memory_gib()  # what the job holds as the stage starts: its peak's floor
         reset_peak_memory()
 
     def seconds(self) -> float:
@@ -97,8 +98,12 @@ class _Stages:
         """The stage's wall seconds so far and this process's resident high-water mark since it started (GiB;
         None where the platform cannot say): the figure that tells an operator which stage sets the job's
         memory."""
-        peak = peak_memory_gib()
-        return {"seconds": self.seconds(), "peak_rss_gib": None if peak is None else round(peak, 2)}
+        peak, resident = peak_memory_gib(), self.resident
+        return {
+            "seconds": self.seconds(),
+            "peak_rss_gib": None if peak is None else round(peak, 2),
+            "start_rss_gib": None if resident is None else round(resident, 2),
+        }
 
     def done(self, name: str, message: str, *args: Any) -> None:
         number = self.names.index(name) + 1

@@ -155,8 +155,6 @@ def behaviour_features(
             shop at once). None: all at once.
     """
     frame = rows.collect() if isinstance(rows, pl.LazyFrame) else rows
-    if impressions is not None and any(c in frame.columns for c in IMPRESSION_TOTALS):
-        raise ValueError("behaviour_features: the rows carry impression totals; pass no impressions beside them")
     if chunk_rows and frame.height > chunk_rows:
         return _in_time_chunks(frame, events, impressions, content, items, config, feedback, chunk_rows)
     plan = _feature_plan(frame, events, impressions, content, items, config or RankFeatureConfig(), feedback)
@@ -172,31 +170,39 @@ def _in_time_chunks(
     rows: pl.DataFrame, events, impressions, content, items, config, feedback, chunk_rows: int
 ) -> pl.DataFrame:
     """`behaviour_features` of `rows` in parts of `chunk_rows` rows in time order. Ids are read as codes
-    (`encode_ids`). The impressions' totals before each row are computed once for every row (`_impression_totals`)
-    and carried by the rows, so no part reads the impressions: that halved the time of a 10M-event shop's last
-    parts and took a third off their memory. A part's other features read only what happened before its rows, so
-    the events and feedback after its last row are left out of its query. Each part's values are written straight
-    to their input positions (one array per column, allocated once): no list of parts, no concatenation and no
-    reordering copy, so the features are held once (3 GB for a 10M-event shop's 14.8M impression rows; three
-    copies at the peak otherwise)."""
+    (`encode_ids`). The features read from the impressions are computed once for every row
+    (`_impression_features`), straight into the output, so no part reads the impressions: that halved the time of
+    a 10M-event shop's last parts and took a third off their memory. A part's other features read only what
+    happened before its rows, so the events and feedback after its last row are left out of its query. Each part's
+    values are written straight to their input positions (one array per column, allocated once): no list of parts,
+    no concatenation and no reordering copy, so the features are held once (3 GB for a 10M-event shop's 14.8M
+    impression rows; three copies at the peak otherwise)."""
     if "row_id" not in rows.columns:
         rows = rows.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
     rows, events, impressions, feedback = (
         None if table is None else encode_ids(table) for table in (rows, events, impressions, feedback)
     )
+    precomputed: dict[str, np.ndarray] = {}
     if impressions is not None:
         started = time.perf_counter()
-        rows = rows.hstack(_impression_totals(rows, impressions, config or RankFeatureConfig()))
+        precomputed = _impression_features(rows, impressions, content, items, config or RankFeatureConfig())
         impressions = None
         log.info(
-            "ranker features: impression totals of %s rows (%.0fs)", f"{rows.height:,}", time.perf_counter() - started
+            "ranker features: impression features of %s rows (%.0fs)", f"{rows.height:,}", time.perf_counter() - started
         )
-    order = np.argsort(rows["timestamp"].dt.epoch("us").to_numpy(), kind="stable")
+    from_impressions = set(precomputed)  # their arrays are the output's; the parts' own values of them are left out
+    n = rows.height
+    # Rows already in time order (the logged impressions are) are taken as slices: no order array, no gathered copy.
+    order = (
+        None
+        if rows["timestamp"].is_sorted()
+        else np.argsort(rows["timestamp"].dt.epoch("us").to_numpy(), kind="stable")
+    )
     filled: dict[str, np.ndarray] = {}  # numeric columns without nulls (all features): one array each
     other: dict[str, list[pl.Series]] = {}  # the rest, kept by part
     schema = None
-    for start in range(0, len(order), chunk_rows):
-        at = order[start : start + chunk_rows]
+    for start in range(0, n, chunk_rows):
+        at = slice(start, min(start + chunk_rows, n)) if order is None else order[start : start + chunk_rows]
         part = rows[at]
         until = pl.col("timestamp") <= part["timestamp"].max()
         cut = [None if table is None else table.lazy().filter(until) for table in (events, impressions, feedback)]
@@ -204,32 +210,45 @@ def _in_time_chunks(
         if schema is None:
             schema = out.schema
             for name, values in out.to_dict().items():
-                if values.dtype.is_numeric() and not values.null_count():
-                    filled[name] = np.empty(len(order), values.to_numpy().dtype)
+                if name in precomputed:
+                    filled[name] = precomputed.pop(name)
+                elif values.dtype.is_numeric() and not values.null_count():
+                    filled[name] = np.empty(n, values.to_numpy().dtype)
                 else:
                     other[name] = []
         for name in filled:
+            if name in from_impressions:
+                continue
             if out[name].null_count():  # features never are; `slot` and `row_id` come from validated impressions
                 raise AssertionError(f"behaviour_features: nulls in {name} after a first part without")
             filled[name][at] = out[name].to_numpy()
         for name, parts in other.items():
             parts.append(out[name])
         del out, part
-        log.info("ranker features: %s of %s rows", f"{min(start + chunk_rows, len(order)):,}", f"{len(order):,}")
-    back = np.argsort(order, kind="stable") if other else None
+        log.info("ranker features: %s of %s rows", f"{min(start + chunk_rows, n):,}", f"{n:,}")
+    back = np.argsort(order, kind="stable") if other and order is not None else None
     columns = []
     for name, dtype in schema.items():
         if name in filled:
             filled[name].flags.writeable = False  # the series below shares the buffer
             columns.append(pl.Series(name, filled[name], dtype=dtype))
         else:
-            columns.append(pl.concat(other[name], how="vertical_relaxed").gather(back))
+            column = pl.concat(other[name], how="vertical_relaxed")
+            columns.append(column if back is None else column.gather(back))
     return pl.DataFrame(columns)
 
 
 ID_COLUMNS = ("user_id", "content_id", "session_id", "item_id")
-# What `_feature_plan` reads from the impressions, per row: rows may carry them instead (`_impression_totals`).
-IMPRESSION_TOTALS = ("_imp", "_click", "_expected", "_first_imp_ts", "_imp_um", "_click_um")
+# The features read from the impressions: `_impression_features` computes them for many rows at once.
+IMPRESSION_FEATURES = (
+    "module_impressions",
+    "module_clicks",
+    "module_coec",
+    "module_days_since_first_impression",
+    "module_age_days",
+    "user_module_impressions",
+    "user_module_clicks",
+)
 
 
 def encode_ids(table: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
@@ -309,7 +328,7 @@ def _feature_plan(
     if cfg.shopper_feedback and shopper_feedback is not None:
         user_module.append(_feedback(shopper_feedback.lazy(), maps, n_modules))
     exposure = []
-    if impressions is not None:  # else the rows may carry these totals (`_impression_totals`)
+    if impressions is not None:
         imps = _impressions(impressions.lazy(), maps, cfg).cache()
         features = _as_of(features, _module_totals(imps), "_m", feedback)
         exposure = [_exposure(imps, n_modules)]
@@ -414,15 +433,23 @@ def _exposure(imps: pl.LazyFrame, n_modules: int) -> pl.LazyFrame:
     )
 
 
-def _impression_totals(rows: pl.DataFrame, impressions, cfg: RankFeatureConfig) -> pl.DataFrame:
-    """The impressions' running totals before each row (`IMPRESSION_TOTALS`: the module's and the (user, module)'s,
-    null where none), one row per input row in input order, computed for all rows in one pass over the impressions:
-    what `_feature_plan` reads from them. The parts of `_in_time_chunks` carry these columns and leave the
-    impressions out of their queries; each part re-reading the whole log before it took most of the time and
+def _impression_features(
+    rows: pl.DataFrame, impressions, content: pl.DataFrame, items: pl.DataFrame | None, cfg: RankFeatureConfig
+) -> dict[str, np.ndarray]:
+    """`IMPRESSION_FEATURES` of every row, in input order (float32 arrays), computed in one pass over the
+    impressions with the same totals and expressions as `_feature_plan`. The parts of `_in_time_chunks` then leave
+    the impressions out of their queries: each part re-reading the whole log before it took most of the time and
     memory of the last parts (on a 10M-event shop's last million impressions, 3.1 of 3.9 GB and half of 12.7 s)."""
     base, maps = _base(rows)
     n_modules = maps["_m"].height
-    frame = base.lazy().select("_pos", "t", "_m", _key("_u", "_m", n_modules, "_um")).sort("t", maintain_order=True)
+    item_dtype = items.schema["item_id"] if items is not None else pl.Int64
+    per_module = _module_tables(content, _catalog(items, item_dtype), maps["_m"])["per_module"]
+    frame = (
+        base.lazy()
+        .select("_pos", "t", "_m", _key("_u", "_m", n_modules, "_um"))
+        .join(per_module.lazy().select("_m", "_launch"), on="_m", how="left", maintain_order="left")
+        .sort("t", maintain_order=True)
+    )
     until = pl.col("timestamp") <= rows["timestamp"].max()
     imps = _impressions(impressions.lazy().filter(until), maps, cfg).cache()
     looked_up = base.lazy().select(_key("_u", "_m", n_modules, "_um").drop_nulls().unique())
@@ -430,7 +457,10 @@ def _impression_totals(rows: pl.DataFrame, impressions, cfg: RankFeatureConfig) 
     on = pl.col("t") - cfg.feedback_delay_seconds * SECOND_US
     frame = _as_of(frame, _module_totals(imps), "_m", on)
     frame = _as_of(frame, _running_totals(exposure, "_um", ["_imp_um", "_click_um"]), "_um", on)
-    return frame.sort("_pos").select(IMPRESSION_TOTALS).collect(engine="in-memory")
+    expressions = _feature_expressions(cfg, set(frame.collect_schema().names()))
+    wanted = [e for e in expressions if e.meta.output_name() in IMPRESSION_FEATURES]
+    out = frame.sort("_pos").select(wanted).collect(engine="in-memory")
+    return {name: out[name].to_numpy() for name in IMPRESSION_FEATURES}
 
 
 def _sum_per_row(frame: pl.LazyFrame, sums: dict[str, pl.Expr]) -> pl.LazyFrame:
@@ -518,7 +548,6 @@ def _base(rows: pl.LazyFrame | pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl
         "session_id",
         pl.col("device").cast(pl.String),
         pl.col("timestamp").dt.epoch("us").alias("t"),
-        *[c for c in IMPRESSION_TOTALS if c in schema],
     ).collect()
     maps = {}
     for index, column in (("_u", "user_id"), ("_m", "content_id"), ("_s", "session_id")):
