@@ -18,20 +18,19 @@ def reset_peak_memory(strict: bool = False) -> None:
 def peak_memory_gib() -> float | None:
     """The process's resident high-water mark in GiB (VmHWM), or None off Linux. VmHWM, not ru_maxrss: Linux
     carries ru_maxrss over fork + exec, so a child started by a large parent would report the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return None
+    return _status_gib("VmHWM")
 
 
 def resident_memory_gib() -> float | None:
     """The process's resident memory now in GiB (VmRSS), or None off Linux."""
+    return _status_gib("VmRSS")
+
+
+def _status_gib(field: str) -> float | None:
+    """A kB field of /proc/self/status in GiB, or None where the platform has none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 2**20
     except OSError:
         pass
