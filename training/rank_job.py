@@ -26,12 +26,11 @@ from graphrec.artifacts import write_json_atomic
 from graphrec.data.config import DEVICES
 from graphrec.errors import InputError
 from graphrec.rank.features import feature_descriptions
-from graphrec.rank.rows import RankRows, impression_rows
+from graphrec.rank.rows import DAY_SECONDS, RankRows, day_origin, impression_rows
 from training.config import RankerStageConfig, RankSplitConfig
 
 log = logging.getLogger("graphrec.rank")
 
-DAY_SECONDS = 86_400
 MAX_POSITION_SLOTS = 100  # the position tower's slots; later slots share the last one
 
 
@@ -58,9 +57,8 @@ def build_rows(
 def impression_days(rows: RankRows) -> np.ndarray:
     """Each row's day index, counted from the log's first impression's UTC midnight (`rows.origin`; else the first
     row's)."""
-    seconds = rows.frame["timestamp"].dt.epoch("s").to_numpy()
-    origin = rows.origin if rows.origin is not None else (seconds.min() // DAY_SECONDS) * DAY_SECONDS
-    return (seconds - origin) // DAY_SECONDS
+    origin = rows.origin if rows.origin is not None else day_origin(rows.frame["timestamp"])
+    return (rows.frame["timestamp"].dt.epoch("s").to_numpy() - origin) // DAY_SECONDS
 
 
 def split_rows(rows: RankRows, split: RankSplitConfig) -> dict[str, np.ndarray]:

@@ -210,12 +210,15 @@ def impression_rows(
     if content is None:
         raise InputError(f"{validated}: no content.parquet; the ranker needs the content modules' catalog")
     impressions = read_impressions(validated)
-    origin = _day_origin(impressions["timestamp"])
+    origin = day_origin(impressions["timestamp"])
     since = datetime.fromtimestamp(origin + skip_days * DAY_SECONDS, tz=UTC)
     first_row = int(impressions["timestamp"].search_sorted(since, side="left"))  # they are in time order
     if first_row >= impressions.height:
         days = (impressions["timestamp"].dt.epoch("s").max() - origin) // DAY_SECONDS + 1
-        raise InputError(f"the impressions span {days} days, all of them within the {skip_days} skipped days")
+        raise InputError(
+            f"{Path(validated) / 'impressions.parquet'}: the {impressions.height:,} impressions span {days} days, all "
+            f"of them within the {skip_days} skipped days (ranker.split.skip_days): no row is left to train on"
+        )
     # The features read ids as 4-byte codes (`encode_ids`) and the keys share the history's other columns, narrow:
     # the device a category (4 bytes a row, not a string), the slot 32-bit. The impressions' and events' strings
     # and unused columns (sessions, propensities) are let go before the features run.
@@ -254,7 +257,7 @@ def impression_rows(
     return RankRows(frame, names, vectors, origin, first_row)
 
 
-def _day_origin(timestamps: pl.Series) -> int:
+def day_origin(timestamps: pl.Series) -> int:
     """The epoch second of the UTC midnight before the first of `timestamps`: day 0 of the rows' day indexes."""
     first = int(timestamps.dt.epoch("s").min())
     return first - first % DAY_SECONDS
