@@ -671,7 +671,7 @@ class _Run:
                 try:
                     candidate, _ = fit_ranker(
                         new_ranker(rows, s.ranker),
-                        rows.arrays(known, s.ranker.embeddings),
+                        rows.arrays(known, s.ranker.embeddings, keys=False),
                         None,
                         replace(s.ranker.train, epochs=epochs),
                         work,

@@ -115,8 +115,8 @@ def fit_split(
 
     use = config.embeddings if embeddings is None else embeddings
     model = new_ranker(rows, config, features, use)
-    train = rows.arrays(parts["train"], use, features)
-    validation = rows.arrays(parts["validation"], use, features)
+    train = rows.arrays(parts["train"], use, features, keys=False)
+    validation = rows.arrays(parts["validation"], use, features, keys=False)
     return fit_ranker(model, train, validation, config.train, Path(out_dir), callbacks)
 
 
@@ -153,11 +153,13 @@ def evaluate_ranker(model, rows: RankRows, test: np.ndarray, config: RankerStage
     from graphrec.rank.metrics import click_metrics
     from training.rank_system import predict
 
+    # The slices first: their columns of the test rows are gone before the model's inputs are gathered.
+    slices = slice_masks(rows, test, config)
     arrays = rows.arrays(test, model.embedding_dim > 0, features)
     _, click = predict(model, arrays)
     result = {"overall": click_metrics(click, arrays["clicked"], arrays["user_id"], arrays["request"])}
     result["calibration"] = reliability_bins(click, arrays["clicked"])
-    for name, mask in slice_masks(rows, test, config).items():
+    for name, mask in slices.items():
         if mask.any() and 0 < arrays["clicked"][mask].sum() < mask.sum():
             result[name] = click_metrics(
                 click[mask], arrays["clicked"][mask], arrays["user_id"][mask], arrays["request"][mask]
@@ -324,14 +326,14 @@ def _final_fit(model, summary: dict, rows: RankRows, parts: dict, config: Ranker
     if config.final_fit == "update":
         newer = np.concatenate([parts["validation"], parts["test"]])
         train_config = replace(config.train, epochs=1)
-        arrays = rows.arrays(newer, config.embeddings)
+        arrays = rows.arrays(newer, config.embeddings, keys=False)
         final, summary = fit_ranker(copy.deepcopy(model), arrays, None, train_config, work, warm=True)
         days = config.split.validation_days + config.split.test_days
         log.info("final ranker: the evaluation fit, one epoch more on the %d days after its training days", days)
         return final, summary | {"mode": "update", "rows": len(newer)}
     epochs = int(summary.get("best_epoch", summary["epochs_run"]))
     train_config = replace(config.train, epochs=epochs)
-    arrays = rows.arrays(parts["all"], config.embeddings)
+    arrays = rows.arrays(parts["all"], config.embeddings, keys=False)
     final, summary = fit_ranker(new_ranker(rows, config), arrays, None, train_config, work)
     log.info("final ranker: %d epochs on every day after the first %d", epochs, config.split.skip_days)
     return final, summary | {"mode": "retrain", "rows": len(parts["all"])}

@@ -5,7 +5,9 @@ The model is a plain `graphrec.rank.model.HomepageRanker` handed in by the calle
 
 from __future__ import annotations
 
+import gc
 import logging
+import warnings
 from dataclasses import asdict
 
 import lightning as L
@@ -50,21 +52,30 @@ class RankerSystem(L.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def _shared(array: np.ndarray) -> torch.Tensor:
+    """A tensor on `array`'s memory. Arrays polars hands out are read-only; these tensors are only read, so torch's
+    warning about writing to them is silenced rather than each array copied."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 class _Rows(Dataset):
     """The ranker's inputs as tensors, fetched a whole batch at a time (`indices`: a list of row numbers); the dense
-    features (`RowColumns` or an array) and the embeddings are gathered per batch rather than held per row."""
+    features (`RowColumns` or an array) and the embeddings are gathered per batch rather than held per row, and
+    the indices (slot, device, vector rows) are held as narrow as they come and widened per batch."""
 
     def __init__(self, arrays: dict, dim: int) -> None:
         self.dense = arrays["dense"]
-        self.slot, self.device = torch.from_numpy(arrays["slot"]), torch.from_numpy(arrays["device"])
-        self.clicked = torch.from_numpy(arrays["clicked"])
+        self.slot, self.device = _shared(arrays["slot"]), _shared(arrays["device"])
+        self.clicked = _shared(arrays["clicked"])
         self.embeddings = None
         if dim and arrays.get("user") is not None:
             user, module = arrays["user"], arrays["module"]
             self.embeddings = [
-                (torch.from_numpy(np.asarray(side.table)), torch.from_numpy(np.asarray(side.rows, dtype=np.int64)))
+                (_shared(np.asarray(side.table)), _shared(np.asarray(side.rows)))
                 if isinstance(side, RowVectors)
-                else (torch.from_numpy(np.asarray(side, dtype=np.float32)), None)
+                else (_shared(np.asarray(side, dtype=np.float32)), None)
                 for side in (user, module)
             ]
         self.width = max(dim, 1)
@@ -80,8 +91,10 @@ class _Rows(Dataset):
         if self.embeddings is None:
             user = module = torch.zeros(len(index), self.width)
         else:
-            user, module = (table[index] if rows is None else table[rows[index]] for table, rows in self.embeddings)
-        return dense, user, module, self.slot[index], self.device[index], self.clicked[index]
+            user, module = (
+                table[index] if rows is None else table[rows[index].long()] for table, rows in self.embeddings
+            )
+        return dense, user, module, self.slot[index].long(), self.device[index].long(), self.clicked[index]
 
 
 def fit_ranker(
@@ -141,7 +154,12 @@ def fit_ranker(
     if curve.val_loss:
         best = int(np.argmin(curve.val_loss))
         summary.update(best_epoch=best + 1, best_val_loss=curve.val_loss[best])
-    return system.model.eval(), summary
+    model = system.model.eval()
+    # The trainer's reference cycles hold the loaders, and through them the rows' input arrays, until a collection:
+    # collected here, before the caller gathers the next rows.
+    del trainer, system, train_loader, val_loader, train_set
+    gc.collect()
+    return model, summary
 
 
 class _LossCurve(L.Callback):
@@ -185,12 +203,15 @@ def predict(model: HomepageRanker, arrays: dict, batch_size: int = 65_536) -> tu
     """P(click | seen) (the serving score) and P(click) at the logged slot, per row."""
     model.eval()
     dim = model.embedding_dim
-    relevance, click = [], []
     rows = _Rows(arrays, dim)
+    relevance, click = torch.empty(len(rows)), torch.empty(len(rows))  # written batch by batch: no list, no concat
     loader = DataLoader(rows, sampler=BatchSampler(SequentialSampler(rows), batch_size, False), batch_size=None)
+    start = 0
     for dense, user, module, slot, device, _ in loader:
         logit = model(dense, user, module) if dim else model(dense)
         log_click, _ = model.click_log_probability(logit, model.seen_logit(slot, device))
-        relevance.append(torch.sigmoid(logit))
-        click.append(torch.exp(log_click))
-    return torch.cat(relevance).numpy(), torch.cat(click).numpy()
+        end = start + len(logit)
+        torch.sigmoid(logit, out=relevance[start:end])
+        torch.exp(log_click, out=click[start:end])
+        start = end
+    return relevance.numpy(), click.numpy()

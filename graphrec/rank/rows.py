@@ -153,10 +153,26 @@ class RankRows:
         codes = users if users.dtype.is_integer() else users.cast(pl.String).cast(pl.Categorical).to_physical()
         return codes.to_numpy()
 
-    def arrays(self, rows: np.ndarray | None = None, embeddings: bool = True, features: list[str] | None = None):
+    @cached_property
+    def device_codes(self) -> np.ndarray:
+        """Each row's device as its index in `DEVICES` (int8; 0 for a device not among them), computed once from
+        the device's few distinct values rather than a string per row."""
+        distinct = self.frame["device"].unique().drop_nulls()
+        codes = [DEVICES.index(value) if value in DEVICES else 0 for value in distinct.cast(pl.String).to_list()]
+        lookup = pl.DataFrame([distinct, pl.Series("code", codes, pl.Int8)])
+        joined = self.frame.select("device").join(lookup, on="device", how="left", maintain_order="left")
+        return joined["code"].fill_null(0).to_numpy()
+
+    def arrays(
+        self,
+        rows: np.ndarray | None = None,
+        embeddings: bool = True,
+        features: list[str] | None = None,
+        keys: bool = True,
+    ):
         """Model inputs of the selected rows: dense [n, F] (`RowColumns`), user and module vectors (`RowVectors`,
-        [n, d]; or None), slot, device index, clicked, and the request key and user code (`user_codes`) for
-        per-request and per-user metrics."""
+        [n, d]; or None), slot (int32), device index (int8), clicked, and with `keys` the request key and user code
+        (`user_codes`) for per-request and per-user metrics (training reads neither: 16 bytes a row)."""
 
         def column(name: str) -> pl.Series:
             series = self.frame[name]
@@ -168,31 +184,52 @@ class RankRows:
         if embeddings and self.embedding_dim:
             user = RowVectors(self.vectors["user"], column("user_vector_row").to_numpy())
             module = RowVectors(self.vectors["module"], column("module_vector_row").to_numpy())
-        # Through String: `replace_strict` on a Categorical with string keys fails on some polars versions.
-        device = column("device").cast(pl.String).replace_strict({d: i for i, d in enumerate(DEVICES)}, default=0)
-        device = device.to_numpy()
-        return {
+        out = {
             "dense": dense,
             "user": user,
             "module": module,
-            "slot": column("slot").to_numpy().astype(np.int64),
-            "device": device.astype(np.int64),
+            "slot": column("slot").cast(pl.Int32).to_numpy(),
+            "device": self.device_codes if rows is None else self.device_codes[rows],
             "clicked": column("clicked").to_numpy().astype(np.float32),
-            "request": column("request_id").to_numpy(),
-            "user_id": self.user_codes if rows is None else self.user_codes[rows],
         }
+        if keys:
+            out["request"] = column("request_id").to_numpy()
+            out["user_id"] = self.user_codes if rows is None else self.user_codes[rows]
+        return out
 
 
-def read_impressions(validated: str | Path) -> pl.DataFrame:
-    """The validated impressions, in time order."""
+def read_impressions(validated: str | Path, columns: list[str] | None = None, encoded: bool = False) -> pl.DataFrame:
+    """The validated impressions, in time order: `columns` only (default: all; they must include `timestamp`,
+    `request_id` and `slot`, the order's keys). `encoded`: the ids as 4-byte codes (`encode_ids`), the device as a
+    Categorical and the slot as Int32, converted as the file is read, so the log's strings are never held at once
+    (a 10M-event shop's 18M impressions, with the ranker's columns: a peak of 1.5 GB read whole, 0.9 GB this way).
+    The frame comes back in one chunk: queries over a frame of many chunks copy it (the ranker's impression
+    features peaked 0.7 GB higher)."""
     path = Path(validated) / "impressions.parquet"
     if not path.exists():
         raise InputError(f"{validated}: no impressions.parquet; the ranker trains on homepage impression logs")
-    frame = pl.read_parquet(path)
-    # Validation writes them in this order already: checked (polars compares the keys as one struct) rather than
-    # sorted again, a second copy of every impression (2 GB for a 10M-event shop's 18M).
-    keys = ("timestamp", "request_id", "slot")
-    return frame if frame.select(pl.struct(keys)).to_series().is_sorted() else frame.sort(*keys)
+    scan = pl.scan_parquet(path)
+    if columns is not None:
+        scan = scan.select(columns)
+    if encoded:
+        schema = scan.collect_schema()
+        narrow = [pl.col(c).cast(dtype) for c, dtype in (("device", pl.Categorical), ("slot", pl.Int32)) if c in schema]
+        scan = encode_ids(scan).with_columns(narrow)
+    frame = scan.collect(engine="streaming").rechunk()
+    # Validation writes them in this order already: checked rather than sorted again, a second copy of every
+    # impression (2 GB for a 10M-event shop's 18M).
+    keys = ["timestamp", "request_id", "slot"]
+    return frame if _in_order(frame, keys) else frame.sort(*keys)
+
+
+def _in_order(frame: pl.DataFrame, keys: list[str], block_rows: int = 1 << 20) -> bool:
+    """Whether `frame`'s rows are sorted by `keys` (polars compares them as one struct), checked a block of rows at
+    a time, each block overlapping the one before by a row: the whole log's struct took 1 GB for 18M rows."""
+    for start in range(0, max(frame.height, 1), block_rows):
+        block = frame.slice(max(start - 1, 0), block_rows + 1).select(pl.struct(keys)).to_series()
+        if not block.is_sorted():
+            return False
+    return True
 
 
 def impression_rows(
@@ -209,7 +246,14 @@ def impression_rows(
     events, items, content, _ = read_validated(validated)
     if content is None:
         raise InputError(f"{validated}: no content.parquet; the ranker needs the content modules' catalog")
-    impressions = read_impressions(validated)
+    # The features read ids as 4-byte codes (`encode_ids`) and the keys share the history's other columns, narrow:
+    # the device a category (4 bytes a row, not a string), the slot 32-bit; sessions' and propensities' columns
+    # are not read. The events' strings are let go before the features run.
+    path = Path(validated) / "impressions.parquet"
+    schema = pl.read_parquet_schema(path) if path.exists() else {}  # a missing file: read_impressions says so
+    id_types = {c: schema[c] for c in ("user_id", "content_id")}
+    columns = ["request_id", *[c for c in HISTORY_COLUMNS if c in schema]]
+    impressions = read_impressions(validated, columns, encoded=True)
     origin = day_origin(impressions["timestamp"])
     since = datetime.fromtimestamp(origin + skip_days * DAY_SECONDS, tz=UTC)
     first_row = int(impressions["timestamp"].search_sorted(since, side="left"))  # they are in time order
@@ -219,14 +263,7 @@ def impression_rows(
             f"{Path(validated) / 'impressions.parquet'}: the {impressions.height:,} impressions span {days} days, all "
             f"of them within the {skip_days} skipped days (ranker.split.skip_days): no row is left to train on"
         )
-    # The features read ids as 4-byte codes (`encode_ids`) and the keys share the history's other columns, narrow:
-    # the device a category (4 bytes a row, not a string), the slot 32-bit. The impressions' and events' strings
-    # and unused columns (sessions, propensities) are let go before the features run.
-    id_types = {c: impressions.schema[c] for c in ("user_id", "content_id")}
-    history = impressions.select("request_id", *[c for c in HISTORY_COLUMNS if c in impressions.columns]).with_columns(
-        pl.col("device").cast(pl.Categorical), pl.col("slot").cast(pl.Int32)
-    )
-    history = encode_ids(history).with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
+    history = impressions.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
     del impressions
     events = encode_ids(events.drop("device", strict=False))
     rows = history.slice(first_row)

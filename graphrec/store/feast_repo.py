@@ -344,26 +344,33 @@ def historical_vectors(
     history = history.select(
         pl.col(column),
         pl.col("event_timestamp").cast(requests.schema["event_timestamp"]).alias("version_time"),
-        pl.col("model_version"),
+        # Categorical: the answer holds a handful of versions over every request (4 bytes each, not a string).
+        pl.col("model_version").cast(pl.Categorical),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("vector_row"),
+        ~pl.col("model_version").is_in(orphan_versions(store)).alias("went_live"),
     )
     if history.schema[column] != requests.schema[column]:
         raise FeatureStoreError(
             f"{entity} ids are {requests.schema[column]} in the requests but {history.schema[column]} in the "
             "embedding history"
         )
-    found = _newest_version_before(request_rows.sort("event_timestamp", maintain_order=True), history, column)
-    orphans = orphan_versions(store)
+    if not request_rows["event_timestamp"].is_sorted():  # a ranker's impressions are in time order already
+        request_rows = request_rows.sort("event_timestamp", maintain_order=True)
+    found = _newest_version_before(request_rows, history, column)
     answered = (
         pl.col("version_time").is_not_null()
         & (pl.col("event_timestamp") - pl.col("version_time") <= timedelta(days=config.ttl_days))
-        & ~pl.col("model_version").is_in(orphans)
+        & pl.col("went_live")
     )
-    found = found.sort("request_row").select(
+    # The two answer columns alone are put back in request order (sorting every joined column copied the ids).
+    found = found.select(
+        "request_row",
         pl.when(answered).then(pl.col("vector_row")).otherwise(0).cast(pl.Int32).alias("vector_row"),
         pl.when(answered).then(pl.col("model_version")).alias("model_version"),
     )
-    return found, table
+    if not found["request_row"].is_sorted():
+        found = found.sort("request_row")
+    return found.drop("request_row"), table
 
 
 def _answerable(store: str | Path, entity: str, column: str, pairs: pl.DataFrame, ttl: timedelta) -> pl.DataFrame:

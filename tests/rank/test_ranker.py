@@ -162,6 +162,65 @@ def test_impressions_come_back_in_time_order_sorted_only_when_they_are_not(tmp_p
     assert read_impressions(tmp_path / "swapped")["slot"].to_list() == [0, 1, 0, 0, 3]
 
 
+def test_order_check_by_blocks_sees_a_swap_anywhere():
+    import polars as pl
+
+    from graphrec.rank.rows import _in_order
+
+    ordered = pl.DataFrame({"timestamp": [1, 1, 2, 2, 3, 4, 4], "request_id": [1, 1, 2, 3, 4, 5, 5]})
+    ordered = ordered.with_columns(slot=pl.Series([0, 1, 0, 0, 0, 0, 1]))
+    keys = ["timestamp", "request_id", "slot"]
+    for block_rows in (1, 2, 3, 100):
+        assert _in_order(ordered, keys, block_rows)
+        for row in range(ordered.height - 1):  # each pair of neighbours swapped, across block boundaries too
+            order = list(range(ordered.height))
+            order[row], order[row + 1] = order[row + 1], order[row]
+            assert not _in_order(ordered[order], keys, block_rows), (block_rows, row)
+    assert _in_order(ordered.head(0), keys) and _in_order(ordered.head(1), keys)
+
+
+def test_impressions_read_encoded_hold_the_same_values_narrower(tmp_path):
+    import polars as pl
+
+    from graphrec.rank.rows import read_impressions
+
+    frame = pl.DataFrame(
+        {
+            "timestamp": [2, 1, 1, 3],
+            "request_id": [7, 5, 5, 8],
+            "slot": [0, 1, 0, 0],
+            "user_id": ["u2", "u1", "u1", None],
+            "content_id": ["c1", "c2", "c1", "c3"],
+            "device": ["app", "desktop", "desktop", "mobile_web"],
+            "propensity": [0.5, 0.2, 0.3, 0.1],
+        }
+    )
+    frame.write_parquet(tmp_path / "impressions.parquet")
+    columns = ["timestamp", "request_id", "slot", "user_id", "content_id", "device"]
+    encoded = read_impressions(tmp_path, columns, encoded=True)
+    assert encoded.columns == columns
+    assert encoded.schema["user_id"] == encoded.schema["content_id"] == encoded.schema["device"] == pl.Categorical
+    assert encoded.schema["slot"] == pl.Int32
+    plain = read_impressions(tmp_path).select(columns)
+    assert encoded.with_columns(pl.col(pl.Categorical).cast(pl.String)).to_dict(as_series=False) == plain.with_columns(
+        pl.col("slot").cast(pl.Int32)
+    ).to_dict(as_series=False)
+    assert plain["request_id"].to_list() == [5, 5, 7, 8]
+
+
+@pytest.mark.parametrize("dtype", ["String", "Categorical"])
+def test_device_codes_index_the_known_devices_and_read_others_as_the_first(dtype):
+    import polars as pl
+
+    from graphrec.data.config import DEVICES
+    from graphrec.rank.rows import RankRows
+
+    devices = ["app", "desktop", "tv", "mobile_web", "app", None]
+    frame = pl.DataFrame({"device": devices}).with_columns(pl.col("device").cast(getattr(pl, dtype)))
+    codes = RankRows(frame, []).device_codes
+    assert codes.tolist() == [DEVICES.index(d) if d in DEVICES else 0 for d in devices]
+
+
 def test_row_columns_read_masks_and_feature_lists_and_refuse_a_single_row():
     from graphrec.rank.rows import RowColumns
 
