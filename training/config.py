@@ -349,6 +349,9 @@ class RankTrainConfig:
         weight_decay: Adam weight decay.
         patience: epochs without a better validation loss before stopping.
         seed: seeds the initialisation and the batch order.
+        average_epochs: the weights validated, checkpointed and kept are an exponential moving average of the
+            steps' weights over about this many epochs (0: the last step's own). A fraction of an epoch, so the
+            same setting suits logs of any size.
     """
 
     epochs: int = 20
@@ -357,6 +360,7 @@ class RankTrainConfig:
     weight_decay: float = 1e-6
     patience: int = 2
     seed: int = 0
+    average_epochs: float = 0.25
 
     def __post_init__(self) -> None:
         check_settings(
@@ -368,6 +372,7 @@ class RankTrainConfig:
                 "lr": (positive, "positive"),
                 "weight_decay": (at_least_zero, "0 or more"),
                 "patience": (positive, "a positive integer"),
+                "average_epochs": (at_least_zero, "0 or more"),
             },
         )
 

@@ -13,7 +13,7 @@ from dataclasses import asdict
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from graphrec.rank.model import HomepageRanker
@@ -129,6 +129,8 @@ def fit_ranker(
     system = RankerSystem(model, train_config)
     curve = _LossCurve()
     callbacks = [curve, *(callbacks or [])]
+    if train_config.average_epochs > 0:
+        callbacks.append(_averaging(len(batches), train_config.average_epochs))
     checkpoint = None
     if val_loader is not None:
         checkpoint = ModelCheckpoint(dirpath=out_dir, monitor="val_loss", mode="min", save_top_k=1, filename="best")
@@ -160,6 +162,15 @@ def fit_ranker(
     del trainer, system, train_loader, val_loader, train_set
     gc.collect()
     return model, summary
+
+
+def _averaging(steps_per_epoch: int, epochs: float) -> EMAWeightAveraging:
+    """Lightning's exponential moving average of the weights over about `epochs` epochs of steps: validation, the
+    checkpoints and the returned model read the average. At a constant learning rate the last step's weights
+    carry that step's noise; the validation loss of a 10M-event shop's ranker jumped by up to 5% between
+    epochs, so which epoch early stopping kept, and how many it ran, varied from run to run."""
+    horizon = max(steps_per_epoch * epochs, 1.0)
+    return EMAWeightAveraging(decay=1.0 - 1.0 / horizon, use_buffers=False)  # buffers: the fixed input transform
 
 
 class _LossCurve(L.Callback):

@@ -104,6 +104,38 @@ def test_fit_learns_relevance_and_position_apart(tmp_path):
     assert abs(click.mean() - val["clicked"].mean()) < 0.01  # calibrated on average
 
 
+def test_averaged_fit_keeps_the_averaged_weights_it_validated(tmp_path):
+    """With `average_epochs`, the model returned is the moving average that early stopping validated (its loss on
+    the validation rows is the best epoch's), and the average differs from the last step's weights."""
+    from training.config import RankTrainConfig
+    from training.rank_system import fit_ranker
+
+    rng = np.random.default_rng(1)
+    n = 12_000
+    dense = rng.normal(size=(n, 5)).astype(np.float32)
+    slot, device = rng.integers(0, 8, n).astype(np.int32), rng.integers(0, 3, n).astype(np.int8)
+    clicked = (rng.random(n) < 1 / (1 + np.exp(-(dense[:, 0] - 2.0)))).astype(np.float32)
+    arrays = {"dense": dense, "user": None, "module": None, "slot": slot, "device": device, "clicked": clicked}
+    train = {k: (v[:9_000] if v is not None else None) for k, v in arrays.items()}
+    val = {k: (v[9_000:] if v is not None else None) for k, v in arrays.items()}
+    fits = {}
+    for average in (0.0, 0.5):
+        config = RankTrainConfig(epochs=4, batch_size=256, lr=0.01, patience=4, average_epochs=average)
+        fits[average] = fit_ranker(
+            HomepageRanker(5, 0, 8, 3, RankerConfig(hidden=[16])), train, val, config, tmp_path / str(average)
+        )
+    for model, summary in fits.values():
+        with torch.no_grad():
+            loss = model.click_loss(
+                model(torch.from_numpy(val["dense"])),
+                model.seen_logit(torch.from_numpy(val["slot"]).long(), torch.from_numpy(val["device"]).long()),
+                torch.from_numpy(val["clicked"]),
+            )
+        assert float(loss) == pytest.approx(summary["best_val_loss"], rel=1e-5)
+    averaged, last = (fits[a][0].state_dict() for a in (0.5, 0.0))
+    assert any(not torch.equal(averaged[k], last[k]) for k in averaged)
+
+
 def test_input_statistics_read_by_blocks_equal_those_of_the_whole_matrix():
     """The transform is fitted a block of rows at a time (no transformed copy of the whole matrix); its log flags,
     means and standard deviations equal those computed on the whole matrix at once."""
