@@ -205,10 +205,7 @@ def read_impressions(validated: str | Path, columns: list[str] | None = None, en
     (a 10M-event shop's 18M impressions, with the ranker's columns: a peak of 1.5 GB read whole, 0.9 GB this way).
     The frame comes back in one chunk: queries over a frame of many chunks copy it (the ranker's impression
     features peaked 0.7 GB higher)."""
-    path = Path(validated) / "impressions.parquet"
-    if not path.exists():
-        raise InputError(f"{validated}: no impressions.parquet; the ranker trains on homepage impression logs")
-    scan = pl.scan_parquet(path)
+    scan = pl.scan_parquet(_impressions_file(validated))
     if columns is not None:
         scan = scan.select(columns)
     if encoded:
@@ -220,6 +217,14 @@ def read_impressions(validated: str | Path, columns: list[str] | None = None, en
     # impression (2 GB for a 10M-event shop's 18M).
     keys = ["timestamp", "request_id", "slot"]
     return frame if _in_order(frame, keys) else frame.sort(*keys)
+
+
+def _impressions_file(validated: str | Path) -> Path:
+    """The validated impressions' file, or an InputError saying it is missing."""
+    path = Path(validated) / "impressions.parquet"
+    if not path.exists():
+        raise InputError(f"{validated}: no impressions.parquet; the ranker trains on homepage impression logs")
+    return path
 
 
 def _in_order(frame: pl.DataFrame, keys: list[str], block_rows: int = 1 << 20) -> bool:
@@ -249,8 +254,7 @@ def impression_rows(
     # The features read ids as 4-byte codes (`encode_ids`) and the keys share the history's other columns, narrow:
     # the device a category (4 bytes a row, not a string), the slot 32-bit; sessions' and propensities' columns
     # are not read. The events' strings are let go before the features run.
-    path = Path(validated) / "impressions.parquet"
-    schema = pl.read_parquet_schema(path) if path.exists() else {}  # a missing file: read_impressions says so
+    schema = pl.read_parquet_schema(_impressions_file(validated))
     id_types = {c: schema[c] for c in ("user_id", "content_id")}
     columns = ["request_id", *[c for c in HISTORY_COLUMNS if c in schema]]
     impressions = read_impressions(validated, columns, encoded=True)

@@ -326,7 +326,9 @@ def historical_vectors(
     column = ID_COLUMN[entity]
     files = sorted((repo_dir(store) / "data" / entity).glob("v*.parquet"))
     request_rows = requests.select(column, "event_timestamp").with_row_index("request_row")
-    empty = request_rows.select(pl.lit(0, pl.Int32).alias("vector_row"), pl.lit(None, pl.String).alias("model_version"))
+    empty = request_rows.select(
+        pl.lit(0, pl.Int32).alias("vector_row"), pl.lit(None, pl.String).cast(pl.Categorical).alias("model_version")
+    )
     if not files:
         return empty, np.zeros((1, 0), dtype=np.float32)
     history = pl.concat(

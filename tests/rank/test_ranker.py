@@ -194,6 +194,18 @@ def test_impressions_come_back_in_time_order_sorted_only_when_they_are_not(tmp_p
     assert read_impressions(tmp_path / "swapped")["slot"].to_list() == [0, 1, 0, 0, 3]
 
 
+def test_rows_without_impressions_say_which_file_is_missing(tmp_path):
+    import polars as pl
+
+    from graphrec.errors import InputError
+    from graphrec.rank.rows import impression_rows
+
+    pl.DataFrame({"user_id": ["u1"], "item_id": [1], "event_type": ["view"]}).write_parquet(tmp_path / "events.parquet")
+    pl.DataFrame({"content_id": ["c1"], "item_ids": [[1]]}).write_parquet(tmp_path / "content.parquet")
+    with pytest.raises(InputError, match=r"no impressions\.parquet"):
+        impression_rows(tmp_path)
+
+
 def test_order_check_by_blocks_sees_a_swap_anywhere():
     import polars as pl
 
