@@ -8,7 +8,7 @@ import resource
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
-from training.memory import peak_memory_gib, reset_peak_memory
+from training.memory import peak_memory_gib, reset_peak_memory, resident_memory_gib
 
 
 def peak_rss_gib() -> float:
@@ -18,11 +18,9 @@ def peak_rss_gib() -> float:
 
 
 def current_rss_gib() -> float:
-    """This process's resident memory now (VmRSS) in GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+    """This process's resident memory now (VmRSS) in GiB; NaN where the platform has no VmRSS."""
+    resident = resident_memory_gib()
+    return resident if resident is not None else float("nan")
 
 
 def reset_peak_rss() -> None:

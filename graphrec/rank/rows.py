@@ -155,13 +155,10 @@ class RankRows:
 
     @cached_property
     def device_codes(self) -> np.ndarray:
-        """Each row's device as its index in `DEVICES` (int8; 0 for a device not among them), computed once from
-        the device's few distinct values rather than a string per row."""
-        distinct = self.frame["device"].unique().drop_nulls()
-        codes = [DEVICES.index(value) if value in DEVICES else 0 for value in distinct.cast(pl.String).to_list()]
-        lookup = pl.DataFrame([distinct, pl.Series("code", codes, pl.Int8)])
-        joined = self.frame.select("device").join(lookup, on="device", how="left", maintain_order="left")
-        return joined["code"].fill_null(0).to_numpy()
+        """Each row's device as its index in `DEVICES` (int8; 0 for a missing device or one not among them),
+        computed once, on the Categorical's codes rather than a string per row."""
+        index = {device: i for i, device in enumerate(DEVICES)}
+        return self.frame["device"].replace_strict(index, default=0, return_dtype=pl.Int8).to_numpy()
 
     def arrays(
         self,
